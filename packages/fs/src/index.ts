@@ -1,0 +1,77 @@
+/**
+ * The filesystem contract of msb: {@link DynFileSystem}, its types and errors,
+ * the {@link FsBackend} base class, {@link withHooks}, and the path-level
+ * {@link PathFs} client. Zero runtime dependencies.
+ *
+ * @packageDocumentation
+ */
+export type {
+  Attr,
+  CachePolicy,
+  Context,
+  CreateReply,
+  DirEntry,
+  DirEntryPlus,
+  DynFileSystem,
+  Entry,
+  FsOperation,
+  MaybePromise,
+  OpenReply,
+  SetattrRequest,
+  StatFs,
+  Timespec,
+} from "./types.js";
+export {
+  ACCESS,
+  DT,
+  FALLOC,
+  FOPEN,
+  NAME_MAX,
+  O,
+  PATH_MAX,
+  RENAME,
+  ROOT_INO,
+  S,
+  SEEK,
+  SetattrValid,
+  WRITE,
+  XATTR,
+  XATTR_NAME_MAX,
+  XATTR_SIZE_MAX,
+} from "./constants.js";
+export {
+  ERRNO_ALIASES,
+  ERRNO_TABLE,
+  Errno,
+  FsError,
+  canonicalErrnoName,
+  errnoMessage,
+  errnoName,
+  fsError,
+  type ErrnoName,
+  type FsErrorDetails,
+} from "./errno.js";
+export { FsBackend } from "./backend.js";
+export { withHooks, type DataHookInfo, type DataHooks } from "./hooks.js";
+export { checkAccess, hasAccess, inGroup, stickyAllows } from "./access.js";
+export { dtFromMode, fileKind, isDirectory, isRegularFile, isSymlink, major, makedev, minor, type FileKind } from "./mode.js";
+export {
+  bytesEqual,
+  bytesStartWith,
+  bytesToString,
+  isDotOrDotDot,
+  joinPath,
+  splitPath,
+  toBytes,
+  validateName,
+} from "./names.js";
+export { isPromiseLike, mapMaybe } from "./maybe.js";
+export { nowTimespec, setattrRequest, toTimespec, type SetattrChanges } from "./setattr.js";
+export {
+  PathFs,
+  type PathDirent,
+  type PathFsOptions,
+  type PathLike,
+  type WalkEntry,
+  type WriteFileOptions,
+} from "./path-fs.js";
