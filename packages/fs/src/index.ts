@@ -75,3 +75,15 @@ export {
   type WalkEntry,
   type WriteFileOptions,
 } from "./path-fs.js";
+export {
+  checkXattrAccess,
+  checkXattrValue,
+  modeAfterWrite,
+  newInodeOwnership,
+  planSetattr,
+  xattrNamespace,
+  xattrVisible,
+  type SetattrPlan,
+  type SetattrPlanOptions,
+  type XattrNamespace,
+} from "./policy.js";
