@@ -19,9 +19,9 @@ describe("4 KiB read", () => {
     tree.read(ctx, entry.ino, fh, 4096, 8192);
   });
   bench("through FsBackend delegation", () => {
-    delegating.read(ctx, entry.ino, fh, 4096, 8192);
+    void delegating.read(ctx, entry.ino, fh, 4096, 8192);
   });
   bench("through withHooks", () => {
-    hooked.read(ctx, entry.ino, fh, 4096, 8192);
+    void hooked.read(ctx, entry.ino, fh, 4096, 8192);
   });
 });
