@@ -68,6 +68,11 @@ describe("modeAfterWrite", () => {
     expect(modeAfterWrite(file(0o2646), bob)).toBe(S.IFREG | 0o646);
   });
 
+  it("drops privileges for anyone when the kernel says so", () => {
+    expect(modeAfterWrite(file(0o6755), root, true)).toBe(S.IFREG | 0o755);
+    expect(modeAfterWrite(file(0o2644), root, true)).toBe(S.IFREG | 0o2644);
+  });
+
   it("leaves root's writes and non-regular files alone", () => {
     expect(modeAfterWrite(file(0o6755), root)).toBe(S.IFREG | 0o6755);
     expect(modeAfterWrite({ mode: S.IFDIR | 0o2755, gid: 1 }, bob)).toBe(S.IFDIR | 0o2755);
@@ -121,9 +126,9 @@ describe("planSetattr", () => {
     expect(code(() => planSetattr(file(0o644), bob, setattrRequest({ mtime: "now" }), { now }))).toBe("EACCES");
   });
 
-  it("kills privileges on request for non-root callers", () => {
+  it("kills privileges on request, whoever asks", () => {
     expect(planSetattr(file(0o6755), alice, setattrRequest({ killSuidgid: true }), { now }).mode).toBe(S.IFREG | 0o755);
-    expect(planSetattr(file(0o6755), root, setattrRequest({ killSuidgid: true }), { now }).mode).toBeUndefined();
+    expect(planSetattr(file(0o6755), root, setattrRequest({ killSuidgid: true }), { now }).mode).toBe(S.IFREG | 0o755);
   });
 });
 

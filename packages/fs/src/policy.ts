@@ -46,10 +46,15 @@ export function newInodeOwnership(
  * a caller without CAP_FSETID (not root) writing a regular file clears setuid,
  * and setgid when the file is group-executable or the caller is not in its
  * group. Returns the mode unchanged otherwise.
+ *
+ * @param kill - the kernel already decided the caller lacks CAP_FSETID
+ *   (`WRITE.KILL_SUIDGID`, `SetattrValid.KILL_SUIDGID`, HANDLE_KILLPRIV_V2):
+ *   setuid goes, and setgid when group-executable, whoever `ctx` is.
  */
-export function modeAfterWrite(attr: Pick<Attr, "mode" | "gid">, ctx: Context): number {
-  if (isRoot(ctx) || (attr.mode & S.IFMT) !== S.IFREG) return attr.mode;
-  return attr.mode & ~suidSgidToDrop(attr, ctx);
+export function modeAfterWrite(attr: Pick<Attr, "mode" | "gid">, ctx: Context, kill = false): number {
+  if ((attr.mode & S.IFMT) !== S.IFREG) return attr.mode;
+  if (kill) return attr.mode & ~(S.ISUID | ((attr.mode & 0o010) !== 0 ? S.ISGID : 0));
+  return isRoot(ctx) ? attr.mode : attr.mode & ~suidSgidToDrop(attr, ctx);
 }
 
 /**
@@ -142,7 +147,7 @@ export function planSetattr(attr: Owned, ctx: Context, req: SetattrRequest, opti
     if (!isRoot(ctx) && !inGroup(ctx, gid)) perms &= ~S.ISGID;
     mode = (attr.mode & S.IFMT) | perms;
   } else if ((valid & SetattrValid.KILL_SUIDGID) !== 0) {
-    mode = modeAfterWrite({ mode, gid: attr.gid }, ctx);
+    mode = modeAfterWrite({ mode, gid: attr.gid }, ctx, true);
   }
   if (mode !== attr.mode) plan.mode = mode;
 
