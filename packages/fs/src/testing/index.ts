@@ -18,6 +18,7 @@ import type { DynFileSystem, MaybePromise } from "../types.js";
 import { Harness, createScratchDir, type ScratchDir } from "./harness.js";
 import { attributeSuite } from "./suites/attributes.js";
 import { directorySuite } from "./suites/directories.js";
+import { errorSuite } from "./suites/errors.js";
 import { fileSuite } from "./suites/files.js";
 import { namespaceSuite } from "./suites/namespace.js";
 import { permissionSuite } from "./suites/permissions.js";
@@ -102,6 +103,7 @@ const SUITES: readonly (readonly [string, Suite])[] = [
   ["attributes", attributeSuite],
   ["xattrs", xattrSuite],
   ["permissions", permissionSuite],
+  ["error matrix", errorSuite],
 ];
 
 /**
