@@ -172,7 +172,8 @@ export type XattrNamespace = "user" | "trusted" | "security" | "system";
 
 /**
  * Checks an xattr name as the VFS does and returns its namespace: empty or
- * longer than 255 bytes → `ERANGE`; no known `namespace.` prefix → `EOPNOTSUPP`.
+ * longer than 255 bytes → `ERANGE`; no known `namespace.` prefix →
+ * `EOPNOTSUPP`; a bare prefix such as `user.` → `EINVAL`.
  */
 export function xattrNamespace(name: Uint8Array, op: string): XattrNamespace {
   if (name.length === 0 || name.length > XATTR_NAME_MAX) {
@@ -180,7 +181,9 @@ export function xattrNamespace(name: Uint8Array, op: string): XattrNamespace {
   }
   const text = bytesToString(name);
   for (const ns of ["user", "trusted", "security", "system"] as const) {
-    if (text.startsWith(`${ns}.`) && text.length > ns.length + 1) return ns;
+    if (!text.startsWith(`${ns}.`)) continue;
+    if (text.length === ns.length + 1) throw new FsError("EINVAL", { op, path: text, detail: "xattr name has nothing after its namespace" });
+    return ns;
   }
   throw new FsError("EOPNOTSUPP", { op, path: text, detail: "unknown xattr namespace" });
 }

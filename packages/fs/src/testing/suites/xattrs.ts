@@ -47,11 +47,24 @@ export const xattrSuite: Suite = (env, caps) => {
     expect(bytesToString(await fs.getxattr(ROOT, ino, n("user.a")))).toBe("4");
   });
 
-  it("refuses both flags together, or unknown flags, with EINVAL", async () => {
+  it("applies both flags together as Linux does: ENODATA when missing, EEXIST when present", async () => {
     const { h, fs } = env();
     const ino = await h.file("f");
-    await expectErrno(() => fs.setxattr(ROOT, ino, n("user.a"), n("1"), XATTR.CREATE | XATTR.REPLACE), "EINVAL");
+    await expectErrno(() => fs.setxattr(ROOT, ino, n("user.a"), n("1"), XATTR.CREATE | XATTR.REPLACE), "ENODATA");
+    await fs.setxattr(ROOT, ino, n("user.a"), n("1"), 0);
+    await expectErrno(() => fs.setxattr(ROOT, ino, n("user.a"), n("2"), XATTR.CREATE | XATTR.REPLACE), "EEXIST");
+  });
+
+  it("refuses unknown flags with EINVAL", async () => {
+    const { h, fs } = env();
+    const ino = await h.file("f");
     await expectErrno(() => fs.setxattr(ROOT, ino, n("user.a"), n("1"), 0x10), "EINVAL");
+  });
+
+  it("refuses a bare namespace prefix such as user. with EINVAL", async () => {
+    const { h, fs } = env();
+    const ino = await h.file("f");
+    await expectErrno(() => fs.setxattr(ROOT, ino, n("user."), n("1"), 0), "EINVAL");
   });
 
   it("stores empty values and binary values byte for byte", async () => {
