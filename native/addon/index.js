@@ -1,0 +1,123 @@
+// Hand-written CommonJS loader for the msb-native Node-API addon.
+// (`napi build` only generates a loader for crates using napi-derive; this
+// crate uses no crates at all.)
+'use strict';
+
+const { join } = require('node:path');
+const { existsSync } = require('node:fs');
+
+function platformTriple() {
+  const { platform, arch } = process;
+  if (platform !== 'linux') return `${platform}-${arch}`;
+  const report = typeof process.report?.getReport === 'function' ? process.report.getReport() : null;
+  const header = report && (typeof report === 'string' ? JSON.parse(report) : report).header;
+  const libc = header && header.glibcVersionRuntime ? 'gnu' : 'musl';
+  return `linux-${arch}-${libc}`;
+}
+
+const triple = platformTriple();
+const file = join(__dirname, `msb-native.${triple}.node`);
+if (!existsSync(file)) {
+  throw new Error(
+    `@msb/native: native addon not found: ${file} (platform ${triple}; only linux-x64-gnu is supported). ` +
+      'Build it with "pnpm --filter @msb/native build" (needs the Rust toolchain).',
+  );
+}
+
+const binding = require(file);
+
+// One explicit assignment per export so Node's cjs-module-lexer sees the
+// names and `import { openat2 } from '@msb/native'` works from ESM.
+module.exports.version = binding.version;
+module.exports.constants = binding.constants;
+module.exports.UTIME_NOW = binding.UTIME_NOW;
+module.exports.UTIME_OMIT = binding.UTIME_OMIT;
+module.exports.makedev = binding.makedev;
+module.exports.major = binding.major;
+module.exports.minor = binding.minor;
+
+// extended attributes
+module.exports.getxattr = binding.getxattr;
+module.exports.getxattrAsync = binding.getxattrAsync;
+module.exports.lgetxattr = binding.lgetxattr;
+module.exports.lgetxattrAsync = binding.lgetxattrAsync;
+module.exports.fgetxattr = binding.fgetxattr;
+module.exports.fgetxattrAsync = binding.fgetxattrAsync;
+module.exports.setxattr = binding.setxattr;
+module.exports.setxattrAsync = binding.setxattrAsync;
+module.exports.lsetxattr = binding.lsetxattr;
+module.exports.lsetxattrAsync = binding.lsetxattrAsync;
+module.exports.fsetxattr = binding.fsetxattr;
+module.exports.fsetxattrAsync = binding.fsetxattrAsync;
+module.exports.listxattr = binding.listxattr;
+module.exports.listxattrAsync = binding.listxattrAsync;
+module.exports.llistxattr = binding.llistxattr;
+module.exports.llistxattrAsync = binding.llistxattrAsync;
+module.exports.flistxattr = binding.flistxattr;
+module.exports.flistxattrAsync = binding.flistxattrAsync;
+module.exports.removexattr = binding.removexattr;
+module.exports.removexattrAsync = binding.removexattrAsync;
+module.exports.lremovexattr = binding.lremovexattr;
+module.exports.lremovexattrAsync = binding.lremovexattrAsync;
+module.exports.fremovexattr = binding.fremovexattr;
+module.exports.fremovexattrAsync = binding.fremovexattrAsync;
+
+// open / close
+module.exports.openat2 = binding.openat2;
+module.exports.openat2Async = binding.openat2Async;
+module.exports.openat = binding.openat;
+module.exports.openatAsync = binding.openatAsync;
+module.exports.close = binding.close;
+module.exports.closeAsync = binding.closeAsync;
+
+// *at family
+module.exports.mkdirat = binding.mkdirat;
+module.exports.mkdiratAsync = binding.mkdiratAsync;
+module.exports.mknodat = binding.mknodat;
+module.exports.mknodatAsync = binding.mknodatAsync;
+module.exports.symlinkat = binding.symlinkat;
+module.exports.symlinkatAsync = binding.symlinkatAsync;
+module.exports.linkat = binding.linkat;
+module.exports.linkatAsync = binding.linkatAsync;
+module.exports.unlinkat = binding.unlinkat;
+module.exports.unlinkatAsync = binding.unlinkatAsync;
+module.exports.renameat2 = binding.renameat2;
+module.exports.renameat2Async = binding.renameat2Async;
+module.exports.fchownat = binding.fchownat;
+module.exports.fchownatAsync = binding.fchownatAsync;
+module.exports.fchmodat = binding.fchmodat;
+module.exports.fchmodatAsync = binding.fchmodatAsync;
+module.exports.utimensat = binding.utimensat;
+module.exports.utimensatAsync = binding.utimensatAsync;
+module.exports.readlinkat = binding.readlinkat;
+module.exports.readlinkatAsync = binding.readlinkatAsync;
+module.exports.faccessat = binding.faccessat;
+module.exports.faccessatAsync = binding.faccessatAsync;
+
+// stat
+module.exports.fstatat = binding.fstatat;
+module.exports.fstatatAsync = binding.fstatatAsync;
+module.exports.fstat = binding.fstat;
+module.exports.fstatAsync = binding.fstatAsync;
+module.exports.statfs = binding.statfs;
+module.exports.statfsAsync = binding.statfsAsync;
+module.exports.fstatfs = binding.fstatfs;
+module.exports.fstatfsAsync = binding.fstatfsAsync;
+
+// directories
+module.exports.getdents = binding.getdents;
+module.exports.getdentsAsync = binding.getdentsAsync;
+
+// file data
+module.exports.fallocate = binding.fallocate;
+module.exports.fallocateAsync = binding.fallocateAsync;
+module.exports.copyFileRange = binding.copyFileRange;
+module.exports.copyFileRangeAsync = binding.copyFileRangeAsync;
+module.exports.lseek = binding.lseek;
+module.exports.lseekAsync = binding.lseekAsync;
+
+// mounts
+module.exports.mount = binding.mount;
+module.exports.mountAsync = binding.mountAsync;
+module.exports.umount2 = binding.umount2;
+module.exports.umount2Async = binding.umount2Async;

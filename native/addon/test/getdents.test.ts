@@ -1,0 +1,94 @@
+import fs from "node:fs";
+import path from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { close, constants, getdents, getdentsAsync, lseek, openat } from "../index.js";
+import type { Dirent } from "../index.js";
+import { expectErrno, useTmpDir } from "./helpers.js";
+
+const c = constants;
+
+/** Calls getdents until it returns an empty array. */
+function readAll(fd: number, bufferSize?: number): Dirent[] {
+  const all: Dirent[] = [];
+  for (;;) {
+    const batch = getdents(fd, bufferSize);
+    if (batch.length === 0) return all;
+    all.push(...batch);
+  }
+}
+
+const latin1 = (d: Dirent): string => d.name.toString("latin1");
+
+describe("getdents", () => {
+  const tmp = useTmpDir();
+  let fd = -1;
+  const odd = Buffer.from([0x6f, 0x64, 0x64, 0xff, 0xfe, 0x80]); // "odd\xff\xfe\x80"
+
+  beforeEach(() => {
+    for (let i = 0; i < 60; i++) fs.writeFileSync(tmp.join(`file-${i}`), "");
+    fs.mkdirSync(tmp.join("dir"));
+    fs.symlinkSync("file-0", tmp.join("link"));
+    fs.writeFileSync(Buffer.from(path.join(tmp.dir, odd.toString("latin1")), "latin1"), "");
+    fd = openat(c.AT_FDCWD, tmp.dir, c.O_RDONLY | c.O_DIRECTORY);
+  });
+
+  afterEach(() => {
+    close(fd);
+  });
+
+  it("lists every entry with bigint ino/off, DT_* types and names as bytes", () => {
+    const entries = readAll(fd);
+    const names = entries.map(latin1).sort();
+    const expected = [".", "..", "dir", "link", odd.toString("latin1"), ...Array.from({ length: 60 }, (_, i) => `file-${i}`)].sort();
+    expect(names).toEqual(expected);
+    const byName = new Map(entries.map((e) => [latin1(e), e]));
+    expect(byName.get("dir")?.type).toBe(c.DT_DIR);
+    expect(byName.get("link")?.type).toBe(c.DT_LNK);
+    expect(byName.get("file-7")?.type).toBe(c.DT_REG);
+    const oddEntry = byName.get(odd.toString("latin1"));
+    expect(oddEntry?.name).toEqual(odd);
+    expect(Buffer.isBuffer(oddEntry?.name)).toBe(true);
+    for (const e of entries) {
+      expect(typeof e.ino).toBe("bigint");
+      expect(typeof e.off).toBe("bigint");
+    }
+    expect(byName.get("file-7")?.ino).toBe(fs.lstatSync(tmp.join("file-7"), { bigint: true }).ino);
+    // At the end it keeps returning [].
+    expect(getdents(fd)).toEqual([]);
+  });
+
+  it("small buffers return fewer entries per call; a too-small one is EINVAL", () => {
+    const first = getdents(fd, 128);
+    expect(first.length).toBeGreaterThan(0);
+    expect(first.length).toBeLessThan(10);
+    expect(first.length + readAll(fd, 256).length).toBe(65);
+    // At the end nothing needs to fit; from the start even "." does not fit in 8 bytes.
+    expect(getdents(fd, 8)).toEqual([]);
+    lseek(fd, 0, c.SEEK_SET);
+    expectErrno(() => getdents(fd, 8), "EINVAL", "getdents64");
+  });
+
+  it("resumes after an entry by seeking to its off cookie", () => {
+    const all = readAll(fd, 512);
+    const k = 20;
+    const cookie = all[k]?.off ?? -1n;
+    expect(lseek(fd, cookie, c.SEEK_SET)).toBe(cookie);
+    const rest = readAll(fd, 512);
+    expect(rest.map(latin1)).toEqual(all.slice(k + 1).map(latin1));
+    // Rewinding to 0 lists everything again.
+    expect(lseek(fd, 0, c.SEEK_SET)).toBe(0);
+    expect(readAll(fd).length).toBe(all.length);
+  });
+
+  it("async form and errors", async () => {
+    const batch = await getdentsAsync(fd);
+    expect(batch.length).toBe(65);
+    const file = openat(c.AT_FDCWD, tmp.join("file-1"));
+    try {
+      expectErrno(() => getdents(file), "ENOTDIR", "getdents64");
+    } finally {
+      close(file);
+    }
+    expectErrno(() => getdents(1_000_000), "EBADF", "getdents64");
+  });
+});
