@@ -9,8 +9,6 @@ import { FsError } from "./errno.js";
 import { bytesToString } from "./names.js";
 import type { Attr, Context, SetattrRequest, Timespec } from "./types.js";
 
-type Owned = Pick<Attr, "ino" | "mode" | "uid" | "gid">;
-
 const isRoot = (ctx: Context): boolean => ctx.uid === 0;
 
 /**
@@ -102,7 +100,7 @@ export interface SetattrPlan {
  *
  * The backend then applies the plan (and, for `size`, the data change).
  */
-export function planSetattr(attr: Owned, ctx: Context, req: SetattrRequest, options: SetattrPlanOptions): SetattrPlan {
+export function planSetattr(attr: Pick<Attr, "ino" | "mode" | "uid" | "gid">, ctx: Context, req: SetattrRequest, options: SetattrPlanOptions): SetattrPlan {
   const { valid } = req;
   const { now } = options;
   const owner = isRoot(ctx) || ctx.uid === attr.uid;
@@ -195,7 +193,7 @@ export function xattrNamespace(name: Uint8Array, op: string): XattrNamespace {
  * directories (`EPERM` / `ENODATA` elsewhere) and needs read or write
  * permission (`EACCES`); `system.*` is not supported (`EOPNOTSUPP`).
  */
-export function checkXattrAccess(attr: Owned, ctx: Context, ns: XattrNamespace, write: boolean, op: string): void {
+export function checkXattrAccess(attr: Pick<Attr, "ino" | "mode" | "uid" | "gid">, ctx: Context, ns: XattrNamespace, write: boolean, op: string): void {
   if (ns === "system") throw new FsError("EOPNOTSUPP", { op, ino: attr.ino, detail: "system.* xattrs (ACLs) are not supported" });
   if (ns === "trusted" && !isRoot(ctx)) throw new FsError(write ? "EPERM" : "ENODATA", { op, ino: attr.ino });
   if (ns === "user") {
