@@ -149,56 +149,57 @@ fn parse_fchownat(env: Env, args: &Args) -> Result<Call, ArgErr> {
     .path(&path))
 }
 
-/// `fchmodat(dirfd, path, mode, flags = 0)`: the plain syscall for flags 0,
-/// else fchmodat2 (Linux >= 6.6; ENOSYS before, surfaced as is).
-fn parse_fchmodat(env: Env, args: &Args) -> Result<Call, ArgErr> {
+/// A `(dirfd, path, mode, flags)` call whose classic syscall ignores or lacks
+/// flags: the classic one runs for flags 0, the `…2` variant (which honours
+/// them) otherwise, and an old kernel's ENOSYS from it surfaces as is.
+fn mode_flags_call(
+    env: Env,
+    args: &Args,
+    default_mode: Option<u32>,
+    classic: (c_long, &'static str),
+    with_flags: (c_long, &'static str),
+) -> Result<Call, ArgErr> {
     let dirfd = env.fd(args.get(0), "dirfd")?;
     let path = env.cstr(args.get(1), "path")?;
-    let mode = mode_arg(env, args.get(2), None)?;
+    let mode = mode_arg(env, args.get(2), default_mode)?;
     let flags = env.opt_flags(args.get(3), "flags")?;
     let p = path.clone();
     Ok(Call::new(move || {
         let (fd, ptr, m) = (dirfd as c_long, p.as_ptr() as c_long, mode as c_long);
         if flags == 0 {
-            unit(
-                unsafe { sys::syscall(sys::SYS_FCHMODAT, fd, ptr, m) },
-                "fchmodat",
-            )
+            unit(unsafe { sys::syscall(classic.0, fd, ptr, m) }, classic.1)
         } else {
             let f = flags as c_long;
             unit(
-                unsafe { sys::syscall(sys::SYS_FCHMODAT2, fd, ptr, m, f) },
-                "fchmodat2",
+                unsafe { sys::syscall(with_flags.0, fd, ptr, m, f) },
+                with_flags.1,
             )
         }
     })
     .path(&path))
 }
 
-/// `faccessat(dirfd, path, mode = F_OK, flags = 0)`: faccessat for flags 0,
-/// else faccessat2 (which is what honours AT_EACCESS / AT_SYMLINK_NOFOLLOW).
+/// `fchmodat(dirfd, path, mode, flags = 0)`: fchmodat2 (Linux >= 6.6) for flags.
+fn parse_fchmodat(env: Env, args: &Args) -> Result<Call, ArgErr> {
+    mode_flags_call(
+        env,
+        args,
+        None,
+        (sys::SYS_FCHMODAT, "fchmodat"),
+        (sys::SYS_FCHMODAT2, "fchmodat2"),
+    )
+}
+
+/// `faccessat(dirfd, path, mode = F_OK, flags = 0)`: faccessat2 for flags,
+/// which is what honours AT_EACCESS / AT_SYMLINK_NOFOLLOW.
 fn parse_faccessat(env: Env, args: &Args) -> Result<Call, ArgErr> {
-    let dirfd = env.fd(args.get(0), "dirfd")?;
-    let path = env.cstr(args.get(1), "path")?;
-    let mode = mode_arg(env, args.get(2), Some(0))?;
-    let flags = env.opt_flags(args.get(3), "flags")?;
-    let p = path.clone();
-    Ok(Call::new(move || {
-        let (fd, ptr, m) = (dirfd as c_long, p.as_ptr() as c_long, mode as c_long);
-        if flags == 0 {
-            unit(
-                unsafe { sys::syscall(sys::SYS_FACCESSAT, fd, ptr, m) },
-                "faccessat",
-            )
-        } else {
-            let f = flags as c_long;
-            unit(
-                unsafe { sys::syscall(sys::SYS_FACCESSAT2, fd, ptr, m, f) },
-                "faccessat2",
-            )
-        }
-    })
-    .path(&path))
+    mode_flags_call(
+        env,
+        args,
+        Some(0),
+        (sys::SYS_FACCESSAT, "faccessat"),
+        (sys::SYS_FACCESSAT2, "faccessat2"),
+    )
 }
 
 /// `{ sec, nsec }`, `UTIME_NOW` or `UTIME_OMIT`.
