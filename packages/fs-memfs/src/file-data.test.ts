@@ -1,0 +1,130 @@
+import { describe, expect, it } from "vitest";
+import { FileData, GRAIN, PAGE_SIZE } from "./file-data.js";
+
+const bytes = (length: number, value: number): Uint8Array => new Uint8Array(length).fill(value);
+
+describe("FileData", () => {
+  it("reads holes as zeros and takes no memory for them", () => {
+    const file = new FileData();
+    expect(file.read(10 * PAGE_SIZE, new Uint8Array(100))).toEqual(new Uint8Array(100));
+    expect(file.allocated).toBe(0);
+  });
+
+  it("fills every byte of the output: data where there is some, zeros elsewhere", () => {
+    const file = new FileData();
+    file.write(bytes(10, 1), 100, Infinity);
+    const out = file.read(90, bytes(PAGE_SIZE + 100, 0xee));
+    expect(out.subarray(0, 10).every((b) => b === 0)).toBe(true);
+    expect(out.subarray(10, 20).every((b) => b === 1)).toBe(true);
+    expect(out.subarray(20).every((b) => b === 0)).toBe(true);
+  });
+
+  it("allocates small files in 512-byte steps from the page start", () => {
+    const file = new FileData();
+    expect(file.write(bytes(100, 1), 0, Infinity)).toBe(100);
+    expect(file.allocated).toBe(GRAIN);
+    file.write(bytes(1, 2), 1000, Infinity);
+    expect(file.allocated).toBe(1024);
+    expect([...file.read(98, new Uint8Array(4))]).toEqual([1, 1, 0, 0]);
+  });
+
+  it("grows a page by doubling while that fits, up to 64 KiB", () => {
+    const file = new FileData();
+    for (let at = 0; at < PAGE_SIZE; at += 4096) file.write(bytes(4096, 7), at, Infinity);
+    expect(file.allocated).toBe(PAGE_SIZE);
+    file.write(bytes(1, 7), PAGE_SIZE, Infinity);
+    expect(file.allocated).toBe(PAGE_SIZE + GRAIN);
+  });
+
+  it("writes and reads across page boundaries", () => {
+    const file = new FileData();
+    const data = new Uint8Array(3 * PAGE_SIZE).map((_, i) => i % 251);
+    expect(file.write(data, PAGE_SIZE - 10, Infinity)).toBe(data.length);
+    expect(Buffer.compare(file.read(PAGE_SIZE - 10, new Uint8Array(data.length)), data)).toBe(0);
+    expect(file.read(0, new Uint8Array(PAGE_SIZE - 10)).every((b) => b === 0)).toBe(true);
+  });
+
+  it("writes only what the budget allows, in whole grains", () => {
+    const file = new FileData();
+    expect(file.write(bytes(5000, 1), 0, 4096)).toBe(4096);
+    expect(file.allocated).toBe(4096);
+    expect(file.write(bytes(100, 1), 8192, 100)).toBe(0);
+    expect(file.allocated).toBe(4096);
+    // Rewriting allocated bytes needs no budget.
+    expect(file.write(bytes(4096, 2), 0, 0)).toBe(4096);
+  });
+
+  it("punches whole pages away and zeroes partial ones", () => {
+    const file = new FileData();
+    file.write(bytes(3 * PAGE_SIZE, 9), 0, Infinity);
+    file.punch(PAGE_SIZE, 2 * PAGE_SIZE);
+    expect(file.allocated).toBe(2 * PAGE_SIZE);
+    file.punch(10, 20);
+    expect(file.allocated).toBe(2 * PAGE_SIZE);
+    expect([...file.read(8, new Uint8Array(4))]).toEqual([9, 9, 0, 0]);
+    expect(file.nextData(PAGE_SIZE)).toBe(2 * PAGE_SIZE);
+    expect(file.nextHole(0)).toBe(PAGE_SIZE);
+  });
+
+  it("frees a page's tail on truncate and keeps it zero", () => {
+    const file = new FileData();
+    file.write(bytes(PAGE_SIZE + 100, 5), 0, Infinity);
+    file.truncate(1000);
+    expect(file.allocated).toBe(1024);
+    expect(file.read(999, new Uint8Array(25))).toEqual(new Uint8Array([5, ...new Uint8Array(24)]));
+    file.truncate(0);
+    expect(file.allocated).toBe(0);
+  });
+
+  it("allocates a range all or nothing", () => {
+    const file = new FileData();
+    file.write(bytes(10, 1), 0, Infinity);
+    expect(file.allocationNeeded(0, 2 * PAGE_SIZE)).toBe(2 * PAGE_SIZE - GRAIN);
+    expect(file.allocate(0, 2 * PAGE_SIZE, PAGE_SIZE)).toBe(false);
+    expect(file.allocated).toBe(GRAIN);
+    expect(file.allocate(0, 2 * PAGE_SIZE, 2 * PAGE_SIZE)).toBe(true);
+    expect(file.allocated).toBe(2 * PAGE_SIZE);
+    expect([...file.read(8, new Uint8Array(4))]).toEqual([1, 1, 0, 0]);
+  });
+
+  it("finds data and holes", () => {
+    const file = new FileData();
+    file.write(bytes(10, 1), 5 * PAGE_SIZE + 3, Infinity);
+    expect(file.nextData(0)).toBe(5 * PAGE_SIZE);
+    expect(file.nextData(5 * PAGE_SIZE + 7)).toBe(5 * PAGE_SIZE + 7);
+    expect(file.nextData(5 * PAGE_SIZE + GRAIN)).toBe(Infinity);
+    expect(file.nextHole(0)).toBe(0);
+    expect(file.nextHole(5 * PAGE_SIZE)).toBe(5 * PAGE_SIZE + GRAIN);
+  });
+
+  it("copies data and keeps holes holes", () => {
+    const src = new FileData();
+    const dst = new FileData();
+    src.write(bytes(10, 1), 0, Infinity);
+    src.write(bytes(10, 2), 4 * PAGE_SIZE, Infinity);
+    dst.write(bytes(6 * PAGE_SIZE, 7), 0, Infinity);
+    expect(src.copyTo(dst, 0, 4 * PAGE_SIZE + 10, 100, Infinity)).toBe(4 * PAGE_SIZE + 10);
+    const back = dst.read(0, new Uint8Array(6 * PAGE_SIZE));
+    expect(back.subarray(0, 100).every((b) => b === 7)).toBe(true);
+    expect(back.subarray(100, 110).every((b) => b === 1)).toBe(true);
+    expect(back.subarray(110, 100 + 4 * PAGE_SIZE).every((b) => b === 0)).toBe(true);
+    expect(back.subarray(100 + 4 * PAGE_SIZE, 110 + 4 * PAGE_SIZE).every((b) => b === 2)).toBe(true);
+    expect(back[110 + 4 * PAGE_SIZE]).toBe(7);
+    // The pages the hole covered whole are gone from the destination.
+    expect(dst.allocated).toBeLessThan(6 * PAGE_SIZE);
+  });
+
+  it("copies within one file between ranges that do not overlap", () => {
+    const file = new FileData();
+    file.write(new Uint8Array([1, 2, 3, 4]), 0, Infinity);
+    expect(file.copyTo(file, 0, 4, PAGE_SIZE * 2 + 1, Infinity)).toBe(4);
+    expect([...file.read(PAGE_SIZE * 2, new Uint8Array(6))]).toEqual([0, 1, 2, 3, 4, 0]);
+  });
+
+  it("stops a copy where the destination's budget ends", () => {
+    const src = new FileData();
+    const dst = new FileData();
+    src.write(bytes(3 * PAGE_SIZE, 1), 0, Infinity);
+    expect(src.copyTo(dst, 0, 3 * PAGE_SIZE, 0, PAGE_SIZE + 1024)).toBe(PAGE_SIZE + 1024);
+  });
+});

@@ -1,0 +1,219 @@
+// The bytes of one regular file, stored sparsely: a map of 64 KiB pages of
+// which only the written ones exist. A page holds the bytes from its start up
+// to its length (a multiple of 512, grown by doubling as writes extend it);
+// everything past that, and every missing page, reads as zeros and takes no
+// memory. Bytes past the file's size are kept zero, so growing the size
+// needs no work.
+
+/** Bytes of one page: the largest allocation, and the unit of `SEEK_DATA`/`SEEK_HOLE` for missing pages. */
+export const PAGE_SIZE = 65536;
+/** Pages are allocated in multiples of this many bytes (also the unit of `st_blocks`). */
+export const GRAIN = 512;
+/** V8 refuses a Map of more entries than this. */
+export const MAX_MAP_ENTRIES = 2 ** 24;
+
+const NO_PAGES: ReadonlyMap<number, Uint8Array> = new Map();
+const roundUp = (n: number): number => (n + GRAIN - 1) & ~(GRAIN - 1);
+const pageOf = (pos: number): number => Math.floor(pos / PAGE_SIZE);
+
+/** The pages of one file. Positions are safe integers; callers clip reads to the file size. */
+export class FileData {
+  /** Page index → the page's bytes from its start; made on the first allocation (most files are small or empty). */
+  #map: Map<number, Uint8Array> | undefined;
+  /** Bytes held by all pages: what the file costs in memory. */
+  allocated = 0;
+
+  get #pages(): ReadonlyMap<number, Uint8Array> {
+    return this.#map ?? NO_PAGES;
+  }
+
+  /** Copies the bytes at `offset` into all of `out`, holes as zeros. */
+  read(offset: number, out: Uint8Array): Uint8Array {
+    const length = out.length;
+    const pages = this.#pages;
+    let done = 0;
+    while (done < length) {
+      const pos = offset + done;
+      const idx = pageOf(pos);
+      const from = pos - idx * PAGE_SIZE;
+      const n = Math.min(PAGE_SIZE - from, length - done);
+      const page = pages.get(idx);
+      const have = page === undefined ? 0 : Math.max(0, Math.min(n, page.length - from));
+      if (have > 0) out.set(page!.subarray(from, from + have), done);
+      if (have < n) out.fill(0, done + have, done + n);
+      done += n;
+    }
+    return out;
+  }
+
+  /**
+   * Writes `data` at `offset`, allocating at most `budget` new bytes; returns
+   * how many bytes were written, fewer than `data.length` when the budget (or
+   * V8's Map limit) ran out.
+   */
+  write(data: Uint8Array, offset: number, budget: number): number {
+    const before = this.allocated;
+    let done = 0;
+    while (done < data.length) {
+      const pos = offset + done;
+      const idx = pageOf(pos);
+      const from = pos - idx * PAGE_SIZE;
+      const to = Math.min(PAGE_SIZE, from + data.length - done);
+      const page = this.#reserve(idx, to, budget - (this.allocated - before), true);
+      const end = Math.min(to, page?.length ?? 0);
+      if (page === undefined || end <= from) break;
+      page.set(end - from === data.length ? data : data.subarray(done, done + end - from), from);
+      done += end - from;
+      if (end < to) break;
+    }
+    return done;
+  }
+
+  /** New bytes that allocating `[start, end)` would take. */
+  allocationNeeded(start: number, end: number): number {
+    const first = pageOf(start);
+    const last = pageOf(end - 1);
+    const lastTarget = roundUp(end - last * PAGE_SIZE);
+    let needed = (last - first) * PAGE_SIZE + lastTarget;
+    for (const idx of this.#indicesIn(first, last)) {
+      needed -= Math.min(this.#pages.get(idx)!.length, idx === last ? lastTarget : PAGE_SIZE);
+    }
+    return needed;
+  }
+
+  /**
+   * Allocates `[start, end)` so writing there takes no more memory; all or
+   * nothing: false (and nothing allocated) when it needs more than `budget`
+   * bytes or more pages than a Map holds.
+   */
+  allocate(start: number, end: number, budget: number): boolean {
+    const first = pageOf(start);
+    const last = pageOf(end - 1);
+    if (this.allocationNeeded(start, end) > budget) return false;
+    if (this.#pages.size + (last - first + 1 - this.#indicesIn(first, last).length) > MAX_MAP_ENTRIES) return false;
+    for (let idx = first; idx <= last; idx++) {
+      this.#reserve(idx, idx === last ? end - last * PAGE_SIZE : PAGE_SIZE, Infinity, false);
+    }
+    return true;
+  }
+
+  /** Zeroes `[start, end)` and frees the pages, and page tails, it covers. */
+  punch(start: number, end: number): void {
+    for (const idx of this.#indicesIn(pageOf(start), pageOf(end - 1))) {
+      const page = this.#pages.get(idx)!;
+      const base = idx * PAGE_SIZE;
+      const from = Math.max(start - base, 0);
+      const to = Math.min(end - base, PAGE_SIZE);
+      if (from >= page.length) continue;
+      if (to < page.length) {
+        page.fill(0, from, to);
+        continue;
+      }
+      const keep = roundUp(from);
+      this.allocated -= page.length - keep;
+      if (keep === 0) {
+        this.#map!.delete(idx);
+      } else {
+        const shorter = keep < page.length ? page.slice(0, keep) : page;
+        shorter.fill(0, from);
+        this.#map!.set(idx, shorter);
+      }
+    }
+  }
+
+  /** Zeroes `[start, end)` without freeing anything (`FALLOC_FL_ZERO_RANGE`). */
+  zero(start: number, end: number): void {
+    for (const idx of this.#indicesIn(pageOf(start), pageOf(end - 1))) {
+      const base = idx * PAGE_SIZE;
+      this.#pages.get(idx)!.fill(0, Math.max(start - base, 0), Math.min(end - base, PAGE_SIZE));
+    }
+  }
+
+  /** Frees everything at and past `size` (a shrinking truncate). */
+  truncate(size: number): void {
+    this.punch(size, Number.MAX_SAFE_INTEGER);
+  }
+
+  /** The first position at or after `offset` that holds data, or `Infinity`. */
+  nextData(offset: number): number {
+    const idx = pageOf(offset);
+    const page = this.#pages.get(idx);
+    if (page !== undefined && offset - idx * PAGE_SIZE < page.length) return offset;
+    let next = Infinity;
+    for (const i of this.#pages.keys()) if (i > idx && i < next) next = i;
+    return next * PAGE_SIZE;
+  }
+
+  /** The first position at or after `offset` that is a hole (the caller clips it to the size). */
+  nextHole(offset: number): number {
+    let pos = offset;
+    for (;;) {
+      const idx = pageOf(pos);
+      const page = this.#pages.get(idx);
+      if (page === undefined || pos - idx * PAGE_SIZE >= page.length) return pos;
+      pos = idx * PAGE_SIZE + page.length;
+      if (page.length < PAGE_SIZE) return pos;
+    }
+  }
+
+  /**
+   * Copies `count` bytes at `from` into `dest` at `to` (which may be this file
+   * at a range that does not overlap), keeping holes holes; allocates at most
+   * `budget` new bytes in `dest`. Returns the bytes copied, fewer when the
+   * budget ran out.
+   */
+  copyTo(dest: FileData, from: number, count: number, to: number, budget: number): number {
+    const end = from + count;
+    const before = dest.allocated;
+    let pos = from;
+    for (const idx of this.#indicesIn(pageOf(from), pageOf(end - 1))) {
+      const page = this.#pages.get(idx)!;
+      const base = idx * PAGE_SIZE;
+      const dataStart = Math.max(base, from);
+      const dataEnd = Math.min(base + page.length, end);
+      if (dataStart >= dataEnd) continue;
+      if (dataStart > pos) dest.punch(to + (pos - from), to + (dataStart - from));
+      const n = dataEnd - dataStart;
+      const chunk = page.subarray(dataStart - base, dataEnd - base);
+      const written = dest.write(chunk, to + (dataStart - from), budget - (dest.allocated - before));
+      if (written < n) return dataStart - from + written;
+      pos = dataEnd;
+    }
+    if (pos < end) dest.punch(to + (pos - from), to + count);
+    return count;
+  }
+
+  /**
+   * Makes page `idx` at least `need` bytes long within `budget` new bytes
+   * (shorter when the budget is smaller; `grow` doubles the page when that
+   * fits, so appends copy little). Returns the page, if one exists now.
+   */
+  #reserve(idx: number, need: number, budget: number, grow: boolean): Uint8Array | undefined {
+    const pages = (this.#map ??= new Map<number, Uint8Array>());
+    const page = pages.get(idx);
+    const have = page === undefined ? 0 : page.length;
+    if (need <= have) return page;
+    if (page === undefined && pages.size >= MAX_MAP_ENTRIES) return undefined;
+    const exact = roundUp(need);
+    let size = grow ? Math.min(PAGE_SIZE, Math.max(exact, have * 2)) : exact;
+    if (size - have > budget) size = exact - have <= budget ? exact : have + Math.floor(budget / GRAIN) * GRAIN;
+    if (size <= have) return page;
+    const next = new Uint8Array(size);
+    if (page !== undefined) next.set(page);
+    pages.set(idx, next);
+    this.allocated += size - have;
+    return next;
+  }
+
+  /** The indices of the existing pages in `[first, last]`, ascending. */
+  #indicesIn(first: number, last: number): number[] {
+    const pages = this.#pages;
+    const found: number[] = [];
+    if (last - first < pages.size) {
+      for (let idx = first; idx <= last; idx++) if (pages.has(idx)) found.push(idx);
+      return found;
+    }
+    for (const idx of pages.keys()) if (idx >= first && idx <= last) found.push(idx);
+    return found.sort((a, b) => a - b);
+  }
+}
