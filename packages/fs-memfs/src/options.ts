@@ -1,4 +1,4 @@
-import type { CachePolicy } from "@msb/fs";
+import { parseBytes, type CachePolicy } from "@msb/fs";
 
 /** Options of {@link MemFs}. Every limit is optional; without one MemFs is bounded only by the host's memory. */
 export interface MemFsOptions {
@@ -34,21 +34,8 @@ export interface MemFsLimits {
   readonly rootGid: number;
 }
 
-const UNITS: Readonly<Record<string, number>> = { "": 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40, p: 2 ** 50 };
-const BYTES = /^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?\s*$/i;
 const KNOWN = new Set(["capacity", "maxInodes", "maxFileSize", "cache", "rootMode", "rootUid", "rootGid"]);
 const ID_MAX = 0xffff_ffff;
-
-/**
- * A byte count from a number or a string with an optional binary unit
- * (`"4096"`, `"64MiB"`, `"1.5g"`, `"512 KB"`), rounded down to whole bytes.
- */
-export function parseBytes(value: string): number | undefined {
-  const match = BYTES.exec(value);
-  if (match === null) return undefined;
-  const bytes = Math.floor(Number(match[1]) * UNITS[match[2]!.toLowerCase()]!);
-  return Number.isSafeInteger(bytes) ? bytes : undefined;
-}
 
 function fail(name: string, value: unknown, expected: string): never {
   throw new TypeError(`MemFs: option ${name} must be ${expected}, got ${typeof value === "string" ? JSON.stringify(value) : String(value)}`);

@@ -87,3 +87,4 @@ export {
   type SetattrPlanOptions,
   type XattrNamespace,
 } from "./policy.js";
+export { parseBytes } from "./units.js";
