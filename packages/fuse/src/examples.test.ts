@@ -1,0 +1,18 @@
+import { accessSync, constants } from "node:fs";
+import { describe, expect, it } from "vitest";
+import { main } from "../examples/mount-memfs.js";
+
+function canMount(): boolean {
+  try {
+    accessSync("/dev/fuse", constants.R_OK | constants.W_OK);
+    return process.getuid?.() === 0;
+  } catch {
+    return false;
+  }
+}
+
+describe.skipIf(!canMount())("examples/mount-memfs (needs root and /dev/fuse)", () => {
+  it("mounts, is used by a shell, and unmounts", async () => {
+    expect(await main()).toBe("hello from msb\nmsb 64M\n");
+  });
+});
