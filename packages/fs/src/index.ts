@@ -88,3 +88,13 @@ export {
   type XattrNamespace,
 } from "./policy.js";
 export { parseBytes } from "./units.js";
+export {
+  OVERRIDE_STAT_SIZE,
+  OVERRIDE_STAT_VERSION,
+  OVERRIDE_STAT_XATTR,
+  OverrideStatError,
+  decodeOverrideStat,
+  encodeOverrideStat,
+  typeFitsHost,
+  type OverrideStat,
+} from "./override-stat.js";
