@@ -39,6 +39,8 @@ export interface ConformanceCapabilities {
   readonly hardLinks: boolean;
   /** Extended attributes in `user.*` (and `trusted.*` for root). */
   readonly xattrs: boolean;
+  /** Xattr values up to 64 KiB (`XATTR_SIZE_MAX`); ext4 keeps about 4 KiB per inode and answers `ENOSPC` beyond. */
+  readonly largeXattrValues: boolean;
   /** `fallocate` modes 0, KEEP_SIZE, PUNCH_HOLE, ZERO_RANGE. */
   readonly fallocate: boolean;
   /** `lseek` reports holes precisely (`SEEK_DATA` / `SEEK_HOLE`). */
@@ -86,6 +88,7 @@ const ALL_CAPABILITIES: ConformanceCapabilities = {
   specialFiles: true,
   hardLinks: true,
   xattrs: true,
+  largeXattrValues: true,
   fallocate: true,
   sparseFiles: true,
   copyFileRange: true,

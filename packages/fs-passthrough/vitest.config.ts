@@ -1,0 +1,10 @@
+import { defineProject } from "vitest/config";
+
+export default defineProject({
+  test: {
+    name: "fs-passthrough",
+    include: ["src/**/*.test.ts"],
+    environment: "node",
+    benchmark: { include: ["bench/**/*.bench.ts"] },
+  },
+});
