@@ -199,7 +199,7 @@ const sameTime = (st: Stat): boolean =>
  *   host (device, inode), so one host file is one guest inode number while it
  *   is known; numbers come from a counter and are never reused (root is 1).
  * - **Ownership.** The guest's uid, gid, mode and device number live in the
- *   xattr `user.msb.override_stat` (see {@link encodeOverrideStat}); host
+ *   xattr `user.msb.override_stat` (see `encodeOverrideStat` of `@msb/fs`); host
  *   permissions are left alone, so the backend runs unprivileged. Special
  *   files are host regular files with their type in that xattr.
  * - **Permissions** are checked for the caller's `Context` against the
