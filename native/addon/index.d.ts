@@ -558,6 +558,19 @@ export declare function faccessatAsync(dirfd: number, path: PathLike, mode?: num
 export declare function getdents(fd: number, bufferSize?: number): Dirent[];
 /** Async {@link getdents}. */
 export declare function getdentsAsync(fd: number, bufferSize?: number): Promise<Dirent[]>;
+/**
+ * {@link getdents} without the parsing: the raw `linux_dirent64` records of
+ * one `getdents64(2)` call (empty at the end), for callers that walk them
+ * with {@link parseDirents} or their own loop.
+ */
+export declare function getdentsRaw(fd: number, bufferSize?: number): Buffer;
+/** Async {@link getdentsRaw}. */
+export declare function getdentsRawAsync(fd: number, bufferSize?: number): Promise<Buffer>;
+/**
+ * Parses `linux_dirent64` records as {@link getdentsRaw} returns them,
+ * stopping at a malformed record; each name is a view into `records`.
+ */
+export declare function parseDirents(records: Uint8Array): Dirent[];
 
 // ---------------------------------------------------------------- file data --
 

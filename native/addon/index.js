@@ -105,8 +105,37 @@ module.exports.fstatfs = binding.fstatfs;
 module.exports.fstatfsAsync = binding.fstatfsAsync;
 
 // directories
-module.exports.getdents = binding.getdents;
-module.exports.getdentsAsync = binding.getdentsAsync;
+module.exports.getdentsRaw = binding.getdentsRaw;
+module.exports.getdentsRawAsync = binding.getdentsRawAsync;
+
+/**
+ * Parses `linux_dirent64` records (u64 d_ino, s64 d_off, u16 d_reclen,
+ * u8 d_type, NUL-terminated name), stopping at a malformed record. Names are
+ * views into `records`.
+ */
+function parseDirents(records) {
+  const view = new DataView(records.buffer, records.byteOffset, records.byteLength);
+  const out = [];
+  let pos = 0;
+  while (pos + 19 <= records.length) {
+    const reclen = view.getUint16(pos + 16, true);
+    if (reclen < 19 || pos + reclen > records.length) break;
+    const limit = pos + reclen;
+    let end = pos + 19;
+    while (end < limit && records[end] !== 0) end++;
+    out.push({
+      ino: view.getBigUint64(pos, true),
+      off: view.getBigInt64(pos + 8, true),
+      type: records[pos + 18],
+      name: records.subarray(pos + 19, end),
+    });
+    pos = limit;
+  }
+  return out;
+}
+module.exports.parseDirents = parseDirents;
+module.exports.getdents = (fd, bufferSize) => parseDirents(binding.getdentsRaw(fd, bufferSize));
+module.exports.getdentsAsync = async (fd, bufferSize) => parseDirents(await binding.getdentsRawAsync(fd, bufferSize));
 
 // file data
 module.exports.fallocate = binding.fallocate;

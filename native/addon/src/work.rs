@@ -15,7 +15,6 @@
 use std::ffi::{CStr, CString, c_void};
 use std::ptr;
 
-use crate::dir::{self, Dirent};
 use crate::error::{ArgErr, SysErr, SysResult};
 use crate::napi::*;
 use crate::stat;
@@ -32,7 +31,6 @@ pub enum Out {
     Bufs(Vec<Vec<u8>>),
     Stat(Box<Statx>),
     StatFs(Box<StatFsBuf>),
-    Dirents(Vec<Dirent>),
 }
 
 impl Out {
@@ -46,7 +44,6 @@ impl Out {
             Out::Bufs(list) => env.buffer_list(&list),
             Out::Stat(s) => stat::stat_to_js(env, &s),
             Out::StatFs(s) => stat::statfs_to_js(env, &s),
-            Out::Dirents(d) => dir::dirents_to_js(env, &d),
         }
     }
 }

@@ -1,7 +1,8 @@
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { close, constants, getdents, getdentsAsync, lseek, openat } from "../index.js";
+import { close, constants, getdents, getdentsAsync, getdentsRaw, lseek, openat, parseDirents } from "../index.js";
 import type { Dirent } from "../index.js";
 import { expectErrno, useTmpDir } from "./helpers.js";
 
@@ -90,5 +91,40 @@ describe("getdents", () => {
       close(file);
     }
     expectErrno(() => getdents(1_000_000), "EBADF", "getdents64");
+  });
+});
+
+describe("getdentsRaw + parseDirents", () => {
+  it("returns the kernel's records, which parseDirents reads like getdents", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "msb-dents-raw-"));
+    try {
+      for (const name of ["a", "bb", "ccc"]) fs.writeFileSync(path.join(dir, name), "");
+      const fd = fs.openSync(dir, "r");
+      try {
+        const raw = getdentsRaw(fd, 4096);
+        const parsed = parseDirents(raw).map((d) => d.name.toString()).sort();
+        expect(parsed).toEqual([".", "..", "a", "bb", "ccc"]);
+        expect(getdentsRaw(fd, 4096).length).toBe(0);
+      } finally {
+        fs.closeSync(fd);
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("stops at a malformed record instead of reading past it", () => {
+    const records = new Uint8Array(48);
+    const view = new DataView(records.buffer);
+    view.setBigUint64(0, 7n, true);
+    view.setBigInt64(8, 1n, true);
+    view.setUint16(16, 24, true);
+    records[18] = 8;
+    records.set([0x78, 0], 19);
+    view.setUint16(24 + 16, 500, true); // claims more than there is
+    const parsed = parseDirents(records);
+    expect(parsed).toHaveLength(1);
+    expect(parsed[0]).toMatchObject({ ino: 7n, off: 1n, type: 8 });
+    expect(Buffer.from(parsed[0]!.name).toString()).toBe("x");
   });
 });
