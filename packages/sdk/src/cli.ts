@@ -1,0 +1,80 @@
+#!/usr/bin/env node
+// The `msb` command. Exit codes: 0 done, 1 the operation failed, 2 bad usage or
+// a bad spec (nothing was changed).
+import { parseArgs } from "node:util";
+import { mountFuse, type FuseLogger } from "@msb/fuse";
+import { SpecError, fsFromSpecFile } from "./spec.js";
+
+const USAGE = `usage: msb <command> [options]
+
+commands:
+  mount --spec SPEC.json MOUNTPOINT [--allow-other] [--debug]
+      Serve the filesystem SPEC describes at MOUNTPOINT until SIGINT/SIGTERM.
+      Prints "mounted MOUNTPOINT" once the mount is ready.`;
+
+/** A failure the user caused: printed without a stack, exit code 2. */
+class UsageError extends Error {}
+
+const stderrLogger: FuseLogger = {
+  debug: () => {},
+  warn: (message) => process.stderr.write(`msb: warning: ${message}\n`),
+  error: (message) => process.stderr.write(`msb: error: ${message}\n`),
+};
+
+async function mount(args: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      options: { spec: { type: "string" }, "allow-other": { type: "boolean" }, debug: { type: "boolean" } },
+    });
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const { values, positionals } = parsed;
+  if (values.spec === undefined) throw new UsageError("mount needs --spec SPEC.json");
+  if (positionals.length !== 1) throw new UsageError(`mount needs exactly one MOUNTPOINT, got ${positionals.length}`);
+  const mountpoint = positionals[0]!;
+  const fs = await fsFromSpecFile(values.spec);
+  const logger: FuseLogger = values.debug === true ? { ...stderrLogger, debug: (m) => process.stderr.write(`msb: ${m}\n`) } : stderrLogger;
+  const mounted = await mountFuse(fs, mountpoint, { allowOther: values["allow-other"] === true, logger });
+  process.stdout.write(`mounted ${mountpoint}\n`);
+  await new Promise<void>((resolve) => {
+    const stop = (): void => resolve();
+    process.once("SIGINT", stop);
+    process.once("SIGTERM", stop);
+    void mounted.closed.then(stop);
+  });
+  await mounted.unmount();
+  return 0;
+}
+
+const COMMANDS: Readonly<Record<string, (args: string[]) => Promise<number>>> = { mount };
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === "--help" || name === "-h" || name === "help") {
+    process.stdout.write(`${USAGE}\n`);
+    return name === undefined ? 2 : 0;
+  }
+  const command = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  if (command === undefined) throw new UsageError(`unknown command ${JSON.stringify(name)}`);
+  return command(rest);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    if (error instanceof UsageError) {
+      process.stderr.write(`msb: ${error.message}\n\n${USAGE}\n`);
+      process.exit(2);
+    }
+    if (SpecError.isInstance(error)) {
+      process.stderr.write(`msb: invalid spec: ${error.message}\n`);
+      process.exit(2);
+    }
+    process.stderr.write(`msb: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exit(1);
+  },
+);

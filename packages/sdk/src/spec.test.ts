@@ -1,0 +1,111 @@
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { PathFs } from "@msb/fs";
+import { MemFs } from "@msb/fs-memfs";
+import { PassthroughFs } from "@msb/fs-passthrough";
+import { afterAll, describe, expect, it } from "vitest";
+import { SpecError, fsFromSpec, fsFromSpecFile, parseSpec } from "./index.js";
+
+const dir = mkdtempSync(join(tmpdir(), "msb-spec-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function specError(run: () => unknown): SpecError {
+  try {
+    run();
+  } catch (error) {
+    if (SpecError.isInstance(error)) return error;
+    throw error;
+  }
+  throw new Error("expected a SpecError");
+}
+
+describe("parseSpec", () => {
+  it("normalises sizes and keeps what was given", () => {
+    expect(parseSpec({ type: "memfs", capacity: "64MiB", maxInodes: 10000, cache: "never" })).toEqual({
+      type: "memfs",
+      capacity: 64 * 2 ** 20,
+      maxInodes: 10000,
+      cache: "never",
+    });
+    expect(parseSpec({ type: "passthrough", rootDir: "/srv", quota: "1GiB", readOnly: true })).toMatchObject({
+      type: "passthrough",
+      rootDir: "/srv",
+      quota: 2 ** 30,
+      readOnly: true,
+    });
+  });
+
+  it.each<[unknown, string, RegExp]>([
+    [null, "$", /expected an object/],
+    [[], "$", /expected an object/],
+    [{}, "$.type", /expected one of "memfs", "passthrough", got nothing/],
+    [{ type: "zfs" }, "$.type", /got "zfs"/],
+    [{ type: "toString" }, "$.type", /got "toString"/],
+    [{ type: "memfs", capcity: 1 }, "$.capcity", /unknown field \(a memfs spec has type, cache, capacity, maxInodes\)/],
+    [{ type: "memfs", capacity: -5 }, "$.capacity", /byte count/],
+    [{ type: "memfs", capacity: "12 apples" }, "$.capacity", /"12 apples"/],
+    [{ type: "memfs", maxInodes: 0 }, "$.maxInodes", /at least 1/],
+    [{ type: "memfs", maxInodes: 1.5 }, "$.maxInodes", /whole number/],
+    [{ type: "memfs", cache: "sometimes" }, "$.cache", /"never", "auto" or "always"/],
+    [{ type: "passthrough" }, "$.rootDir", /non-empty path, got nothing/],
+    [{ type: "passthrough", rootDir: "" }, "$.rootDir", /non-empty path/],
+    [{ type: "passthrough", rootDir: "/a\u0000b" }, "$.rootDir", /non-empty path/],
+    [{ type: "passthrough", rootDir: "/srv", readOnly: "yes" }, "$.readOnly", /true or false/],
+    [{ type: "passthrough", rootDir: "/srv", quota: {} }, "$.quota", /byte count/],
+  ])("refuses %j at %s", (value, path, message) => {
+    const error = specError(() => parseSpec(value));
+    expect(error.path).toBe(path);
+    expect(error.code).toBe("ERR_MSB_INVALID_SPEC");
+    expect(error.message).toMatch(message);
+    expect(error.message.startsWith(`${path}: `)).toBe(true);
+  });
+
+  it("prefixes paths of nested specs", () => {
+    expect(specError(() => parseSpec({ type: "memfs", capacity: "x" }, "$.lowers[2]")).path).toBe("$.lowers[2].capacity");
+  });
+});
+
+describe("fsFromSpec", () => {
+  it("builds a MemFs with its limits", async () => {
+    const fs = fsFromSpec({ type: "memfs", capacity: "1MiB", maxInodes: 3 });
+    expect(fs).toBeInstanceOf(MemFs);
+    expect(fs.cachePolicy).toBe("always");
+    const files = new PathFs(fs);
+    await files.writeFile("/a", "x");
+    await files.writeFile("/b", "y");
+    await expect(files.writeFile("/c", "z")).rejects.toMatchObject({ code: "ENOSPC" });
+  });
+
+  it("builds a PassthroughFs over a host directory, honouring readOnly and cache", async () => {
+    writeFileSync(join(dir, "hello.txt"), "from the host");
+    const fs = fsFromSpec({ type: "passthrough", rootDir: dir, readOnly: true, cache: "never" });
+    expect(fs).toBeInstanceOf(PassthroughFs);
+    expect(fs.cachePolicy).toBe("never");
+    const files = new PathFs(fs);
+    expect(await files.readFile("/hello.txt", "utf8")).toBe("from the host");
+    await expect(files.writeFile("/new", "x")).rejects.toMatchObject({ code: "EROFS" });
+  });
+
+  it("reports a backend's refusal at the field that caused it, with the cause", () => {
+    const error = specError(() => fsFromSpec({ type: "passthrough", rootDir: join(dir, "missing") }));
+    expect(error.path).toBe("$.rootDir");
+    expect(error.message).toMatch(/ENOENT/);
+    expect(error.cause).toBeDefined();
+  });
+});
+
+describe("fsFromSpecFile", () => {
+  it("reads JSON from a file", async () => {
+    const file = join(dir, "ok.json");
+    writeFileSync(file, JSON.stringify({ type: "memfs" }));
+    expect(await fsFromSpecFile(file)).toBeInstanceOf(MemFs);
+  });
+
+  it("names a missing file and bad JSON at $", async () => {
+    await expect(fsFromSpecFile(join(dir, "nope.json"))).rejects.toMatchObject({ path: "$", message: /cannot read spec file/ });
+    const bad = join(dir, "bad.json");
+    writeFileSync(bad, "{ type: memfs");
+    await expect(fsFromSpecFile(bad)).rejects.toMatchObject({ path: "$", message: /is not JSON/ });
+  });
+});
