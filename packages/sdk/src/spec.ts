@@ -12,7 +12,7 @@ interface CommonSpec {
   readonly cache?: CachePolicy;
 }
 
-/** An in-memory filesystem ({@link MemFs}). */
+/** An in-memory filesystem (`MemFs` of `@msb/fs-memfs`). */
 export interface MemFsSpec extends CommonSpec {
   readonly type: "memfs";
   /** Bytes, as a number or a string such as `"64MiB"`. */
@@ -20,7 +20,7 @@ export interface MemFsSpec extends CommonSpec {
   readonly maxInodes?: number;
 }
 
-/** A host directory ({@link PassthroughFs}). */
+/** A host directory (`PassthroughFs` of `@msb/fs-passthrough`). */
 export interface PassthroughSpec extends CommonSpec {
   readonly type: "passthrough";
   /** The host directory to serve; it must exist. */
