@@ -377,6 +377,36 @@ export declare function major(dev: number | bigint): number;
 /** The minor number of a device number (glibc `minor(3)`). */
 export declare function minor(dev: number | bigint): number;
 
+// --------------------------------------------------------------------- zstd --
+
+/** An opaque streaming zstd decompressor (libzstd `ZSTD_DStream`), freed by the garbage collector. */
+export interface ZstdDecompressor {
+  readonly __zstdDecompressor: unique symbol;
+}
+
+/** Result of one {@link zstdDecompress} call. */
+export interface ZstdChunk {
+  /** The bytes produced by this call (at most `maxOutput`). */
+  output: Buffer;
+  /** How many bytes of `input` were used; call again with the rest. */
+  consumed: number;
+  /** True when the last frame is complete and fully flushed. */
+  done: boolean;
+}
+
+/** Creates a streaming zstd decompressor (system libzstd). Throws an `Error` with code `ERR_MSB_ZSTD` if libzstd cannot allocate one. */
+export declare function zstdDecompressor(): ZstdDecompressor;
+
+/**
+ * Decompresses from `input` until it is used up or `maxOutput` bytes (default
+ * 1 MiB, at most 1 GiB) are produced, so a hostile frame cannot make one call
+ * allocate without bound. Call again with `input.subarray(consumed)`, or with
+ * an empty input while `output.length === maxOutput` (more may be buffered).
+ * Concatenated frames are decoded in turn. Corrupt data throws an `Error`
+ * with code `ERR_MSB_ZSTD` and libzstd's error name.
+ */
+export declare function zstdDecompress(handle: ZstdDecompressor, input: Uint8Array, maxOutput?: number): ZstdChunk;
+
 // ------------------------------------------------------------------- xattrs --
 
 /** Value of extended attribute `name` of `path` (follows symlinks). Throws ENODATA if absent; retries if the value grows meanwhile. */

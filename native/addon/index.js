@@ -36,6 +36,10 @@ module.exports.makedev = binding.makedev;
 module.exports.major = binding.major;
 module.exports.minor = binding.minor;
 
+// zstd streaming decompression (libzstd)
+module.exports.zstdDecompressor = binding.zstdDecompressor;
+module.exports.zstdDecompress = binding.zstdDecompress;
+
 // extended attributes
 module.exports.getxattr = binding.getxattr;
 module.exports.getxattrAsync = binding.getxattrAsync;

@@ -8,6 +8,7 @@
 //! * `work`: the sync/async calling convention (napi async work + promises).
 //! * one module per syscall family: `xattr`, `open`, `at`, `stat`,
 //!   `dir`, `file`, `mount`; plus `constants`.
+//! * `zstd`: streaming decompression through the system libzstd.
 
 mod at;
 mod constants;
@@ -23,6 +24,7 @@ mod sys;
 mod value;
 mod work;
 mod xattr;
+mod zstd;
 
 use std::ffi::{CString, c_char, c_void};
 use std::ptr;
@@ -123,6 +125,20 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
     export_fn(env, exports, "makedev", Some(js_makedev), ptr::null_mut());
     export_fn(env, exports, "major", Some(js_major), ptr::null_mut());
     export_fn(env, exports, "minor", Some(js_minor), ptr::null_mut());
+    export_fn(
+        env,
+        exports,
+        "zstdDecompressor",
+        Some(zstd::js_decompressor),
+        ptr::null_mut(),
+    );
+    export_fn(
+        env,
+        exports,
+        "zstdDecompress",
+        Some(zstd::js_decompress),
+        ptr::null_mut(),
+    );
     env.set(exports, c"constants", constants::build(env));
     env.set(exports, c"UTIME_NOW", env.double(sys::UTIME_NOW as f64));
     env.set(exports, c"UTIME_OMIT", env.double(sys::UTIME_OMIT as f64));

@@ -6,13 +6,18 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, describe, expect, it } from "vitest";
 
 const run = promisify(execFile);
 const CLI = fileURLToPath(new URL("../dist/cli.js", import.meta.url));
 const base = mkdtempSync(join(tmpdir(), "msb-cli-"));
 // Other users must reach the mountpoints (mkdtemp makes 0700).
 chmodSync(base, 0o755);
+/** Every `msb mount` started, so a failed test never leaves one serving. */
+const children: ChildProcess[] = [];
+afterEach(() => {
+  for (const child of children.splice(0)) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+});
 afterAll(() => rmSync(base, { recursive: true, force: true }));
 
 const canMount = process.getuid?.() === 0 && existsSync("/dev/fuse");
@@ -33,6 +38,7 @@ const mounted = (mnt: string): boolean => readFileSync("/proc/self/mounts", "utf
 /** Starts `msb mount`, resolves once it printed `mounted MOUNTPOINT`. */
 async function start(spec: string, mnt: string, ...extra: string[]): Promise<{ child: ChildProcess; exited: Promise<number | null> }> {
   const child = spawn(process.execPath, [CLI, "mount", "--spec", spec, mnt, ...extra], { stdio: ["ignore", "pipe", "pipe"] });
+  children.push(child);
   const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
   let out = "";
   let err = "";
