@@ -83,6 +83,18 @@ describe.skipIf(why !== undefined)("msb mount", () => {
     expect(mounted(mnt)).toBe(false);
   });
 
+  it("serves an overlay spec: a host directory as the lower, changes kept in a memfs upper", async () => {
+    const lower = join(base, "lower");
+    mkdirSync(join(lower, "etc"), { recursive: true });
+    writeFileSync(join(lower, "etc", "motd"), "lower motd\n");
+    const { spec, mnt } = scratch({ type: "overlay", lowers: [{ type: "passthrough", rootDir: lower, readOnly: true }], upper: { type: "memfs" } });
+    const { child, exited } = await start(spec, mnt);
+    expect(await sh(`cat ${mnt}/etc/motd; echo changed > ${mnt}/etc/motd; cat ${mnt}/etc/motd; rm ${mnt}/etc/motd; ls -A ${mnt}/etc`)).toBe("lower motd\nchanged\n");
+    expect(readFileSync(join(lower, "etc", "motd"), "utf8")).toBe("lower motd\n");
+    child.kill("SIGTERM");
+    expect(await exited).toBe(0);
+  });
+
   it("exits 2 naming the JSON path of a bad field, and mounts nothing", async () => {
     const { spec, mnt } = scratch({ type: "memfs", capacity: "lots" });
     const failure = await run(process.execPath, [CLI, "mount", "--spec", spec, mnt]).catch((e: { code: number; stderr: string }) => e);

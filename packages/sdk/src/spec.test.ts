@@ -1,8 +1,9 @@
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PathFs } from "@msb/fs";
 import { MemFs } from "@msb/fs-memfs";
+import { OverlayFs } from "@msb/fs-overlay";
 import { PassthroughFs } from "@msb/fs-passthrough";
 import { afterAll, describe, expect, it } from "vitest";
 import { SpecError, fsFromSpec, fsFromSpecFile, parseSpec } from "./index.js";
@@ -39,7 +40,7 @@ describe("parseSpec", () => {
   it.each<[unknown, string, RegExp]>([
     [null, "$", /expected an object/],
     [[], "$", /expected an object/],
-    [{}, "$.type", /expected one of "memfs", "passthrough", got nothing/],
+    [{}, "$.type", /expected one of "memfs", "passthrough", "overlay", got nothing/],
     [{ type: "zfs" }, "$.type", /got "zfs"/],
     [{ type: "toString" }, "$.type", /got "toString"/],
     [{ type: "memfs", capcity: 1 }, "$.capcity", /unknown field \(a memfs spec has type, cache, capacity, maxInodes\)/],
@@ -59,6 +60,23 @@ describe("parseSpec", () => {
     expect(error.code).toBe("ERR_MSB_INVALID_SPEC");
     expect(error.message).toMatch(message);
     expect(error.message.startsWith(`${path}: `)).toBe(true);
+  });
+
+  it("checks overlay layers where they sit", () => {
+    expect(parseSpec({ type: "overlay", lowers: [{ type: "memfs" }], upper: { type: "memfs", capacity: "1MiB" } })).toEqual({
+      type: "overlay",
+      cache: undefined,
+      lowers: [{ type: "memfs", cache: undefined, capacity: undefined, maxInodes: undefined }],
+      upper: { type: "memfs", cache: undefined, capacity: 2 ** 20, maxInodes: undefined },
+      staging: undefined,
+    });
+    const at = (value: unknown) => specError(() => parseSpec(value)).path;
+    expect(at({ type: "overlay", upper: { type: "memfs" } })).toBe("$.lowers");
+    expect(at({ type: "overlay", lowers: {}, upper: { type: "memfs" } })).toBe("$.lowers");
+    expect(at({ type: "overlay", lowers: [{ type: "memfs" }, { type: "memfs", capacity: -1 }], upper: { type: "memfs" } })).toBe("$.lowers[1].capacity");
+    expect(at({ type: "overlay", lowers: [], upper: { type: "nope" } })).toBe("$.upper.type");
+    expect(at({ type: "overlay", lowers: [], upper: { type: "memfs" }, staging: "" })).toBe("$.staging");
+    expect(at({ type: "overlay", lowers: [{ type: "overlay", lowers: [], upper: { type: "memfs", x: 1 } }], upper: { type: "memfs" } })).toBe("$.lowers[0].upper.x");
   });
 
   it("prefixes paths of nested specs", () => {
@@ -85,6 +103,24 @@ describe("fsFromSpec", () => {
     const files = new PathFs(fs);
     expect(await files.readFile("/hello.txt", "utf8")).toBe("from the host");
     await expect(files.writeFile("/new", "x")).rejects.toMatchObject({ code: "EROFS" });
+  });
+
+  it("builds an overlay whose writes land in the upper and leave the lower alone", async () => {
+    writeFileSync(join(dir, "base.txt"), "from the lower");
+    const fs = fsFromSpec({ type: "overlay", lowers: [{ type: "passthrough", rootDir: dir, readOnly: true }], upper: { type: "memfs" } });
+    expect(fs).toBeInstanceOf(OverlayFs);
+    await fs.init();
+    const files = new PathFs(fs);
+    expect(await files.readFile("/base.txt", "utf8")).toBe("from the lower");
+    await files.writeFile("/base.txt", "changed");
+    expect(await files.readFile("/base.txt", "utf8")).toBe("changed");
+    expect(readFileSync(join(dir, "base.txt"), "utf8")).toBe("from the lower");
+    await fs.destroy();
+  });
+
+  it("reports a nested backend's refusal at its own path", () => {
+    const error = specError(() => fsFromSpec({ type: "overlay", lowers: [{ type: "passthrough", rootDir: join(dir, "missing") }], upper: { type: "memfs" } }));
+    expect(error.path).toBe("$.lowers[0].rootDir");
   });
 
   it("reports a backend's refusal at the field that caused it, with the cause", () => {

@@ -4,6 +4,7 @@
 import { readFile } from "node:fs/promises";
 import { parseBytes, type CachePolicy, type DynFileSystem } from "@msb/fs";
 import { MemFs } from "@msb/fs-memfs";
+import { OverlayFs } from "@msb/fs-overlay";
 import { PassthroughFs } from "@msb/fs-passthrough";
 
 /** Options every spec may carry. */
@@ -30,8 +31,24 @@ export interface PassthroughSpec extends CommonSpec {
   readonly readOnly?: boolean;
 }
 
+/**
+ * Read-only `lowers` (bottom first) under a writable `upper`
+ * (`OverlayFs` of `@msb/fs-overlay`); each layer is itself a spec.
+ */
+export interface OverlaySpec extends CommonSpec {
+  readonly type: "overlay";
+  readonly lowers: readonly FsSpec[];
+  readonly upper: FsSpec;
+  /**
+   * Name of the directory at the upper's root where copy-ups are assembled
+   * (`.msb-staging` by default). It lives inside the upper, so every copy-up
+   * is one rename within the upper whatever backend that is.
+   */
+  readonly staging?: string;
+}
+
 /** Any filesystem composition msb can build from JSON. */
-export type FsSpec = MemFsSpec | PassthroughSpec;
+export type FsSpec = MemFsSpec | PassthroughSpec | OverlaySpec;
 
 const SPEC_ERROR_BRAND = Symbol.for("msb.SpecError");
 
@@ -112,6 +129,18 @@ function construct(path: string, make: () => DynFileSystem): DynFileSystem {
   }
 }
 
+function specList(fields: Fields, key: string, path: string): FsSpec[] {
+  const value = fields[key];
+  if (!Array.isArray(value)) throw new SpecError(`${path}.${key}`, `expected an array of specs, got ${show(value)}`);
+  return value.map((item, i) => parseSpec(item, `${path}.${key}[${i}]`));
+}
+
+function optionalName(fields: Fields, key: string, path: string): string | undefined {
+  const value = fields[key];
+  if (value === undefined || (typeof value === "string" && value.length > 0)) return value;
+  throw new SpecError(`${path}.${key}`, `expected a directory name, got ${show(value)}`);
+}
+
 const TYPES: Readonly<Record<string, SpecType>> = {
   memfs: {
     fields: ["capacity", "maxInodes"],
@@ -135,7 +164,27 @@ const TYPES: Readonly<Record<string, SpecType>> = {
       return construct(`${path}.rootDir`, () => new PassthroughFs({ rootDir, quota, readOnly, cache: policy }));
     },
   },
+  overlay: {
+    fields: ["lowers", "upper", "staging"],
+    check: (f, path) => ({
+      type: "overlay",
+      cache: cache(f, path),
+      lowers: specList(f, "lowers", path),
+      upper: parseSpec(f.upper, `${path}.upper`),
+      staging: optionalName(f, "staging", path),
+    }),
+    build: (spec, path) => {
+      const { lowers, upper, staging, cache: policy } = spec as OverlaySpec;
+      const layers = lowers.map((lower, i) => build(lower, `${path}.lowers[${i}]`));
+      return construct(path, () => new OverlayFs({ lowers: layers, upper: build(upper, `${path}.upper`), staging, cache: policy }));
+    },
+  },
 };
+
+/** Builds an already checked spec. */
+function build(spec: FsSpec, path: string): DynFileSystem {
+  return TYPES[spec.type]!.build(spec, path);
+}
 
 /**
  * Checks a parsed JSON value as an {@link FsSpec}: known `type`, known
@@ -169,8 +218,7 @@ export function parseSpec(value: unknown, path = "$"): FsSpec {
  * ```
  */
 export function fsFromSpec(spec: unknown, path = "$"): DynFileSystem {
-  const checked = parseSpec(spec, path);
-  return TYPES[checked.type]!.build(checked, path);
+  return build(parseSpec(spec, path), path);
 }
 
 /** Reads a JSON spec file and builds it; a missing file or bad JSON is a {@link SpecError} at `$`. */
