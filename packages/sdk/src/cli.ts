@@ -3,6 +3,8 @@
 // a bad spec (nothing was changed).
 import { parseArgs } from "node:util";
 import { mountFuse, type FuseLogger } from "@msb/fuse";
+import { OciError } from "@msb/oci";
+import { UsageError, imagesCommand, pullCommand, rmiCommand } from "./cli-images.js";
 import { SpecError, fsFromSpecFile } from "./spec.js";
 
 const USAGE = `usage: msb <command> [options]
@@ -10,10 +12,14 @@ const USAGE = `usage: msb <command> [options]
 commands:
   mount --spec SPEC.json MOUNTPOINT [--allow-other] [--debug]
       Serve the filesystem SPEC describes at MOUNTPOINT until SIGINT/SIGTERM.
-      Prints "mounted MOUNTPOINT" once the mount is ready.`;
-
-/** A failure the user caused: printed without a stack, exit code 2. */
-class UsageError extends Error {}
+      Prints "mounted MOUNTPOINT" once the mount is ready.
+  pull REFERENCE [--platform OS/ARCH[/VARIANT]] [--insecure] [--ca-cert FILE] [--json]
+      Pull an image into the store under $MSB_HOME (default ~/.msb).
+      --insecure allows plain HTTP; --ca-cert trusts an extra PEM CA.
+  images [--json]
+      List the pulled images.
+  rmi REFERENCE
+      Remove an image; layers no other image uses are deleted.`;
 
 const stderrLogger: FuseLogger = {
   debug: () => {},
@@ -50,7 +56,12 @@ async function mount(args: string[]): Promise<number> {
   return 0;
 }
 
-const COMMANDS: Readonly<Record<string, (args: string[]) => Promise<number>>> = { mount };
+const COMMANDS: Readonly<Record<string, (args: string[]) => Promise<number>>> = {
+  mount,
+  pull: (args) => pullCommand(args),
+  images: (args) => imagesCommand(args),
+  rmi: (args) => rmiCommand(args),
+};
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
@@ -73,6 +84,11 @@ main(process.argv.slice(2)).then(
     if (SpecError.isInstance(error)) {
       process.stderr.write(`msb: invalid spec: ${error.message}\n`);
       process.exit(2);
+    }
+    if (OciError.is(error)) {
+      const hint = error.code === "ERR_OCI_INSECURE" ? "; pass --insecure to allow plain HTTP" : "";
+      process.stderr.write(`msb: ${error.code}: ${error.message}${hint}\n`);
+      process.exit(error.code === "ERR_OCI_REFERENCE" ? 2 : 1);
     }
     process.stderr.write(`msb: ${error instanceof Error ? error.message : String(error)}\n`);
     process.exit(1);
