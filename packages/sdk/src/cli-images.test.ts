@@ -1,33 +1,19 @@
 // `msb pull`, `msb images` and `msb rmi` as users run them: child processes of
 // the built CLI against the real loopback registries of the shared OCI testbed;
 // plus the pure progress renderer and formatters.
-import { execFile, execFileSync } from "node:child_process";
+import { execFile } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
+import { TESTBED, startTestbed } from "../../oci/src/test-registry.js";
 import { formatTable, humanSize, imagesTable, redraw, renderProgress, shortDigest, timeAgo } from "./cli-images.js";
 
 const run = promisify(execFile);
 const CLI = fileURLToPath(new URL("../dist/cli.js", import.meta.url));
-const UP = fileURLToPath(new URL("../../../../shared/testbed/oci/up.sh", import.meta.url));
-const PLAIN = "127.0.0.1:5000";
-const TLS_BASIC = "127.0.0.1:5443";
-const CA = join(process.env.OCITEST ?? "/tmp/msb-oci-testbed", "certs", "ca.crt");
-
-/** Starts the shared testbed (idempotent; flock keeps parallel test files from racing). Returns why not, or undefined. */
-function startTestbed(): string | undefined {
-  if (!existsSync(UP)) return `${UP} is missing`;
-  try {
-    execFileSync("flock", ["--close", join(tmpdir(), "msb-oci-testbed-up.lock"), "bash", UP], { stdio: "pipe", timeout: 180_000 });
-    return undefined;
-  } catch (error) {
-    const stderr = (error as { stderr?: Buffer }).stderr?.toString() ?? "";
-    return `OCI testbed did not start: ${error instanceof Error ? error.message : String(error)} ${stderr.slice(-500)}`;
-  }
-}
+const { plain: PLAIN, tlsBasic: TLS_BASIC, ca: CA } = TESTBED;
 
 const why = !existsSync(CLI) ? `build @msb/sdk first (${CLI} missing)` : startTestbed();
 if (why !== undefined) console.warn(`msb image command tests skipped: ${why}`);

@@ -7,6 +7,8 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
+// The loopback registries of ../shared/testbed/oci, started as @msb/oci's own tests start them.
+import { TESTBED, startTestbed } from "../../oci/src/test-registry.js";
 
 const run = promisify(execFile);
 const CLI = fileURLToPath(new URL("../dist/cli.js", import.meta.url));
@@ -23,6 +25,8 @@ afterAll(() => rmSync(base, { recursive: true, force: true }));
 const canMount = process.getuid?.() === 0 && existsSync("/dev/fuse");
 const why = !existsSync(CLI) ? `build @msb/sdk first (${CLI} missing)` : !canMount ? "mounting FUSE needs root and /dev/fuse" : undefined;
 if (why !== undefined) console.warn(`msb CLI mount tests skipped: ${why}`);
+const testbedMissing = why ?? startTestbed();
+if (testbedMissing !== undefined && why === undefined) console.warn(`image mount test skipped: ${testbedMissing}`);
 
 let counter = 0;
 function scratch(spec: object): { spec: string; mnt: string } {
@@ -36,8 +40,13 @@ function scratch(spec: object): { spec: string; mnt: string } {
 const mounted = (mnt: string): boolean => readFileSync("/proc/self/mounts", "utf8").includes(` ${mnt} `);
 
 /** Starts `msb mount`, resolves once it printed `mounted MOUNTPOINT`. */
-async function start(spec: string, mnt: string, ...extra: string[]): Promise<{ child: ChildProcess; exited: Promise<number | null> }> {
-  const child = spawn(process.execPath, [CLI, "mount", "--spec", spec, mnt, ...extra], { stdio: ["ignore", "pipe", "pipe"] });
+async function start(
+  spec: string,
+  mnt: string,
+  extra: readonly string[] = [],
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<{ child: ChildProcess; exited: Promise<number | null> }> {
+  const child = spawn(process.execPath, [CLI, "mount", "--spec", spec, mnt, ...extra], { stdio: ["ignore", "pipe", "pipe"], env });
   children.push(child);
   const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
   let out = "";
@@ -73,7 +82,7 @@ describe.skipIf(why !== undefined)("msb mount", () => {
     mkdirSync(host, { recursive: true });
     writeFileSync(join(host, "existing.txt"), "on the host");
     const { spec, mnt } = scratch({ type: "passthrough", rootDir: host, quota: "1GiB" });
-    const { child, exited } = await start(spec, mnt, "--allow-other");
+    const { child, exited } = await start(spec, mnt, ["--allow-other"]);
     expect(await sh(`cat ${mnt}/existing.txt; echo new > ${mnt}/created.txt`)).toBe("on the host");
     expect(readFileSync(join(host, "created.txt"), "utf8")).toBe("new\n");
     // allow-other: another user reaches the mount (the root dir is 0755).
@@ -93,6 +102,20 @@ describe.skipIf(why !== undefined)("msb mount", () => {
     expect(readFileSync(join(lower, "etc", "motd"), "utf8")).toBe("lower motd\n");
     child.kill("SIGTERM");
     expect(await exited).toBe(0);
+  });
+
+  it.skipIf(testbedMissing !== undefined)("mounts a pulled image: its layers under a memfs upper", async () => {
+    const env = { ...process.env, MSB_HOME: join(base, "home") };
+    const ref = `${TESTBED.plain}/busybox:latest`;
+    await run(process.execPath, [CLI, "pull", ref, "--insecure"], { env });
+    const { spec, mnt } = scratch({ type: "image", ref, upper: { type: "memfs" } });
+    const { child, exited } = await start(spec, mnt, [], env);
+    expect(await sh(`test -x ${mnt}/bin/busybox && ls ${mnt}/bin | grep -c . && ${mnt}/bin/busybox echo from-the-image`)).toMatch(/^\d+\nfrom-the-image\n$/);
+    expect(await sh(`echo patched > ${mnt}/etc/motd; cat ${mnt}/etc/motd; rm ${mnt}/bin/busybox; test -e ${mnt}/bin/busybox || echo gone`)).toBe("patched\ngone\n");
+    child.kill("SIGTERM");
+    expect(await exited).toBe(0);
+    // The store's layers are untouched by what the mount changed.
+    expect(await sh(`ls ${join(base, "home", "cache", "layers")}/*/*/bin/busybox | wc -l`)).toMatch(/^[1-9]/);
   });
 
   it("exits 2 naming the JSON path of a bad field, and mounts nothing", async () => {

@@ -5,4 +5,4 @@
  *
  * @packageDocumentation
  */
-export { SpecError, fsFromSpec, fsFromSpecFile, parseSpec, type FsSpec, type MemFsSpec, type OverlaySpec, type PassthroughSpec } from "./spec.js";
+export { SpecError, fsFromSpec, fsFromSpecFile, parseSpec, type FsSpec, type MemFsSpec, type ImageSpec, type OverlaySpec, type PassthroughSpec } from "./spec.js";

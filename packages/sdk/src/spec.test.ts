@@ -11,6 +11,16 @@ import { SpecError, fsFromSpec, fsFromSpecFile, parseSpec } from "./index.js";
 const dir = mkdtempSync(join(tmpdir(), "msb-spec-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
+async function specErrorAsync(run: () => Promise<unknown>): Promise<SpecError> {
+  try {
+    await run();
+  } catch (error) {
+    if (SpecError.isInstance(error)) return error;
+    throw error;
+  }
+  throw new Error("expected a SpecError");
+}
+
 function specError(run: () => unknown): SpecError {
   try {
     run();
@@ -40,7 +50,7 @@ describe("parseSpec", () => {
   it.each<[unknown, string, RegExp]>([
     [null, "$", /expected an object/],
     [[], "$", /expected an object/],
-    [{}, "$.type", /expected one of "memfs", "passthrough", "overlay", got nothing/],
+    [{}, "$.type", /expected one of "memfs", "passthrough", "overlay", "image", got nothing/],
     [{ type: "zfs" }, "$.type", /got "zfs"/],
     [{ type: "toString" }, "$.type", /got "toString"/],
     [{ type: "memfs", capcity: 1 }, "$.capcity", /unknown field \(a memfs spec has type, cache, capacity, maxInodes\)/],
@@ -86,7 +96,7 @@ describe("parseSpec", () => {
 
 describe("fsFromSpec", () => {
   it("builds a MemFs with its limits", async () => {
-    const fs = fsFromSpec({ type: "memfs", capacity: "1MiB", maxInodes: 3 });
+    const fs = await fsFromSpec({ type: "memfs", capacity: "1MiB", maxInodes: 3 });
     expect(fs).toBeInstanceOf(MemFs);
     expect(fs.cachePolicy).toBe("always");
     const files = new PathFs(fs);
@@ -97,7 +107,7 @@ describe("fsFromSpec", () => {
 
   it("builds a PassthroughFs over a host directory, honouring readOnly and cache", async () => {
     writeFileSync(join(dir, "hello.txt"), "from the host");
-    const fs = fsFromSpec({ type: "passthrough", rootDir: dir, readOnly: true, cache: "never" });
+    const fs = await fsFromSpec({ type: "passthrough", rootDir: dir, readOnly: true, cache: "never" });
     expect(fs).toBeInstanceOf(PassthroughFs);
     expect(fs.cachePolicy).toBe("never");
     const files = new PathFs(fs);
@@ -107,7 +117,7 @@ describe("fsFromSpec", () => {
 
   it("builds an overlay whose writes land in the upper and leave the lower alone", async () => {
     writeFileSync(join(dir, "base.txt"), "from the lower");
-    const fs = fsFromSpec({ type: "overlay", lowers: [{ type: "passthrough", rootDir: dir, readOnly: true }], upper: { type: "memfs" } });
+    const fs = await fsFromSpec({ type: "overlay", lowers: [{ type: "passthrough", rootDir: dir, readOnly: true }], upper: { type: "memfs" } });
     expect(fs).toBeInstanceOf(OverlayFs);
     await fs.init();
     const files = new PathFs(fs);
@@ -118,13 +128,13 @@ describe("fsFromSpec", () => {
     await fs.destroy();
   });
 
-  it("reports a nested backend's refusal at its own path", () => {
-    const error = specError(() => fsFromSpec({ type: "overlay", lowers: [{ type: "passthrough", rootDir: join(dir, "missing") }], upper: { type: "memfs" } }));
+  it("reports a nested backend's refusal at its own path", async () => {
+    const error = await specErrorAsync(() => fsFromSpec({ type: "overlay", lowers: [{ type: "passthrough", rootDir: join(dir, "missing") }], upper: { type: "memfs" } }));
     expect(error.path).toBe("$.lowers[0].rootDir");
   });
 
-  it("reports a backend's refusal at the field that caused it, with the cause", () => {
-    const error = specError(() => fsFromSpec({ type: "passthrough", rootDir: join(dir, "missing") }));
+  it("reports a backend's refusal at the field that caused it, with the cause", async () => {
+    const error = await specErrorAsync(() => fsFromSpec({ type: "passthrough", rootDir: join(dir, "missing") }));
     expect(error.path).toBe("$.rootDir");
     expect(error.message).toMatch(/ENOENT/);
     expect(error.cause).toBeDefined();
@@ -136,6 +146,20 @@ describe("fsFromSpecFile", () => {
     const file = join(dir, "ok.json");
     writeFileSync(file, JSON.stringify({ type: "memfs" }));
     expect(await fsFromSpecFile(file)).toBeInstanceOf(MemFs);
+  });
+
+  it("names an image that was never pulled at $.ref", async () => {
+    const home = join(dir, "empty-home");
+    const saved = process.env.MSB_HOME;
+    process.env.MSB_HOME = home;
+    try {
+      const error = await specErrorAsync(() => fsFromSpec({ type: "image", ref: "busybox", upper: { type: "memfs" } }));
+      expect(error.path).toBe("$.ref");
+      expect(error.message).toMatch(/ERR_OCI_IMAGE_NOT_FOUND/);
+    } finally {
+      if (saved === undefined) delete process.env.MSB_HOME;
+      else process.env.MSB_HOME = saved;
+    }
   });
 
   it("names a missing file and bad JSON at $", async () => {

@@ -6,6 +6,7 @@ import { parseBytes, type CachePolicy, type DynFileSystem } from "@msb/fs";
 import { MemFs } from "@msb/fs-memfs";
 import { OverlayFs } from "@msb/fs-overlay";
 import { PassthroughFs } from "@msb/fs-passthrough";
+import { ImageStore, OciError } from "@msb/oci";
 
 /** Options every spec may carry. */
 interface CommonSpec {
@@ -47,8 +48,21 @@ export interface OverlaySpec extends CommonSpec {
   readonly staging?: string;
 }
 
+/**
+ * A pulled OCI image as an overlay: its layers (read-only, from the store
+ * under `MSB_HOME`) under a writable `upper`. Pull it first (`msb pull`).
+ */
+export interface ImageSpec extends CommonSpec {
+  readonly type: "image";
+  /** The image reference, as given to `msb pull`. */
+  readonly ref: string;
+  readonly upper: FsSpec;
+  /** As {@link OverlaySpec.staging}. */
+  readonly staging?: string;
+}
+
 /** Any filesystem composition msb can build from JSON. */
-export type FsSpec = MemFsSpec | PassthroughSpec | OverlaySpec;
+export type FsSpec = MemFsSpec | PassthroughSpec | OverlaySpec | ImageSpec;
 
 const SPEC_ERROR_BRAND = Symbol.for("msb.SpecError");
 
@@ -80,7 +94,7 @@ type Fields = Readonly<Record<string, unknown>>;
 interface SpecType {
   readonly fields: readonly string[];
   check(fields: Fields, path: string): FsSpec;
-  build(spec: FsSpec, path: string): DynFileSystem;
+  build(spec: FsSpec, path: string): DynFileSystem | Promise<DynFileSystem>;
 }
 
 function show(value: unknown): string {
@@ -173,16 +187,42 @@ const TYPES: Readonly<Record<string, SpecType>> = {
       upper: parseSpec(f.upper, `${path}.upper`),
       staging: optionalName(f, "staging", path),
     }),
-    build: (spec, path) => {
+    build: async (spec, path) => {
       const { lowers, upper, staging, cache: policy } = spec as OverlaySpec;
-      const layers = lowers.map((lower, i) => build(lower, `${path}.lowers[${i}]`));
-      return construct(path, () => new OverlayFs({ lowers: layers, upper: build(upper, `${path}.upper`), staging, cache: policy }));
+      const layers: DynFileSystem[] = [];
+      for (const [i, lower] of lowers.entries()) layers.push(await build(lower, `${path}.lowers[${i}]`));
+      const top = await build(upper, `${path}.upper`);
+      return construct(path, () => new OverlayFs({ lowers: layers, upper: top, staging, cache: policy }));
+    },
+  },
+  image: {
+    fields: ["ref", "upper", "staging"],
+    check: (f, path) => ({
+      type: "image",
+      cache: cache(f, path),
+      ref: text(f, "ref", path),
+      upper: parseSpec(f.upper, `${path}.upper`),
+      staging: optionalName(f, "staging", path),
+    }),
+    build: async (spec, path) => {
+      const { ref, upper, staging, cache: policy } = spec as ImageSpec;
+      let layerDirs: readonly string[];
+      try {
+        ({ layerDirs } = await new ImageStore().inspectImage(ref));
+      } catch (error) {
+        const detail = OciError.is(error) ? `${error.code}: ${error.message}` : String(error);
+        throw new SpecError(`${path}.ref`, `image ${JSON.stringify(ref)} cannot be used: ${detail}`, { cause: error });
+      }
+      // Layers in the store never change once unpacked: the kernel may cache them for good.
+      const lowers = layerDirs.map((rootDir) => construct(`${path}.ref`, () => new PassthroughFs({ rootDir, readOnly: true, cache: policy ?? "always" })));
+      const top = await build(upper, `${path}.upper`);
+      return construct(path, () => new OverlayFs({ lowers, upper: top, staging, cache: policy }));
     },
   },
 };
 
 /** Builds an already checked spec. */
-function build(spec: FsSpec, path: string): DynFileSystem {
+async function build(spec: FsSpec, path: string): Promise<DynFileSystem> {
   return TYPES[spec.type]!.build(spec, path);
 }
 
@@ -213,11 +253,11 @@ export function parseSpec(value: unknown, path = "$"): FsSpec {
  *
  * @example
  * ```ts
- * const fs = fsFromSpec({ type: "memfs", capacity: "64MiB", maxInodes: 10_000 });
+ * const fs = await fsFromSpec({ type: "memfs", capacity: "64MiB", maxInodes: 10_000 });
  * await mountFuse(fs, "/mnt/scratch");
  * ```
  */
-export function fsFromSpec(spec: unknown, path = "$"): DynFileSystem {
+export async function fsFromSpec(spec: unknown, path = "$"): Promise<DynFileSystem> {
   return build(parseSpec(spec, path), path);
 }
 
