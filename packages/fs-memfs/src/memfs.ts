@@ -1,29 +1,31 @@
 import {
   ACCESS,
-  FALLOC,
-  FOPEN,
-  FsBackend,
-  FsError,
-  O,
-  RENAME,
-  ROOT_INO,
-  S,
-  SEEK,
-  SetattrValid,
-  WRITE,
-  XATTR,
   bytesToString,
   checkAccess,
   checkXattrAccess,
   checkXattrValue,
   dtFromMode,
+  FALLOC,
+  FOPEN,
+  FsBackend,
+  FsError,
   isDotOrDotDot,
   modeAfterWrite,
   newInodeOwnership,
   nowTimespec,
+  O,
+  openAccess,
   planSetattr,
+  RENAME,
+  ROOT_INO,
+  S,
+  SEEK,
+  SetattrValid,
   stickyAllows,
+  validateEntryName,
   validateName,
+  WRITE,
+  XATTR,
   xattrNamespace,
   xattrVisible,
   type Attr,
@@ -86,14 +88,6 @@ class Handle {
   }
 }
 
-/** The access an `open` with `flags` needs (`ACC_MODE`, plus write for `O_TRUNC`). */
-function openAccess(flags: number): number {
-  const mode = flags & O.ACCMODE;
-  let mask = mode === O.RDONLY ? ACCESS.R_OK : mode === O.WRONLY ? ACCESS.W_OK : ACCESS.R_OK | ACCESS.W_OK;
-  if ((flags & O.TRUNC) !== 0) mask |= ACCESS.W_OK;
-  return mask;
-}
-
 const isCount = (value: number): boolean => Number.isSafeInteger(value) && value >= 0;
 const isId = (value: number): boolean => Number.isInteger(value) && value >= 0 && value <= 0xffff_ffff;
 const isTimespec = (t: Timespec): boolean =>
@@ -107,13 +101,6 @@ function invalid(op: string, detail: string, ino?: number): FsError {
 /** Checks a byte offset or count from the caller: a safe integer, not negative. */
 function checkCount(value: number, what: string, op: string, ino: number): void {
   if (!isCount(value)) throw invalid(op, `${what} ${String(value)}`, ino);
-}
-
-/** The kernel's check of a name for an entry to create or remove; `.` and `..` get `dotErrno`. */
-function entryName(name: Uint8Array, op: string, dotErrno: ErrnoName): void {
-  if (!(name instanceof Uint8Array)) throw invalid(op, "name is not bytes");
-  validateName(name, op, true);
-  if (isDotOrDotDot(name)) throw new FsError(dotErrno, { op, path: bytesToString(name) });
 }
 
 /**
@@ -332,8 +319,8 @@ export class MemFs extends FsBackend {
     if ((flags & RENAME.WHITEOUT) !== 0 && ctx.uid !== 0) throw new FsError("EPERM", { op, ino: parent, detail: "RENAME_WHITEOUT needs root" });
     const oldDir = this.#dir(parent, op);
     const newDir = this.#dir(newParent, op);
-    entryName(name, op, "EBUSY");
-    entryName(newName, op, (flags & RENAME.NOREPLACE) !== 0 ? "EEXIST" : "EBUSY");
+    validateEntryName(name, op, "EBUSY");
+    validateEntryName(newName, op, (flags & RENAME.NOREPLACE) !== 0 ? "EEXIST" : "EBUSY");
     checkAccess(oldDir, ctx, ACCESS.X_OK, op);
     checkAccess(newDir, ctx, ACCESS.X_OK, op);
     const srcSlot = oldDir.dir!.get(bytesKey(name));
@@ -429,7 +416,7 @@ export class MemFs extends FsBackend {
     const op = "create";
     if (!Number.isInteger(flags)) throw invalid(op, `flags ${String(flags)}`, parent);
     const dir = this.#dir(parent, op);
-    entryName(name, op, "EISDIR");
+    validateEntryName(name, op, "EISDIR");
     checkAccess(dir, ctx, ACCESS.X_OK, op);
     const slot = dir.nlink === 0 ? undefined : dir.dir!.get(bytesKey(name));
     if (slot !== undefined) {
@@ -796,7 +783,7 @@ export class MemFs extends FsBackend {
    */
   #placeFor(ctx: Context, parent: number, name: Uint8Array, op: string): { dir: Inode; key: string } {
     const dir = this.#dir(parent, op);
-    entryName(name, op, "EEXIST");
+    validateEntryName(name, op, "EEXIST");
     checkAccess(dir, ctx, ACCESS.X_OK, op);
     if (dir.nlink === 0) throw new FsError("ENOENT", { op, ino: parent, detail: "the directory was removed" });
     const key = bytesKey(name);
@@ -892,7 +879,7 @@ export class MemFs extends FsBackend {
   /** Finds the entry `name` of `parent` that `ctx` wants to remove, checking its rights (`may_delete`). */
   #victim(ctx: Context, parent: number, name: Uint8Array, op: string, dotErrno: ErrnoName): { dir: Inode; slot: Slot; node: Inode } {
     const dir = this.#dir(parent, op);
-    entryName(name, op, dotErrno);
+    validateEntryName(name, op, dotErrno);
     checkAccess(dir, ctx, ACCESS.X_OK, op);
     const slot = dir.dir!.get(bytesKey(name));
     if (slot === undefined) throw new FsError("ENOENT", { op, path: bytesToString(name), ino: parent });

@@ -1,25 +1,27 @@
 import {
   ACCESS,
-  FsBackend,
-  FsError,
-  O,
-  PathFs,
-  RENAME,
-  ROOT_INO,
-  S,
-  SetattrValid,
   bytesEqual,
   bytesToString,
   checkAccess,
   checkXattrAccess,
   checkXattrValue,
   dtFromMode,
+  FsBackend,
+  FsError,
   isDirectory,
   isDotOrDotDot,
   nowTimespec,
+  O,
+  openAccess,
+  PathFs,
   planSetattr,
+  RENAME,
+  ROOT_INO,
+  S,
   setattrRequest,
+  SetattrValid,
   stickyAllows,
+  validateEntryName,
   validateName,
   xattrNamespace,
   type Attr,
@@ -30,7 +32,6 @@ import {
   type DirEntryPlus,
   type DynFileSystem,
   type Entry,
-  type ErrnoName,
   type OpenReply,
   type SetattrRequest,
   type StatFs,
@@ -126,13 +127,6 @@ interface DirHandle {
   readonly gone: Set<string>;
 }
 
-function openAccess(flags: number): number {
-  const mode = flags & O.ACCMODE;
-  let mask = mode === O.RDONLY ? ACCESS.R_OK : mode === O.WRONLY ? ACCESS.W_OK : ACCESS.R_OK | ACCESS.W_OK;
-  if ((flags & O.TRUNC) !== 0) mask |= ACCESS.W_OK;
-  return mask;
-}
-
 const isNoEntry = (error: unknown): boolean => FsError.isInstance(error) && error.code === "ENOENT";
 const withIno = (attr: Attr, ino: number, removed = false): Attr => ({ ...attr, ino, nlink: removed ? 0 : attr.nlink });
 const refKey = (ref: LayerRef): string => `${ref.layer}:${ref.ino}`;
@@ -141,12 +135,6 @@ const refKey = (ref: LayerRef): string => `${ref.layer}:${ref.ino}`;
 function checkName(name: Uint8Array, op: string): void {
   if (!(name instanceof Uint8Array)) throw new FsError("EINVAL", { op, detail: "name is not bytes" });
   validateName(name, op, true);
-}
-
-/** The kernel's check of a name to create or remove; `.` and `..` get `dotErrno`. */
-function entryName(name: Uint8Array, op: string, dotErrno: ErrnoName): void {
-  checkName(name, op);
-  if (isDotOrDotDot(name)) throw new FsError(dotErrno, { op, path: bytesToString(name) });
 }
 
 /**
@@ -326,8 +314,8 @@ export class OverlayFs extends FsBackend {
     if ((flags & RENAME.WHITEOUT) !== 0 && ctx.uid !== 0) throw new FsError("EPERM", { op, detail: "RENAME_WHITEOUT needs root" });
     const sdir = this.#dirNode(parent, op);
     const ddir = this.#dirNode(newParent, op);
-    entryName(name, op, "EBUSY");
-    entryName(newName, op, (flags & RENAME.NOREPLACE) !== 0 ? "EEXIST" : "EBUSY");
+    validateEntryName(name, op, "EBUSY");
+    validateEntryName(newName, op, (flags & RENAME.NOREPLACE) !== 0 ? "EEXIST" : "EBUSY");
     const path = bytesToString(name);
     const dest = bytesToString(newName);
     this.#checkGuestName(ddir, newName, op);
@@ -391,7 +379,7 @@ export class OverlayFs extends FsBackend {
   async #create(ctx: Context, parent: number, name: Uint8Array, mode: number, flags: number, umask: number): Promise<CreateReply> {
     const op = "create";
     const dir = this.#dirNode(parent, op);
-    entryName(name, op, "EISDIR");
+    validateEntryName(name, op, "EISDIR");
     this.#checkGuestName(dir, name, op);
     checkAccess(await this.#attr(dir), ctx, ACCESS.X_OK, op);
     const existing = dir.removed ? undefined : await this.#lookupNode(dir, name);
@@ -938,7 +926,7 @@ export class OverlayFs extends FsBackend {
     make: (upperDir: number) => Promise<{ entry: Entry; extra: T }>,
   ): Promise<{ entry: Entry; extra: T }> {
     const dir = this.#dirNode(parent, op);
-    entryName(name, op, "EEXIST");
+    validateEntryName(name, op, "EEXIST");
     this.#checkGuestName(dir, name, op);
     const attr = await this.#attr(dir);
     checkAccess(attr, ctx, ACCESS.X_OK, op);
@@ -1003,7 +991,7 @@ export class OverlayFs extends FsBackend {
     const op = isRmdir ? "rmdir" : "unlink";
     const dir = this.#dirNode(parent, op);
     if (isRmdir && name.length === 2 && isDotOrDotDot(name)) throw new FsError("ENOTEMPTY", { op, path: "..", ino: parent });
-    entryName(name, op, isRmdir ? "EINVAL" : "EISDIR");
+    validateEntryName(name, op, isRmdir ? "EINVAL" : "EISDIR");
     const dattr = await this.#attr(dir);
     checkAccess(dattr, ctx, ACCESS.X_OK, op);
     const found = await this.#lookupNode(dir, name);

@@ -1,33 +1,35 @@
 import {
   ACCESS,
+  bytesToString,
+  checkAccess,
+  checkXattrAccess,
+  checkXattrValue,
   DT,
+  dtFromMode,
   FALLOC,
   FOPEN,
   FsBackend,
   FsError,
+  hasAccess,
+  isDotOrDotDot,
+  modeAfterWrite,
   NAME_MAX,
+  newInodeOwnership,
+  nowTimespec,
   O,
+  openAccess,
   PATH_MAX,
+  planSetattr,
   RENAME,
   ROOT_INO,
   S,
   SEEK,
   SetattrValid,
+  stickyAllows,
+  validateEntryName,
+  validateName,
   WRITE,
   XATTR,
-  bytesToString,
-  checkAccess,
-  checkXattrAccess,
-  checkXattrValue,
-  dtFromMode,
-  hasAccess,
-  isDotOrDotDot,
-  modeAfterWrite,
-  newInodeOwnership,
-  nowTimespec,
-  planSetattr,
-  stickyAllows,
-  validateName,
   xattrNamespace,
   xattrVisible,
   type Attr,
@@ -37,7 +39,6 @@ import {
   type DirEntry,
   type DirEntryPlus,
   type Entry,
-  type ErrnoName,
   type OpenReply,
   type SetattrRequest,
   type StatFs,
@@ -160,21 +161,6 @@ function checkCount(value: unknown, what: string, op: string, ino: number): asse
 
 function checkBytes(value: unknown, what: string, op: string, ino: number): asserts value is Uint8Array {
   if (!(value instanceof Uint8Array)) throw invalid(op, `${what} is not bytes`, ino);
-}
-
-/** Checks a name for an entry to create or remove: `.` and `..` get `dotErrno`. */
-function entryName(name: Uint8Array, op: string, ino: number, dotErrno: ErrnoName): void {
-  checkBytes(name, "name", op, ino);
-  validateName(name, op, true);
-  if (isDotOrDotDot(name)) throw new FsError(dotErrno, { op, ino, path: bytesToString(name) });
-}
-
-/** The access an `open` with `flags` needs (`ACC_MODE`, plus write for `O_TRUNC`). */
-function openAccess(flags: number): number {
-  const access = flags & O.ACCMODE;
-  let mask = access === O.RDONLY ? ACCESS.R_OK : access === O.WRONLY ? ACCESS.W_OK : ACCESS.R_OK | ACCESS.W_OK;
-  if ((flags & O.TRUNC) !== 0) mask |= ACCESS.W_OK;
-  return mask;
 }
 
 const timeArg = (set: boolean, now: boolean, time: Timespec | undefined): TimeArg =>
@@ -745,7 +731,7 @@ export class PassthroughFs extends FsBackend {
     const op = "symlink";
     try {
       const dir = this.#dir(parent, op);
-      entryName(name, op, parent, "EEXIST");
+      validateEntryName(name, op, "EEXIST", parent);
       checkBytes(target, "target", op, parent);
       if (target.length === 0) throw new FsError("ENOENT", { op, ino: parent, detail: "empty symlink target" });
       if (target.length >= PATH_MAX) throw new FsError("ENAMETOOLONG", { op, ino: parent, detail: `target of ${target.length} bytes` });
@@ -783,7 +769,7 @@ export class PassthroughFs extends FsBackend {
     const op = "mknod";
     try {
       const dir = this.#dir(parent, op);
-      entryName(name, op, parent, "EEXIST");
+      validateEntryName(name, op, "EEXIST", parent);
       if (!Number.isInteger(mode) || !Number.isInteger(umask)) throw invalid(op, "mode or umask is not an integer", parent);
       const type = (mode & S.IFMT) === 0 ? S.IFREG : mode & S.IFMT;
       const device = type === S.IFCHR || type === S.IFBLK;
@@ -809,7 +795,7 @@ export class PassthroughFs extends FsBackend {
     const op = "mkdir";
     try {
       const dir = this.#dir(parent, op);
-      entryName(name, op, parent, "EEXIST");
+      validateEntryName(name, op, "EEXIST", parent);
       if (!Number.isInteger(mode) || !Number.isInteger(umask)) throw invalid(op, "mode or umask is not an integer", parent);
       this.#writable(op, parent);
       this.#checkCreate(ctx, dir, name, op);
@@ -848,7 +834,7 @@ export class PassthroughFs extends FsBackend {
     try {
       const dir = this.#dir(parent, op);
       if (op === "rmdir" && isDot(name)) throw invalid(op, "cannot remove '.'", parent);
-      entryName(name, op, parent, op === "rmdir" ? "ENOTEMPTY" : "EISDIR");
+      validateEntryName(name, op, op === "rmdir" ? "ENOTEMPTY" : "EISDIR", parent);
       this.#writable(op, parent);
       checkAccess(dir, ctx, ACCESS.X_OK, op);
       const entry = this.#checkDelete(ctx, dir, name, op);
@@ -873,8 +859,8 @@ export class PassthroughFs extends FsBackend {
     try {
       const from = this.#dir(parent, op);
       const to = this.#dir(newParent, op);
-      entryName(name, op, parent, "EBUSY");
-      entryName(newName, op, newParent, "EBUSY");
+      validateEntryName(name, op, "EBUSY", parent);
+      validateEntryName(newName, op, "EBUSY", newParent);
       if (!Number.isInteger(flags) || (flags & ~RENAME_FLAGS) !== 0) throw invalid(op, `flags ${String(flags)}`, parent);
       const exchange = (flags & RENAME.EXCHANGE) !== 0;
       if (exchange && (flags & (RENAME.NOREPLACE | RENAME.WHITEOUT)) !== 0) throw invalid(op, `flags ${flags}`, parent);
@@ -922,7 +908,7 @@ export class PassthroughFs extends FsBackend {
     try {
       const inode = this.#inode(ino, op);
       const dir = this.#dir(newParent, op);
-      entryName(newName, op, newParent, "EEXIST");
+      validateEntryName(newName, op, "EEXIST", newParent);
       this.#writable(op, newParent);
       this.#checkCreate(ctx, dir, newName, op);
       if ((inode.mode & S.IFMT) === S.IFDIR) throw new FsError("EPERM", { op, ino, detail: "directories cannot be hard-linked" });
@@ -1002,7 +988,7 @@ export class PassthroughFs extends FsBackend {
     const op = "create";
     try {
       const dir = this.#dir(parent, op);
-      entryName(name, op, parent, "EISDIR");
+      validateEntryName(name, op, "EISDIR", parent);
       if (!Number.isInteger(mode) || !Number.isInteger(flags) || !Number.isInteger(umask)) throw invalid(op, "mode, flags or umask is not an integer", parent);
       if ((flags & O.ACCMODE) === O.ACCMODE) throw invalid(op, `flags ${flags}`, parent);
       this.#writable(op, parent);

@@ -58,3 +58,15 @@ describe("access checks", () => {
     expect(stickyAllows({ mode: S.IFDIR | 0o777, uid: 0 }, { uid: 1000 }, user(2000, 2000))).toBe(true);
   });
 });
+
+describe("openAccess", () => {
+  it("asks for what the access mode and O_TRUNC need", async () => {
+    const { O } = await import("./constants.js");
+    const { openAccess } = await import("./access.js");
+    expect(openAccess(O.RDONLY)).toBe(R_OK);
+    expect(openAccess(O.WRONLY | O.CREAT)).toBe(W_OK);
+    expect(openAccess(O.RDWR)).toBe(R_OK | W_OK);
+    expect(openAccess(O.RDONLY | O.TRUNC)).toBe(R_OK | W_OK);
+    expect(openAccess(O.ACCMODE)).toBe(R_OK | W_OK);
+  });
+});

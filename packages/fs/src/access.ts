@@ -1,4 +1,4 @@
-import { ACCESS, S } from "./constants.js";
+import { ACCESS, O, S } from "./constants.js";
 import { FsError } from "./errno.js";
 import type { Attr, Context } from "./types.js";
 
@@ -48,4 +48,15 @@ function maskText(mask: number): string {
   return (
     ((mask & ACCESS.R_OK) !== 0 ? "r" : "") + ((mask & ACCESS.W_OK) !== 0 ? "w" : "") + ((mask & ACCESS.X_OK) !== 0 ? "x" : "")
   );
+}
+
+/**
+ * The {@link ACCESS} mask an `open` with {@link O} `flags` needs: read,
+ * write or both by the access mode, plus write for `O_TRUNC`.
+ */
+export function openAccess(flags: number): number {
+  const mode = flags & O.ACCMODE;
+  let mask = mode === O.RDONLY ? ACCESS.R_OK : mode === O.WRONLY ? ACCESS.W_OK : ACCESS.R_OK | ACCESS.W_OK;
+  if ((flags & O.TRUNC) !== 0) mask |= ACCESS.W_OK;
+  return mask;
 }

@@ -53,7 +53,7 @@ export {
 } from "./errno.js";
 export { FsBackend } from "./backend.js";
 export { withHooks, type DataHookInfo, type DataHooks } from "./hooks.js";
-export { checkAccess, hasAccess, inGroup, stickyAllows } from "./access.js";
+export { checkAccess, hasAccess, inGroup, openAccess, stickyAllows } from "./access.js";
 export { dtFromMode, fileKind, isDirectory, isRegularFile, isSymlink, major, makedev, minor, type FileKind } from "./mode.js";
 export {
   bytesEqual,
@@ -63,6 +63,7 @@ export {
   joinPath,
   splitPath,
   toBytes,
+  validateEntryName,
   validateName,
 } from "./names.js";
 export { isPromiseLike, mapMaybe } from "./maybe.js";

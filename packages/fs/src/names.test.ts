@@ -49,3 +49,15 @@ describe("names", () => {
     expect(joinPath()).toEqual(new Uint8Array(0));
   });
 });
+
+describe("validateEntryName", () => {
+  it("refuses what is not bytes, invalid names, and dots with the operation's errno", async () => {
+    const { validateEntryName } = await import("./names.js");
+    expect(() => validateEntryName("a", "mkdir", "EEXIST")).toThrow(/EINVAL.*name is not bytes/);
+    expect(() => validateEntryName(toBytes("a/b"), "mkdir", "EEXIST")).toThrow(/EINVAL/);
+    expect(() => validateEntryName(new Uint8Array(256).fill(0x61), "mkdir", "EEXIST")).toThrow(/ENAMETOOLONG/);
+    expect(() => validateEntryName(toBytes(".."), "mkdir", "EEXIST", 7)).toThrow(/EEXIST.*inode 7/);
+    expect(() => validateEntryName(toBytes("."), "unlink", "EISDIR")).toThrow(/EISDIR/);
+    expect(() => validateEntryName(toBytes("ok"), "mkdir", "EEXIST")).not.toThrow();
+  });
+});

@@ -1,5 +1,5 @@
 import { NAME_MAX } from "./constants.js";
-import { FsError } from "./errno.js";
+import { FsError, type ErrnoName } from "./errno.js";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: false });
@@ -87,4 +87,16 @@ export function joinPath(...parts: readonly Uint8Array[]): Uint8Array {
     at += p.length;
   });
   return out;
+}
+
+/**
+ * Checks a name a caller gives for an entry to create or remove: bytes
+ * (`EINVAL` otherwise), valid as {@link validateName} says, and not `.` or
+ * `..`, which answer `dotErrno` (Linux's answer differs per operation:
+ * `EEXIST` for mkdir, `EINVAL` or `ENOTEMPTY` for rmdir, `EISDIR` for unlink, ...).
+ */
+export function validateEntryName(name: unknown, op: string, dotErrno: ErrnoName, ino?: number): asserts name is Uint8Array {
+  if (!(name instanceof Uint8Array)) throw new FsError("EINVAL", { op, ino, detail: "name is not bytes" });
+  validateName(name, op, true);
+  if (isDotOrDotDot(name)) throw new FsError(dotErrno, { op, ino, path: bytesToString(name) });
 }
