@@ -2,6 +2,7 @@ import {
   ACCESS,
   bytesToString,
   checkAccess,
+  checkCount,
   checkXattrAccess,
   checkXattrValue,
   dtFromMode,
@@ -9,7 +10,10 @@ import {
   FOPEN,
   FsBackend,
   FsError,
+  isCount,
   isDotOrDotDot,
+  isTimespec,
+  isU32,
   modeAfterWrite,
   newInodeOwnership,
   nowTimespec,
@@ -88,19 +92,10 @@ class Handle {
   }
 }
 
-const isCount = (value: number): boolean => Number.isSafeInteger(value) && value >= 0;
-const isId = (value: number): boolean => Number.isInteger(value) && value >= 0 && value <= 0xffff_ffff;
-const isTimespec = (t: Timespec): boolean =>
-  typeof t === "object" && t !== null && Number.isSafeInteger(t.sec) && Number.isInteger(t.nsec) && t.nsec >= 0 && t.nsec < 1e9;
 const earlier = (a: Timespec, b: Timespec): boolean => a.sec < b.sec || (a.sec === b.sec && a.nsec < b.nsec);
 
 function invalid(op: string, detail: string, ino?: number): FsError {
   return new FsError("EINVAL", { op, ino, detail });
-}
-
-/** Checks a byte offset or count from the caller: a safe integer, not negative. */
-function checkCount(value: number, what: string, op: string, ino: number): void {
-  if (!isCount(value)) throw invalid(op, `${what} ${String(value)}`, ino);
 }
 
 /**
@@ -229,7 +224,7 @@ export class MemFs extends FsBackend {
     const node = this.#node(ino, op);
     if (typeof req !== "object" || req === null || !Number.isInteger(req.valid)) throw invalid(op, "malformed request", ino);
     const { valid } = req;
-    if (((valid & SetattrValid.UID) !== 0 && !isId(req.uid)) || ((valid & SetattrValid.GID) !== 0 && !isId(req.gid))) {
+    if (((valid & SetattrValid.UID) !== 0 && !isU32(req.uid)) || ((valid & SetattrValid.GID) !== 0 && !isU32(req.gid))) {
       throw invalid(op, "uid or gid out of range", ino);
     }
     const badTime =
@@ -278,7 +273,7 @@ export class MemFs extends FsBackend {
       throw invalid(op, `file type 0o${type.toString(8)}`, parent);
     }
     const device = type === S.IFCHR || type === S.IFBLK;
-    if (device && !isId(rdev)) throw invalid(op, `device number ${String(rdev)}`, parent);
+    if (device && !isU32(rdev)) throw invalid(op, `device number ${String(rdev)}`, parent);
     if (device && ctx.uid !== 0 && !(type === S.IFCHR && rdev === WHITEOUT_DEV)) {
       throw new FsError("EPERM", { op, ino: parent, detail: "only root makes device nodes" });
     }

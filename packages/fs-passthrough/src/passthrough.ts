@@ -2,6 +2,7 @@ import {
   ACCESS,
   bytesToString,
   checkAccess,
+  checkCount,
   checkXattrAccess,
   checkXattrValue,
   DT,
@@ -11,7 +12,10 @@ import {
   FsBackend,
   FsError,
   hasAccess,
+  isCount,
   isDotOrDotDot,
+  isTimespec,
+  isU32,
   modeAfterWrite,
   NAME_MAX,
   newInodeOwnership,
@@ -122,10 +126,6 @@ interface Reserved {
   type: number | undefined;
 }
 
-const isCount = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) >= 0;
-const isU32 = (value: unknown): value is number => Number.isInteger(value) && (value as number) >= 0 && (value as number) <= 0xffff_ffff;
-const isTimespec = (t: Timespec): boolean =>
-  typeof t === "object" && t !== null && Number.isSafeInteger(t.sec) && Number.isInteger(t.nsec) && t.nsec >= 0 && t.nsec < 1e9;
 const isDot = (name: Uint8Array): boolean => name.length === 1 && name[0] === 0x2e;
 const code = (error: unknown): string | undefined => (error as { code?: string } | null)?.code;
 /** A guest name for an error message; whatever the guest sent, describing it never throws. */
@@ -153,10 +153,6 @@ function statAt(dirFd: number, name: Uint8Array): Stat {
 
 function invalid(op: string, detail: string, ino?: number): FsError {
   return new FsError("EINVAL", { op, ino, detail });
-}
-
-function checkCount(value: unknown, what: string, op: string, ino: number): asserts value is number {
-  if (!isCount(value)) throw invalid(op, `${what} ${String(value)}`, ino);
 }
 
 function checkBytes(value: unknown, what: string, op: string, ino: number): asserts value is Uint8Array {

@@ -99,3 +99,4 @@ export {
   typeFitsHost,
   type OverrideStat,
 } from "./override-stat.js";
+export { checkCount, isCount, isTimespec, isU32 } from "./args.js";
