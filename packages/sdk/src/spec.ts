@@ -128,10 +128,10 @@ function flag(fields: Fields, key: string, path: string): boolean | undefined {
   throw new SpecError(`${path}.${key}`, `expected true or false, got ${show(value)}`);
 }
 
-function text(fields: Fields, key: string, path: string): string {
+function text(fields: Fields, key: string, path: string, what = "a non-empty path"): string {
   const value = fields[key];
   if (typeof value === "string" && value.length > 0 && !value.includes("\0")) return value;
-  throw new SpecError(`${path}.${key}`, `expected a non-empty path, got ${show(value)}`);
+  throw new SpecError(`${path}.${key}`, `expected ${what}, got ${show(value)}`);
 }
 
 /** Builds a backend, turning its constructor's complaint into a SpecError at `path`. */
@@ -188,11 +188,10 @@ const TYPES: Readonly<Record<string, SpecType>> = {
       staging: optionalName(f, "staging", path),
     }),
     build: async (spec, path) => {
-      const { lowers, upper, staging, cache: policy } = spec as OverlaySpec;
+      const { lowers } = spec as OverlaySpec;
       const layers: DynFileSystem[] = [];
       for (const [i, lower] of lowers.entries()) layers.push(await build(lower, `${path}.lowers[${i}]`));
-      const top = await build(upper, `${path}.upper`);
-      return construct(path, () => new OverlayFs({ lowers: layers, upper: top, staging, cache: policy }));
+      return overlayOver(layers, spec as OverlaySpec, path);
     },
   },
   image: {
@@ -200,12 +199,12 @@ const TYPES: Readonly<Record<string, SpecType>> = {
     check: (f, path) => ({
       type: "image",
       cache: cache(f, path),
-      ref: text(f, "ref", path),
+      ref: text(f, "ref", path, "an image reference such as \"busybox\""),
       upper: parseSpec(f.upper, `${path}.upper`),
       staging: optionalName(f, "staging", path),
     }),
     build: async (spec, path) => {
-      const { ref, upper, staging, cache: policy } = spec as ImageSpec;
+      const { ref, cache: policy } = spec as ImageSpec;
       let layerDirs: readonly string[];
       try {
         ({ layerDirs } = await new ImageStore().inspectImage(ref));
@@ -215,11 +214,16 @@ const TYPES: Readonly<Record<string, SpecType>> = {
       }
       // Layers in the store never change once unpacked: the kernel may cache them for good.
       const lowers = layerDirs.map((rootDir) => construct(`${path}.ref`, () => new PassthroughFs({ rootDir, readOnly: true, cache: policy ?? "always" })));
-      const top = await build(upper, `${path}.upper`);
-      return construct(path, () => new OverlayFs({ lowers, upper: top, staging, cache: policy }));
+      return overlayOver(lowers, spec as ImageSpec, path);
     },
   },
 };
+
+/** An OverlayFs of built `lowers` under the spec's upper, staging and cache. */
+async function overlayOver(lowers: DynFileSystem[], spec: OverlaySpec | ImageSpec, path: string): Promise<DynFileSystem> {
+  const upper = await build(spec.upper, `${path}.upper`);
+  return construct(path, () => new OverlayFs({ lowers, upper, staging: spec.staging, cache: spec.cache }));
+}
 
 /** Builds an already checked spec. */
 async function build(spec: FsSpec, path: string): Promise<DynFileSystem> {
