@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One idempotent setup for a fresh Debian 12 machine (run as root, or with the
 # apt packages already present): apt packages, pnpm, workspace dependencies,
-# and a build of the native addon and every TypeScript package.
+# a build of the native addon and every TypeScript package, and the guest assets
+# (agent, kernel, initramfs, built-in busybox image) @msb/vmm boots.
 # Re-running it does only what is missing; turbo skips unchanged builds.
 set -euo pipefail
 
@@ -54,4 +55,15 @@ fi
 
 log "building native addon and packages"
 pnpm exec turbo run build --output-logs=errors-only
+
+# --- guest assets ------------------------------------------------------------------
+# The guest's PID 1 (native/agent, static) and the kernel, initramfs and built-in
+# busybox image @msb/vmm boots; the script skips what is already up to date.
+agent="native/target/x86_64-unknown-linux-gnu/release/msb-agent"
+log "building the guest agent"
+# --target keeps +crt-static away from the addon's build scripts and cdylib.
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --quiet --release --manifest-path native/Cargo.toml \
+  -p msb-agent --target x86_64-unknown-linux-gnu
+log "building guest assets"
+node packages/vmm/scripts/build-guest-assets.mjs --agent "$agent"
 log "done"

@@ -2,7 +2,8 @@
  * @msb/oci: OCI images for msb. Parses references the way Docker does,
  * pulls from Distribution registries (anonymous, Basic, Bearer; private CAs;
  * plain HTTP only on opt-in), verifies every manifest and blob, and unpacks
- * each layer once, unprivileged and confined, into a shared content store.
+ * each layer once, unprivileged and confined, into a shared content store;
+ * imports OCI image layouts (msb's built-in image is one) the same way.
  *
  * @packageDocumentation
  */
@@ -27,3 +28,4 @@ export {
 export { unpackLayer, type Compression, type UnpackOptions } from "./unpack.js";
 export { ImageStore, defaultHome, type ImageDetails, type ImageRecord, type RemoveResult, type StoreOptions } from "./store.js";
 export { pull, type PullEvent, type PullOptions } from "./pull.js";
+export { importOciLayout, type ImportLayoutOptions } from "./layout.js";

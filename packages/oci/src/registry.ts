@@ -41,7 +41,8 @@ export const MANIFEST_MEDIA_TYPES = [
   "application/vnd.docker.distribution.manifest.v2+json",
 ] as const;
 
-const MAX_MANIFEST = 4 << 20;
+/** Manifests and indexes are read into memory: none may be bigger. */
+export const MAX_MANIFEST = 4 << 20;
 const MAX_REDIRECTS = 5;
 const RETRY_STATUS = new Set([408, 429, 500, 502, 503, 504]);
 const RETRY_CODES = new Set(["ECONNRESET", "ECONNREFUSED", "ETIMEDOUT", "EPIPE", "EAI_AGAIN", "ECONNABORTED", "UND_ERR_SOCKET", "ERR_OCI_DROPPED"]);

@@ -113,6 +113,11 @@ export class ImageStore {
     return exists(this.blobPath(digest));
   }
 
+  /** True when the layer is unpacked in the store (its directory is renamed into place complete). */
+  hasLayer(digest: string): Promise<boolean> {
+    return exists(this.layerPath(digest));
+  }
+
   /** Reads a blob and re-verifies it against its descriptor. */
   async readBlob(desc: Pick<Descriptor, "digest" | "size">): Promise<Buffer> {
     const bytes = await readFile(this.blobPath(desc.digest));

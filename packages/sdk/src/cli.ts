@@ -1,15 +1,22 @@
 #!/usr/bin/env node
 // The `msb` command. Exit codes: 0 done, 1 the operation failed, 2 bad usage or
-// a bad spec (nothing was changed).
+// a bad spec (nothing was changed). `msb run` exits with the command's own
+// status, or 125 when msb itself failed (Docker's convention).
 import { parseArgs } from "node:util";
 import { mountFuse, type FuseLogger } from "@msb/fuse";
 import { OciError } from "@msb/oci";
 import { UsageError, imagesCommand, pullCommand, rmiCommand } from "./cli-images.js";
+import { EXIT_MSB_ERROR, runCommand } from "./cli-run.js";
 import { SpecError, fsFromSpecFile } from "./spec.js";
 
 const USAGE = `usage: msb <command> [options]
 
 commands:
+  run [IMAGE | --rootfs DIR] [OPTIONS] [--] [COMMAND [ARG...]]
+      Boot a microVM on IMAGE (default: the built-in busybox image) and run
+      COMMAND (default: the image's ENTRYPOINT/CMD) in it; exits with its status.
+      -e, --env K=V  -w, --workdir DIR  -u, --user USER[:GROUP]  -t, --tty
+      -i, --interactive  -m, --memory MIB (256)  --cpus N (1)  --hostname NAME
   mount --spec SPEC.json MOUNTPOINT [--allow-other] [--debug]
       Serve the filesystem SPEC describes at MOUNTPOINT until SIGINT/SIGTERM.
       Prints "mounted MOUNTPOINT" once the mount is ready.
@@ -58,6 +65,7 @@ async function mount(args: string[]): Promise<number> {
 
 const COMMANDS: Readonly<Record<string, (args: string[]) => Promise<number>>> = {
   mount,
+  run: runCommand,
   pull: (args) => pullCommand(args),
   images: (args) => imagesCommand(args),
   rmi: (args) => rmiCommand(args),
@@ -74,6 +82,9 @@ async function main(argv: string[]): Promise<number> {
   return command(rest);
 }
 
+// Commands that run a guest command keep 1..124 for it: their own failures are 125.
+const failureCode = process.argv[2] === "run" ? EXIT_MSB_ERROR : 1;
+
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (error: unknown) => {
@@ -88,9 +99,10 @@ main(process.argv.slice(2)).then(
     if (OciError.is(error)) {
       const hint = error.code === "ERR_OCI_INSECURE" ? "; pass --insecure to allow plain HTTP" : "";
       process.stderr.write(`msb: ${error.code}: ${error.message}${hint}\n`);
-      process.exit(error.code === "ERR_OCI_REFERENCE" ? 2 : 1);
+      process.exit(error.code === "ERR_OCI_REFERENCE" ? 2 : failureCode);
     }
-    process.stderr.write(`msb: ${error instanceof Error ? error.message : String(error)}\n`);
-    process.exit(1);
+    const code = typeof error === "object" && error !== null && "code" in error && typeof error.code === "string" ? `${error.code}: ` : "";
+    process.stderr.write(`msb: ${code}${error instanceof Error ? error.message : String(error)}\n`);
+    process.exit(failureCode);
   },
 );

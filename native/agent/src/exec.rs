@@ -1,0 +1,769 @@
+//! `exec` streams and the zombie reaper.
+//!
+//! PID 1 reaps everything: one reaper thread runs waitpid(-1) and hands each
+//! status to the exec session owning the pid (orphans are reaped silently).
+//! A session is registered under the CHILDREN lock across fork(), so the
+//! reaper cannot see a pid before its session exists. Between fork and
+//! execve the child only makes async-signal-safe calls on data prepared
+//! before the fork (no allocation, no locks).
+
+use std::collections::HashMap;
+use std::ffi::{CString, c_char, c_int};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::Duration;
+
+use crate::cbor::{self, Value};
+use crate::conn::{Conn, Stream, conn, too_many};
+use crate::log;
+use crate::proto::{self, FLAG_END, WINDOW};
+use crate::sys;
+use crate::users;
+
+const CHUNK: usize = 64 * 1024;
+const MAX_ARGS_BYTES: usize = 1 << 20;
+const MAX_ARGS: usize = 4096;
+const DEFAULT_PATH: &[u8] = b"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+// ------------------------------------------------------------------ reaper
+
+fn children() -> &'static Mutex<HashMap<c_int, Arc<Exec>>> {
+    static C: OnceLock<Mutex<HashMap<c_int, Arc<Exec>>>> = OnceLock::new();
+    C.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+static SPAWN_GEN: Mutex<u64> = Mutex::new(0);
+static SPAWNED: Condvar = Condvar::new();
+
+fn notify_spawned() {
+    *lock(&SPAWN_GEN) += 1;
+    SPAWNED.notify_all();
+}
+
+pub fn start_reaper() {
+    let r = std::thread::Builder::new().name("reaper".into()).spawn(|| {
+        loop {
+            let generation = *lock(&SPAWN_GEN);
+            let mut status: c_int = 0;
+            let pid = unsafe { sys::waitpid(-1, &mut status, 0) };
+            if pid > 0 {
+                let session = lock(children()).remove(&pid);
+                if let Some(s) = session {
+                    s.on_exit(status);
+                }
+                continue;
+            }
+            let e = sys::errno();
+            if e == sys::EINTR {
+                continue;
+            }
+            // ECHILD: nothing to wait for until the next fork (orphans reparented
+            // to us arrive with a fork somewhere too, but also re-check every second).
+            let g = lock(&SPAWN_GEN);
+            if *g == generation {
+                let _ = SPAWNED.wait_timeout(g, Duration::from_secs(1));
+            }
+        }
+    });
+    if r.is_err() {
+        log!("cannot start the reaper thread");
+    }
+}
+
+// ------------------------------------------------------------------ session
+
+enum StdinMsg {
+    Data(Vec<u8>),
+    Close,
+}
+
+#[derive(Default)]
+struct State {
+    /// stdout+stderr bytes sent / acknowledged by the host
+    sent: u64,
+    acked: u64,
+    status: Option<c_int>,
+    cancelled: bool,
+    started: bool,
+}
+
+pub struct Exec {
+    id: u32,
+    pid: AtomicI32,
+    tty: bool,
+    stdin_pipe: bool,
+    /// pty master (-1 without tty); closed when the session is dropped
+    master: AtomicI32,
+    wake_r: c_int,
+    wake_w: c_int,
+    state: Mutex<State>,
+    stdin_tx: Mutex<Option<mpsc::Sender<StdinMsg>>>,
+    stdin_queued: AtomicU64,
+}
+
+impl Drop for Exec {
+    fn drop(&mut self) {
+        unsafe {
+            sys::close(self.wake_r);
+            sys::close(self.wake_w);
+            let m = self.master.load(Ordering::SeqCst);
+            if m >= 0 {
+                sys::close(m);
+            }
+        }
+    }
+}
+
+impl Exec {
+    fn wake(&self) {
+        let b = [1u8];
+        unsafe { sys::write(self.wake_w, b.as_ptr() as *const _, 1) };
+    }
+
+    fn on_exit(&self, status: c_int) {
+        lock(&self.state).status = Some(status);
+        self.wake();
+    }
+
+    fn kill_all(&self) {
+        let pid = self.pid.load(Ordering::SeqCst);
+        if pid > 0 {
+            unsafe {
+                sys::kill(-pid, sys::SIGKILL);
+                sys::kill(pid, sys::SIGKILL);
+            }
+        }
+    }
+
+    fn foreground_group(&self) -> Option<c_int> {
+        let m = self.master.load(Ordering::SeqCst);
+        let mut pgrp: c_int = 0;
+        (m >= 0 && unsafe { sys::ioctl(m, sys::TIOCGPGRP, &mut pgrp) } == 0 && pgrp > 0).then_some(pgrp)
+    }
+
+    fn close_stdin(&self) {
+        if let Some(tx) = lock(&self.stdin_tx).take() {
+            let _ = tx.send(StdinMsg::Close);
+        }
+    }
+}
+
+impl Stream for Exec {
+    fn on_frame(&self, flags: u8, body: Value) {
+        match body.get("t").and_then(|t| t.as_str()) {
+            Some("stdin") => {
+                let data = match body.get("data") {
+                    Some(Value::Bytes(b)) => b.clone(),
+                    _ => Vec::new(),
+                };
+                if !data.is_empty() {
+                    let n = data.len() as u64;
+                    let sent = match &*lock(&self.stdin_tx) {
+                        Some(tx) if self.stdin_pipe || self.tty => {
+                            self.stdin_queued.fetch_add(n, Ordering::SeqCst);
+                            tx.send(StdinMsg::Data(data)).is_ok()
+                        }
+                        _ => false,
+                    };
+                    if !sent {
+                        // stdin is null or closed: discard, but keep the host's window moving
+                        conn().send(self.id, 0, &cbor::map(vec![("t", "ack".into()), ("bytes", n.into())]));
+                    }
+                }
+            }
+            Some("signal") => {
+                let signo = body.get("signo").and_then(|v| v.as_int()).unwrap_or(0);
+                let pid = self.pid.load(Ordering::SeqCst);
+                if (1..=64).contains(&signo) && pid > 0 && lock(&self.state).status.is_none() {
+                    // With a tty: the terminal's foreground process group, as a typed ^C would.
+                    let target = if self.tty { -self.foreground_group().unwrap_or(pid) } else { pid };
+                    unsafe { sys::kill(target, signo as c_int) };
+                }
+            }
+            Some("resize") => {
+                let rows = body.get("rows").and_then(|v| v.as_u64()).unwrap_or(0).min(65535) as u16;
+                let cols = body.get("cols").and_then(|v| v.as_u64()).unwrap_or(0).min(65535) as u16;
+                let m = self.master.load(Ordering::SeqCst);
+                if m >= 0 {
+                    let ws = sys::winsize { ws_row: rows, ws_col: cols, ..Default::default() };
+                    unsafe { sys::ioctl(m, sys::TIOCSWINSZ, &ws) };
+                }
+            }
+            Some("ack") => {
+                let n = body.get("bytes").and_then(|v| v.as_u64()).unwrap_or(0);
+                {
+                    let mut s = lock(&self.state);
+                    s.acked = s.acked.saturating_add(n).min(s.sent);
+                }
+                self.wake();
+            }
+            other => log!("exec stream {}: ignoring {:?}", self.id, other),
+        }
+        if flags & FLAG_END != 0 {
+            self.close_stdin();
+        }
+    }
+
+    fn abort(&self, reply: Option<Value>) {
+        {
+            let mut s = lock(&self.state);
+            s.cancelled = true;
+        }
+        self.kill_all();
+        self.close_stdin();
+        self.wake();
+        if let Some(r) = reply {
+            conn().send(self.id, FLAG_END, &r);
+        }
+    }
+}
+
+// ------------------------------------------------------------------ request parsing
+
+struct Failure {
+    code: &'static str,
+    errno: i32,
+    message: String,
+    kind: Option<&'static str>,
+}
+
+fn invalid(message: impl Into<String>) -> Failure {
+    Failure { code: "EINVAL", errno: 22, message: message.into(), kind: Some("invalid") }
+}
+
+struct Plan {
+    /// candidate paths for execve, in PATH order
+    candidates: Vec<CString>,
+    argv: Vec<CString>,
+    env: Vec<CString>,
+    cwd: CString,
+    ids: Option<users::Ids>,
+    rlimits: Vec<(c_int, sys::rlimit)>,
+    tty: Option<(u16, u16)>,
+    stdin_pipe: bool,
+    display: String,
+}
+
+fn os_list(v: Option<&Value>, what: &str) -> Result<Vec<Vec<u8>>, Failure> {
+    let Some(v) = v else { return Ok(Vec::new()) };
+    let a = v.as_array().ok_or_else(|| invalid(format!("{what} must be an array")))?;
+    a.iter()
+        .map(|x| {
+            let b = x.as_os_bytes().ok_or_else(|| invalid(format!("{what} entries must be strings")))?;
+            if b.contains(&0) {
+                return Err(invalid(format!("{what} entry contains NUL")));
+            }
+            Ok(b.to_vec())
+        })
+        .collect()
+}
+
+fn rlimit_resource(name: &str) -> Option<c_int> {
+    Some(match name {
+        "cpu" => 0,
+        "fsize" => 1,
+        "data" => 2,
+        "stack" => 3,
+        "core" => 4,
+        "nproc" => 6,
+        "nofile" => 7,
+        "memlock" => 8,
+        "as" => 9,
+        _ => return None,
+    })
+}
+
+fn plan(body: &Value) -> Result<Plan, Failure> {
+    let argv = os_list(body.get("argv"), "argv")?;
+    if argv.is_empty() || body.get("argv").and_then(|v| v.as_array()).is_none() {
+        return Err(invalid("argv must be a non-empty array"));
+    }
+    let mut env = os_list(body.opt("env"), "env")?;
+    let total: usize = argv.iter().chain(env.iter()).map(|a| a.len() + 1).sum();
+    if argv.len() + env.len() > MAX_ARGS || total > MAX_ARGS_BYTES {
+        return Err(Failure { code: "E2BIG", errno: 7, message: "argv + env exceed 1 MiB or 4096 entries".into(), kind: Some("invalid") });
+    }
+    let display = String::from_utf8_lossy(&argv[0]).into_owned();
+    let cwd = match body.opt("cwd") {
+        None => b"/".to_vec(),
+        Some(v) => v.as_os_bytes().ok_or_else(|| invalid("cwd must be a string"))?.to_vec(),
+    };
+    let cwd = CString::new(cwd).map_err(|_| invalid("cwd contains NUL"))?;
+    let ids = match body.opt("user") {
+        None => None,
+        Some(v) => {
+            let spec = match v {
+                Value::Int(i) => users::Spec::Uid(u32::try_from(*i).map_err(|_| invalid("user id out of range"))?),
+                other => users::Spec::Text(other.as_os_bytes().ok_or_else(|| invalid("user must be a name, id or \"user:group\""))?.to_vec()),
+            };
+            let passwd = std::fs::read("/etc/passwd").unwrap_or_default();
+            let group = std::fs::read("/etc/group").unwrap_or_default();
+            let ids = users::resolve(&spec, &passwd, &group)
+                .map_err(|m| Failure { code: "EINVAL", errno: 22, message: m, kind: Some("bad_user") })?;
+            if let Some(home) = &ids.home {
+                if !env.iter().any(|e| e.starts_with(b"HOME=")) && !home.contains(&0) {
+                    let mut h = b"HOME=".to_vec();
+                    h.extend_from_slice(home);
+                    env.push(h);
+                }
+            }
+            Some(ids)
+        }
+    };
+    let mut rlimits = Vec::new();
+    if let Some(list) = body.opt("rlimits") {
+        for r in list.as_array().ok_or_else(|| invalid("rlimits must be an array"))? {
+            let name = r.get("resource").and_then(|v| v.as_str()).unwrap_or("");
+            let res = rlimit_resource(name).ok_or_else(|| invalid(format!("unknown rlimit resource {name:?}")))?;
+            let lim = |k: &str| -> Result<u64, Failure> {
+                match r.get(k) {
+                    None | Some(Value::Null) => Ok(u64::MAX),
+                    Some(v) => v.as_u64().ok_or_else(|| invalid(format!("rlimit {name} {k} must be a non-negative integer or null"))),
+                }
+            };
+            let (soft, hard) = (lim("soft")?, lim("hard")?);
+            if soft > hard {
+                return Err(invalid(format!("rlimit {name}: soft limit above hard limit")));
+            }
+            rlimits.push((res, sys::rlimit { cur: soft, max: hard }));
+        }
+    }
+    let tty = match body.opt("tty") {
+        None => None,
+        Some(t) => {
+            let dim = |k: &str| t.get(k).and_then(|v| v.as_u64()).filter(|&n| n <= 65535).map(|n| n as u16);
+            match (dim("rows"), dim("cols")) {
+                (Some(r), Some(c)) => Some((r, c)),
+                _ => return Err(invalid("tty must be {rows, cols}")),
+            }
+        }
+    };
+    let stdin_pipe = match body.opt("stdin").map(|v| v.as_str()) {
+        None | Some(Some("null")) => false,
+        Some(Some("pipe")) => true,
+        _ => return Err(invalid("stdin must be \"pipe\" or \"null\"")),
+    };
+    // PATH lookup like execvp, from the request's env.
+    let name = &argv[0];
+    let candidates: Vec<Vec<u8>> = if name.contains(&b'/') {
+        vec![name.clone()]
+    } else if name.is_empty() {
+        Vec::new()
+    } else {
+        let path = env.iter().find(|e| e.starts_with(b"PATH=")).map(|e| e[5..].to_vec()).unwrap_or_else(|| DEFAULT_PATH.to_vec());
+        path.split(|&c| c == b':')
+            .map(|dir| {
+                let mut p = if dir.is_empty() { b".".to_vec() } else { dir.to_vec() };
+                p.push(b'/');
+                p.extend_from_slice(name);
+                p
+            })
+            .collect()
+    };
+    let cs = |v: Vec<Vec<u8>>| v.into_iter().filter_map(|b| CString::new(b).ok()).collect::<Vec<_>>();
+    Ok(Plan { candidates: cs(candidates), argv: cs(argv), env: cs(env), cwd, ids, rlimits, tty, stdin_pipe, display })
+}
+
+// ------------------------------------------------------------------ request
+
+pub fn request(c: &'static Conn, id: u32, flags: u8, body: Value) {
+    let (wake_r, wake_w) = match sys::pipe_cloexec() {
+        Ok(p) => p,
+        Err(e) => {
+            c.send_unregistered(id, FLAG_END, &proto::error_body(sys::errno_name(e), e, "cannot create a pipe", None));
+            return;
+        }
+    };
+    let tty = body.opt("tty").is_some();
+    let stdin_pipe = matches!(body.opt("stdin").and_then(|v| v.as_str()), Some("pipe"));
+    let (tx, rx) = mpsc::channel();
+    let session = Arc::new(Exec {
+        id,
+        pid: AtomicI32::new(0),
+        tty,
+        stdin_pipe,
+        master: AtomicI32::new(-1),
+        wake_r,
+        wake_w,
+        state: Mutex::new(State::default()),
+        stdin_tx: Mutex::new(Some(tx)),
+        stdin_queued: AtomicU64::new(0),
+    });
+    if !c.register(id, session.clone()) {
+        too_many(c, id);
+        return;
+    }
+    if flags & FLAG_END != 0 {
+        session.close_stdin();
+    }
+    let s2 = session.clone();
+    let r = std::thread::Builder::new().name(format!("exec-{id}")).stack_size(256 << 10).spawn(move || run(c, s2, body, rx));
+    if r.is_err() {
+        c.send_error(id, "EAGAIN", 11, "cannot start a thread", None);
+    }
+}
+
+fn fail(c: &Conn, id: u32, f: Failure) {
+    c.send_error(id, f.code, f.errno, &f.message, f.kind);
+}
+
+/// Pipes and pty prepared for one child: (child side, parent side).
+struct Stdio {
+    child_in: c_int,
+    child_out: c_int,
+    child_err: c_int,
+    parent_in: c_int,
+    parent_out: c_int,
+    parent_err: c_int,
+    master: c_int,
+}
+
+fn open_pty(rows: u16, cols: u16) -> Result<(c_int, c_int), i32> {
+    let flags = sys::O_RDWR | sys::O_NOCTTY;
+    let master = sys::open_path("/dev/pts/ptmx", flags).or_else(|_| sys::open_path("/dev/ptmx", flags))?;
+    let unlock: c_int = 0;
+    unsafe {
+        if sys::ioctl(master, sys::TIOCSPTLCK, &unlock) != 0 {
+            let e = sys::errno();
+            sys::close(master);
+            return Err(e);
+        }
+        let ws = sys::winsize { ws_row: rows, ws_col: cols, ..Default::default() };
+        sys::ioctl(master, sys::TIOCSWINSZ, &ws);
+        let mut slave = sys::ioctl(master, sys::TIOCGPTPEER, (flags | sys::O_CLOEXEC) as std::ffi::c_ulong);
+        if slave < 0 {
+            let mut n: c_int = 0;
+            if sys::ioctl(master, sys::TIOCGPTN, &mut n) == 0 {
+                slave = sys::open_path(&format!("/dev/pts/{n}"), flags).unwrap_or(-1);
+            }
+        }
+        if slave < 0 {
+            let e = sys::errno();
+            sys::close(master);
+            return Err(e);
+        }
+        Ok((master, slave))
+    }
+}
+
+fn make_stdio(p: &Plan) -> Result<Stdio, i32> {
+    if let Some((rows, cols)) = p.tty {
+        let (master, slave) = open_pty(rows, cols)?;
+        let parent_in = unsafe { dup_cloexec(master) };
+        return Ok(Stdio { child_in: slave, child_out: slave, child_err: slave, parent_in, parent_out: master, parent_err: -1, master });
+    }
+    let (out_r, out_w) = sys::pipe_cloexec()?;
+    let (err_r, err_w) = sys::pipe_cloexec()?;
+    let (child_in, parent_in) = if p.stdin_pipe {
+        sys::pipe_cloexec()?
+    } else {
+        (sys::open_path("/dev/null", sys::O_RDWR).or_else(|_| sys::pipe_cloexec().map(|(r, w)| {
+            unsafe { sys::close(w) };
+            r
+        }))?, -1)
+    };
+    Ok(Stdio { child_in, child_out: out_w, child_err: err_w, parent_in, parent_out: out_r, parent_err: err_r, master: -1 })
+}
+
+unsafe extern "C" {
+    fn fcntl(fd: c_int, cmd: c_int, ...) -> c_int;
+}
+
+unsafe fn dup_cloexec(fd: c_int) -> c_int {
+    const F_DUPFD_CLOEXEC: c_int = 1030;
+    unsafe { fcntl(fd, F_DUPFD_CLOEXEC, 3) }
+}
+
+const STAGE_EXEC: u8 = 1;
+const STAGE_CWD: u8 = 2;
+const STAGE_USER: u8 = 3;
+const STAGE_RLIMIT: u8 = 4;
+const STAGE_TTY: u8 = 5;
+
+/// The forked child: async-signal-safe calls only, on prepared data.
+unsafe fn child(
+    io: &Stdio,
+    err_w: c_int,
+    tty: bool,
+    rlimits: &[(c_int, sys::rlimit)],
+    ids: Option<(&users::Ids, &[u32])>,
+    cwd: &CString,
+    candidates: &[*const c_char],
+    argv: &[*const c_char],
+    envp: &[*const c_char],
+) -> ! {
+    unsafe {
+        let die = |stage: u8, e: i32| -> ! {
+            let mut b = [0u8; 5];
+            b[0] = stage;
+            b[1..].copy_from_slice(&e.to_ne_bytes());
+            sys::write(err_w, b.as_ptr() as *const _, 5);
+            sys::_exit(127)
+        };
+        sys::signal(sys::SIGPIPE, sys::SIG_DFL);
+        sys::setsid();
+        if tty && sys::ioctl(io.child_out, sys::TIOCSCTTY, 0 as c_int) != 0 {
+            die(STAGE_TTY, sys::errno());
+        }
+        if sys::dup2(io.child_in, 0) < 0 || sys::dup2(io.child_out, 1) < 0 || sys::dup2(io.child_err, 2) < 0 {
+            die(STAGE_TTY, sys::errno());
+        }
+        for (res, lim) in rlimits {
+            if sys::setrlimit(*res, lim) != 0 {
+                die(STAGE_RLIMIT, sys::errno());
+            }
+        }
+        if let Some((ids, groups)) = ids {
+            if sys::syscall(sys::SYS_SETGROUPS, groups.len() as std::ffi::c_long, groups.as_ptr()) != 0
+                || sys::syscall(sys::SYS_SETRESGID, ids.gid as std::ffi::c_long, ids.gid as std::ffi::c_long, ids.gid as std::ffi::c_long) != 0
+                || sys::syscall(sys::SYS_SETRESUID, ids.uid as std::ffi::c_long, ids.uid as std::ffi::c_long, ids.uid as std::ffi::c_long) != 0
+            {
+                die(STAGE_USER, sys::errno());
+            }
+        }
+        if sys::chdir(cwd.as_ptr()) != 0 {
+            die(STAGE_CWD, sys::errno());
+        }
+        let mut saw_eacces = false;
+        let mut last = sys::ENOENT;
+        for &c in candidates {
+            sys::execve(c, argv.as_ptr(), envp.as_ptr());
+            let e = sys::errno();
+            match e {
+                13 => saw_eacces = true,
+                2 | 20 => {}
+                _ => die(STAGE_EXEC, e),
+            }
+            last = e;
+        }
+        die(STAGE_EXEC, if saw_eacces { 13 } else { last })
+    }
+}
+
+fn run(c: &'static Conn, s: Arc<Exec>, body: Value, stdin_rx: mpsc::Receiver<StdinMsg>) {
+    let id = s.id;
+    let p = match plan(&body) {
+        Ok(p) => p,
+        Err(f) => return fail(c, id, f),
+    };
+    let io = match make_stdio(&p) {
+        Ok(io) => io,
+        Err(e) => return fail(c, id, Failure { code: sys::errno_name(e), errno: e, message: format!("cannot set up stdio: {}", sys::errno_text(e)), kind: None }),
+    };
+    if io.master >= 0 {
+        s.master.store(io.master, Ordering::SeqCst);
+    }
+    let (err_r, err_w) = match sys::pipe_cloexec() {
+        Ok(x) => x,
+        Err(e) => return fail(c, id, Failure { code: sys::errno_name(e), errno: e, message: "cannot create a pipe".into(), kind: None }),
+    };
+    // Everything the child touches, prepared now.
+    let ptrs = |v: &[CString]| -> Vec<*const c_char> {
+        let mut out: Vec<*const c_char> = v.iter().map(|x| x.as_ptr()).collect();
+        out.push(std::ptr::null());
+        out
+    };
+    let argv = ptrs(&p.argv);
+    let envp = ptrs(&p.env);
+    let candidates: Vec<*const c_char> = p.candidates.iter().map(|x| x.as_ptr()).collect();
+    let groups: Vec<u32> = p.ids.as_ref().map(|i| i.groups.clone()).unwrap_or_default();
+    let ids = p.ids.as_ref().map(|i| (i, &groups[..]));
+    let tty = p.tty.is_some();
+
+    let pid = {
+        let mut reg = lock(children());
+        if lock(&s.state).cancelled {
+            -2
+        } else {
+            let pid = unsafe { sys::fork() };
+            if pid == 0 {
+                unsafe { child(&io, err_w, tty, &p.rlimits, ids, &p.cwd, &candidates, &argv, &envp) }
+            }
+            if pid > 0 {
+                s.pid.store(pid, Ordering::SeqCst);
+                reg.insert(pid, s.clone());
+            }
+            pid
+        }
+    };
+    let fork_errno = sys::errno();
+    notify_spawned();
+    // Parent: close the child's ends.
+    unsafe {
+        sys::close(err_w);
+        for fd in [io.child_in, io.child_out, io.child_err] {
+            if fd >= 0 && fd != io.child_out {
+                sys::close(fd);
+            }
+        }
+        if io.child_out >= 0 {
+            sys::close(io.child_out);
+        }
+    }
+    let close_parent = || unsafe {
+        for fd in [io.parent_in, io.parent_out, io.parent_err, err_r] {
+            if fd >= 0 && fd != io.master {
+                sys::close(fd);
+            }
+        }
+    };
+    if pid < 0 {
+        close_parent();
+        if pid == -1 {
+            fail(c, id, Failure { code: sys::errno_name(fork_errno), errno: fork_errno, message: format!("fork: {}", sys::errno_text(fork_errno)), kind: None });
+        }
+        return;
+    }
+    // Did the child get to execve?
+    let mut report = [0u8; 5];
+    let mut got = 0;
+    while got < 5 {
+        match sys::read_some(err_r, &mut report[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    unsafe { sys::close(err_r) };
+    if got == 5 {
+        let e = i32::from_ne_bytes([report[1], report[2], report[3], report[4]]);
+        let (kind, what) = match report[0] {
+            STAGE_CWD => (Some("bad_cwd"), format!("cwd {:?}", p.cwd.to_string_lossy())),
+            STAGE_USER => (Some("bad_user"), "switching user".to_string()),
+            STAGE_RLIMIT => (Some("invalid"), "setrlimit".to_string()),
+            STAGE_TTY => (None, "terminal setup".to_string()),
+            _ => (
+                match e {
+                    2 | 20 => Some("not_found"),
+                    13 | 1 | 8 | 21 => Some("permission_denied"),
+                    7 => Some("invalid"),
+                    _ => None,
+                },
+                if e == 2 || e == 20 { format!("not found: {:?}", p.display) } else { format!("exec {:?}", p.display) },
+            ),
+        };
+        for fd in [io.parent_in, io.parent_out, io.parent_err] {
+            if fd >= 0 && fd != io.master {
+                unsafe { sys::close(fd) };
+            }
+        }
+        fail(c, id, Failure { code: sys::errno_name(e), errno: e, message: format!("{what}: {}", sys::errno_text(e)), kind });
+        return;
+    }
+    lock(&s.state).started = true;
+    c.send(id, 0, &cbor::map(vec![("t", "started".into()), ("pid", pid.into())]));
+    if lock(&s.state).cancelled {
+        s.kill_all();
+    }
+    // stdin writer
+    if io.parent_in >= 0 {
+        let s2 = s.clone();
+        let fd = io.parent_in;
+        let _ = std::thread::Builder::new().name(format!("stdin-{id}")).stack_size(128 << 10).spawn(move || stdin_writer(c, s2, fd, stdin_rx));
+    } else {
+        drop(stdin_rx);
+    }
+    pump(c, &s, io.parent_out, io.parent_err, tty);
+    // The stream is over: release the stdin writer (it holds the session).
+    s.close_stdin();
+    for fd in [io.parent_out, io.parent_err] {
+        if fd >= 0 && fd != io.master {
+            unsafe { sys::close(fd) };
+        }
+    }
+}
+
+fn stdin_writer(c: &'static Conn, s: Arc<Exec>, fd: c_int, rx: mpsc::Receiver<StdinMsg>) {
+    let mut broken = false;
+    while let Ok(msg) = rx.recv() {
+        match msg {
+            StdinMsg::Data(d) => {
+                if !broken && sys::write_all(fd, &d).is_err() {
+                    broken = true; // EPIPE: the process closed stdin; keep acking
+                }
+                s.stdin_queued.fetch_sub(d.len() as u64, Ordering::SeqCst);
+                c.send(s.id, 0, &cbor::map(vec![("t", "ack".into()), ("bytes", d.len().into())]));
+            }
+            StdinMsg::Close => break,
+        }
+    }
+    unsafe { sys::close(fd) };
+}
+
+/// Streams stdout/stderr within the window, then `exited` once both hit EOF
+/// and the process has been reaped.
+fn pump(c: &Conn, s: &Exec, out: c_int, err: c_int, tty: bool) {
+    let id = s.id;
+    let mut out_open = out >= 0;
+    let mut err_open = err >= 0;
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let (room, status) = {
+            let st = lock(&s.state);
+            if st.cancelled {
+                return;
+            }
+            (WINDOW - (st.sent - st.acked).min(WINDOW), st.status)
+        };
+        if !out_open && !err_open {
+            if let Some(status) = status {
+                let (code, signal) = if status & 0x7f == 0 {
+                    (((status >> 8) & 0xff) as i64, Value::Null)
+                } else {
+                    let sig = (status & 0x7f) as i64;
+                    (128 + sig, Value::Int(sig as i128))
+                };
+                c.send(id, FLAG_END, &cbor::map(vec![("t", "exited".into()), ("code", code.into()), ("signal", signal)]));
+                return;
+            }
+        }
+        let mut fds = vec![sys::pollfd { fd: s.wake_r, events: sys::POLLIN, revents: 0 }];
+        let mut which = Vec::new();
+        if room > 0 {
+            if out_open {
+                fds.push(sys::pollfd { fd: out, events: sys::POLLIN, revents: 0 });
+                which.push(("stdout", out));
+            }
+            if err_open {
+                fds.push(sys::pollfd { fd: err, events: sys::POLLIN, revents: 0 });
+                which.push(("stderr", err));
+            }
+        }
+        let r = unsafe { sys::poll(fds.as_mut_ptr(), fds.len() as _, -1) };
+        if r < 0 {
+            continue;
+        }
+        if fds[0].revents != 0 {
+            let mut b = [0u8; 64];
+            let _ = sys::read_some(s.wake_r, &mut b);
+        }
+        for (i, (name, fd)) in which.iter().enumerate() {
+            if fds[i + 1].revents == 0 {
+                continue;
+            }
+            let want = CHUNK.min(room as usize);
+            match sys::read_some(*fd, &mut buf[..want]) {
+                Ok(0) => {
+                    if *fd == out { out_open = false } else { err_open = false }
+                }
+                Ok(n) => {
+                    lock(&s.state).sent += n as u64;
+                    c.send(id, 0, &cbor::map(vec![("t", (*name).into()), ("data", Value::Bytes(buf[..n].to_vec()))]));
+                    break; // recompute the window before reading more
+                }
+                Err(e) if e == sys::EAGAIN => {}
+                Err(e) => {
+                    // a pty master reads EIO once the slave side is gone
+                    if !(tty && e == sys::EIO) {
+                        log!("exec {id}: read {name}: {}", sys::errno_text(e));
+                    }
+                    if *fd == out { out_open = false } else { err_open = false }
+                }
+            }
+        }
+    }
+}

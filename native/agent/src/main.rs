@@ -1,0 +1,144 @@
+//! msb-agent: PID 1 of an msb microVM. Boots (mounts, modules), opens the
+//! virtio-serial port `agent` and serves PROTOCOL.md on it: FUSE root setup,
+//! exec, fs operations, shutdown.
+
+mod cbor;
+mod conn;
+mod dispatch;
+mod exec;
+mod fsops;
+mod proto;
+mod setup;
+mod sys;
+mod users;
+
+use std::ffi::c_int;
+use std::time::{Duration, Instant};
+
+/// A console line prefixed `msb-agent:`.
+#[macro_export]
+macro_rules! log {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let line = format!("msb-agent: {}\n", format_args!($($arg)*));
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    }};
+}
+
+pub const VERSION: &str = concat!("msb-agent ", env!("CARGO_PKG_VERSION"));
+
+fn main() {
+    if unsafe { sys::getpid() } != 1 {
+        eprintln!("{VERSION}: the guest agent runs as PID 1 in an msb microVM");
+        std::process::exit(2);
+    }
+    let t0 = Instant::now();
+    boot_mounts();
+    console();
+    load_modules();
+    let t_mods = t0.elapsed();
+    exec::start_reaper();
+    let fd = match find_port("agent", Duration::from_secs(10)) {
+        Some(fd) => fd,
+        None => {
+            log!("virtio-serial port \"agent\" not found; powering off");
+            setup::power_off();
+        }
+    };
+    // Non-blocking: see conn.rs.
+    unsafe { set_nonblock(fd) };
+    let c = conn::init(fd);
+    log!("ready ({} ms since start, modules {} ms)", t0.elapsed().as_millis(), t_mods.as_millis());
+    c.run();
+}
+
+unsafe extern "C" {
+    fn fcntl(fd: c_int, cmd: c_int, ...) -> c_int;
+}
+
+unsafe fn set_nonblock(fd: c_int) {
+    const F_GETFL: c_int = 3;
+    const F_SETFL: c_int = 4;
+    const O_NONBLOCK: c_int = 0o4000;
+    unsafe {
+        let fl = fcntl(fd, F_GETFL);
+        fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    }
+}
+
+fn boot_mounts() {
+    for (src, target, fstype) in [(c"devtmpfs", c"/dev", c"devtmpfs"), (c"proc", c"/proc", c"proc"), (c"sysfs", c"/sys", c"sysfs")] {
+        let _ = std::fs::create_dir_all(target.to_str().unwrap_or("/"));
+        let _ = sys::mount_fs(src, target, fstype, sys::MS_NOSUID | sys::MS_NOEXEC * (fstype != c"devtmpfs") as u64, None);
+    }
+}
+
+/// stdin/stdout/stderr on /dev/console (ttyS0).
+fn console() {
+    if let Ok(fd) = sys::open_path("/dev/console", sys::O_RDWR | sys::O_NOCTTY) {
+        unsafe {
+            sys::dup2(fd, 0);
+            sys::dup2(fd, 1);
+            sys::dup2(fd, 2);
+            if fd > 2 {
+                sys::close(fd);
+            }
+        }
+    }
+}
+
+/// finit_module for each name in /lib/modules/order (EEXIST is fine).
+fn load_modules() {
+    let Ok(order) = std::fs::read_to_string("/lib/modules/order") else { return };
+    for name in order.split_whitespace() {
+        let path = format!("/lib/modules/{name}.ko");
+        let fd = match sys::open_path(&path, sys::O_RDONLY) {
+            Ok(fd) => sys::Fd(fd),
+            Err(e) => {
+                log!("module {path}: {}", sys::errno_text(e));
+                continue;
+            }
+        };
+        let r = unsafe { sys::syscall(sys::SYS_FINIT_MODULE, fd.0 as std::ffi::c_long, c"".as_ptr(), 0 as std::ffi::c_long) };
+        if r != 0 {
+            let e = sys::errno();
+            if e != sys::EEXIST {
+                log!("insmod {name}: {}", sys::errno_text(e));
+            }
+        }
+    }
+}
+
+/// The /dev node of the virtio-serial port named `name`, or None.
+pub fn port_device(name: &str) -> Option<String> {
+    let dir = std::fs::read_dir("/sys/class/virtio-ports").ok()?;
+    for entry in dir.flatten() {
+        let dev = entry.file_name();
+        let Ok(n) = std::fs::read_to_string(entry.path().join("name")) else { continue };
+        if n.trim_end_matches('\n') == name {
+            return Some(format!("/dev/{}", dev.to_string_lossy()));
+        }
+    }
+    None
+}
+
+/// Opens the port named `name` (O_RDWR|O_CLOEXEC), waiting up to `wait` for it to appear.
+pub fn find_port(name: &str, wait: Duration) -> Option<c_int> {
+    let deadline = Instant::now() + wait;
+    loop {
+        if let Some(dev) = port_device(name) {
+            match sys::open_path(&dev, sys::O_RDWR) {
+                Ok(fd) => return Some(fd),
+                Err(e) if e == sys::ENOENT => {} // udev-less: the node may lag the sysfs entry
+                Err(e) => {
+                    log!("open {dev}: {}", sys::errno_text(e));
+                    return None;
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

@@ -1,0 +1,108 @@
+// `msb run` as users run it: the built CLI in a child process, booting real
+// microVMs (TCG where there is no hardware KVM), real images from the
+// loopback registries of ../shared/testbed/oci.
+import { execFile, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { afterAll, describe, expect, it } from "vitest";
+import { TESTBED, startTestbed } from "../../oci/src/test-registry.js";
+import { BUILTIN_IMAGE, imageCommand, mergeEnv, parseRunArgs } from "./cli-run.js";
+
+const execFileAsync = promisify(execFile);
+const CLI = fileURLToPath(new URL("../dist/cli.js", import.meta.url));
+const base = mkdtempSync(join(tmpdir(), "msb-run-"));
+const env = { ...process.env, MSB_HOME: join(base, "home") };
+afterAll(() => rmSync(base, { recursive: true, force: true }));
+
+interface Result {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs `msb ARGS` with `input` on stdin; resolves with its status and output. */
+function msb(args: readonly string[], input?: string): Promise<Result> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ["pipe", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
+    child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
+    child.once("error", reject);
+    child.once("exit", (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    child.stdin.end(input);
+  });
+}
+
+describe("parseRunArgs", () => {
+  it("takes options first, then IMAGE, then the command", () => {
+    expect(parseRunArgs(["-e", "A=1", "-w", "/tmp", "busybox", "ls", "-l"])).toMatchObject({ image: "busybox", command: ["ls", "-l"], env: ["A=1"], workdir: "/tmp" });
+    expect(parseRunArgs(["--", "echo", "hi"])).toMatchObject({ image: undefined, command: ["echo", "hi"] });
+    expect(parseRunArgs(["busybox", "--", "echo", "-n"])).toMatchObject({ image: "busybox", command: ["echo", "-n"] });
+    expect(parseRunArgs(["--rootfs", "/srv/root", "sh"])).toMatchObject({ image: undefined, rootfs: "/srv/root", command: ["sh"] });
+    expect(parseRunArgs(["-ti", "--memory", "512", "--cpus", "2", "img"])).toMatchObject({ tty: true, interactive: true, memoryMiB: 512, cpus: 2, image: "img", command: [] });
+  });
+
+  it.each([
+    [["--memory", "lots", "--", "true"], /--memory/],
+    [["--cpus", "0", "--", "true"], /--cpus/],
+    [["-e", "NOEQUALS", "--", "true"], /KEY=VALUE/],
+    [["--frobnicate", "--", "true"], /frobnicate/],
+  ])("refuses %j", (args, message) => {
+    expect(() => parseRunArgs(args)).toThrow(message);
+  });
+
+  it("composes ENTRYPOINT, CMD and the environment as Docker does", () => {
+    expect(imageCommand({ entrypoint: ["/entry"], cmd: ["a"] }, [])).toEqual(["/entry", "a"]);
+    expect(imageCommand({ entrypoint: ["/entry"], cmd: ["a"] }, ["b"])).toEqual(["/entry", "b"]);
+    expect(imageCommand({ entrypoint: undefined, cmd: ["sh"] }, [])).toEqual(["sh"]);
+    expect(mergeEnv(["PATH=/bin", "A=1"], ["A=2", "B=3"])).toEqual(["PATH=/bin", "A=2", "B=3"]);
+  });
+});
+
+describe.skipIf(!existsSync(CLI))("msb run", () => {
+  it("runs the README's command on the built-in image", async () => {
+    const result = await msb(["run", "--", "echo", "hi"]);
+    expect(result).toMatchObject({ code: 0, stdout: "hi\n" });
+    // The built-in image was imported into this MSB_HOME like a pulled one.
+    const images = await execFileAsync(process.execPath, [CLI, "images", "--json"], { env });
+    expect(images.stdout).toContain(BUILTIN_IMAGE);
+  }, 120_000);
+
+  it("exits with the command's status, keeps stdout and stderr apart", async () => {
+    const result = await msb(["run", "--", "sh", "-c", "echo out; echo err >&2; exit 7"]);
+    expect(result).toEqual({ code: 7, stdout: "out\n", stderr: "err\n" });
+  }, 120_000);
+
+  it("applies -e, -w and -u, and pipes stdin with -i", async () => {
+    const result = await msb(["run", "-i", "-e", "GREETING=hello there", "-w", "/tmp", "-u", "nobody", "--", "sh", "-c", 'echo "$GREETING"; pwd; id -u; cat'], "from stdin\n");
+    expect(result).toMatchObject({ code: 0, stdout: "hello there\n/tmp\n65534\nfrom stdin\n" });
+  }, 120_000);
+
+  it("exits 127 for a command that does not exist, 125 for a bad image", async () => {
+    const missing = await msb(["run", "--", "no-such-command"]);
+    expect(missing.code).toBe(127);
+    expect(missing.stderr).toMatch(/not found|ENOENT/i);
+    const badImage = await msb(["run", "localhost:1/never/pulled", "--", "true"]);
+    expect(badImage.code).toBe(125);
+    expect(badImage.stderr).toMatch(/ERR_OCI_IMAGE_NOT_FOUND.*msb pull/);
+  }, 120_000);
+
+  it("leaves no sandbox directory behind", () => {
+    const sandboxes = join(env.MSB_HOME, "sandboxes");
+    expect(existsSync(sandboxes) ? readdirSync(sandboxes) : []).toEqual([]);
+  });
+
+  const testbedMissing = startTestbed();
+  it.skipIf(testbedMissing !== undefined)("runs a pulled image with its config applied", async () => {
+    const ref = `${TESTBED.plain}/busybox:latest`;
+    await execFileAsync(process.execPath, [CLI, "pull", ref, "--insecure"], { env });
+    const result = await msb(["run", ref, "--", "sh", "-c", "busybox | head -1; echo $PATH"]);
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(/^BusyBox v1\.\d+/);
+    expect(result.stdout).toContain("/bin");
+  }, 120_000);
+});

@@ -1,0 +1,250 @@
+// A microVM: QEMU plus the host ends of its virtio-serial ports: the agent's
+// control connection and one FUSE server per filesystem.
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { DynFileSystem } from "@msb/fs";
+import { serveStream, type FuseLogger, type FuseStream } from "@msb/fuse";
+import { detectAccelerator, type Accelerator } from "./accel.js";
+import { AgentClient } from "./agent.js";
+import { findGuestAssets, type GuestAssets } from "./assets.js";
+import { VmmError } from "./errors.js";
+import { consoleTail, defaultQemuBinary, qemuFailed, startQemu, type QemuConfig, type QemuExit, type QemuProcess } from "./qemu.js";
+import { defaultStateDir, incomingUri, listenPorts, saveVmState, savedStatePath, vmPorts } from "./snapshot.js";
+
+/** A filesystem the guest mounts, served from the host. */
+export interface VmMount {
+  /** Absolute guest path; exactly one mount (the first) is `/`. */
+  readonly target: string;
+  readonly fs: DynFileSystem;
+  readonly readonly?: boolean;
+}
+
+/** Options of {@link MicroVm.start}. */
+export interface MicroVmOptions {
+  /** Filesystems to serve; the first is the root `/`. */
+  readonly mounts: readonly VmMount[];
+  /** Guest tmpfs mounts (in guest memory). */
+  readonly tmpfs?: readonly { readonly target: string; readonly size: number }[];
+  /** Guest memory in MiB. Default 256. */
+  readonly memoryMiB?: number;
+  /** vCPUs. Default 1. */
+  readonly cpus?: number;
+  /** Default `msb`. */
+  readonly hostname?: string;
+  /** Where sockets and the console log go; default a fresh temp dir, removed at stop. */
+  readonly runDir?: string;
+  /** Guest kernel and initramfs; default {@link findGuestAssets}. */
+  readonly assets?: GuestAssets;
+  /** Default: {@link detectAccelerator}. */
+  readonly accel?: Accelerator;
+  /** Give up when the agent has not answered by then. Default 60 s (TCG boots take ~1–2 s). */
+  readonly bootTimeoutMs?: number;
+  /** Where FUSE servers log. Default: warnings to the console. */
+  readonly fuseLogger?: FuseLogger;
+  /** QEMU binary; default `MSB_QEMU` or `qemu-system-x86_64`. */
+  readonly qemuBinary?: string;
+  /**
+   * Start from a saved VM state (made on first use for this guest-asset
+   * version and machine shape; ~10× faster than a cold boot under TCG).
+   * `false` always boots cold. Default true.
+   */
+  readonly savedState?: boolean;
+  /** Where saved states are kept. Default `$MSB_HOME/cache/vm-states`. */
+  readonly stateDir?: string;
+}
+
+/**
+ * The saved state for this machine, made now if missing. A state that cannot
+ * be made (say, an accelerator without migration support) is not fatal: the
+ * VM then boots cold.
+ */
+async function ensureSavedState(machine: Omit<QemuConfig, "extraArgs" | "consoleLog" | "ports">, fsPorts: number, stateDir: string, assetsVersion: string): Promise<string | undefined> {
+  const path = savedStatePath(stateDir, { assetsVersion, accel: machine.accel, memoryMiB: machine.memoryMiB, cpus: machine.cpus, fsPorts, qemuBinary: machine.binary ?? defaultQemuBinary() });
+  if (existsSync(path)) return path;
+  try {
+    await saveVmState(machine, fsPorts, path);
+    return path;
+  } catch (error) {
+    process.emitWarning(`msb: booting cold, the VM state could not be saved: ${error instanceof Error ? error.message : String(error)}`);
+    return undefined;
+  }
+}
+
+/** Milliseconds from the start of {@link MicroVm.start} to each boot step. */
+export interface BootTimings {
+  /** Started from a saved VM state rather than a cold boot. */
+  readonly restored: boolean;
+  /** QEMU connected to every port socket. */
+  readonly qemuStarted: number;
+  /** The agent answered `hello`. */
+  readonly agentReady: number;
+  /** `setup` done: the root and volumes are mounted. */
+  readonly rootMounted: number;
+}
+
+const SOCKET_PATH_MAX = 107;
+
+function withTimeout<T>(promise: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([promise, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(onTimeout()), ms)))]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * A running microVM with its agent. Start it with {@link MicroVm.start};
+ * `await using` stops it.
+ *
+ * @example
+ * ```ts
+ * await using vm = await MicroVm.start({ mounts: [{ target: "/", fs: rootFs }] });
+ * const { code, stdout } = await vm.agent.exec({ argv: ["echo", "hi"] }).output();
+ * ```
+ */
+export class MicroVm implements AsyncDisposable {
+  /** The accelerator in use, and why it was chosen. */
+  readonly accel: Accelerator;
+  readonly accelReason: string;
+  /** Resolves when QEMU has exited (after {@link MicroVm.stop}, or a crash). */
+  readonly exited: Promise<QemuExit>;
+  private stopping: Promise<void> | undefined;
+
+  private constructor(
+    /** The agent's control connection. */
+    readonly agent: AgentClient,
+    private readonly qemu: QemuProcess,
+    private readonly servers: readonly FuseStream[],
+    /** Where the sockets and `console.log` are. */
+    readonly runDir: string,
+    private readonly ownsRunDir: boolean,
+    accel: { accel: Accelerator; reason: string },
+    /** How long each boot step took. */
+    readonly timings: BootTimings,
+    /** The guest asset version this VM booted. */
+    readonly assetsVersion: string,
+  ) {
+    this.accel = accel.accel;
+    this.accelReason = accel.reason;
+    this.exited = qemu.exited;
+  }
+
+  /** The guest's serial console log. */
+  get consoleLog(): string {
+    return join(this.runDir, "console.log");
+  }
+
+  /** Boots QEMU, connects the agent and mounts the filesystems. */
+  static async start(options: MicroVmOptions): Promise<MicroVm> {
+    const started = performance.now();
+    const elapsed = (): number => performance.now() - started;
+    const mounts = options.mounts;
+    if (mounts.length === 0 || mounts[0]?.target !== "/") throw new VmmError("ERR_VMM_INVALID", String(mounts[0]?.target), "the first mount must be the root /");
+    for (const mount of mounts.slice(1)) {
+      if (!mount.target.startsWith("/") || mount.target === "/") throw new VmmError("ERR_VMM_INVALID", mount.target, "a volume target must be an absolute path other than /");
+    }
+    const assets = options.assets ?? (await findGuestAssets());
+    const accel = options.accel === undefined ? await detectAccelerator() : { accel: options.accel, reason: "chosen by the caller" };
+    const ownsRunDir = options.runDir === undefined;
+    const runDir = options.runDir ?? (await mkdtemp(join(tmpdir(), "msb-vm-")));
+    await mkdir(runDir, { recursive: true, mode: 0o700 });
+    const binary = options.qemuBinary ?? defaultQemuBinary();
+
+    const ports = vmPorts(runDir, mounts.length);
+    for (const port of ports) {
+      if (Buffer.byteLength(port.socketPath) > SOCKET_PATH_MAX) throw new VmmError("ERR_VMM_INVALID", port.socketPath, `socket path is longer than ${String(SOCKET_PATH_MAX)} bytes; choose a shorter runDir`);
+    }
+    const machine = {
+      binary,
+      accel: accel.accel,
+      memoryMiB: options.memoryMiB ?? 256,
+      cpus: options.cpus ?? 1,
+      kernel: assets.kernel,
+      initramfs: assets.initramfs,
+      cmdline: assets.cmdline,
+    };
+    const savedState = options.savedState === false ? undefined : await ensureSavedState(machine, mounts.length, options.stateDir ?? defaultStateDir(), assets.version);
+    const listeners = await listenPorts(ports);
+    const cleanup: (() => Promise<void> | void)[] = [() => listeners.forEach((l) => l.server.close())];
+    let qemu: QemuProcess | undefined;
+    const servers: FuseStream[] = [];
+    try {
+      qemu = startQemu({ ...machine, consoleLog: join(runDir, "console.log"), ports, extraArgs: savedState === undefined ? [] : ["-incoming", incomingUri(savedState)] });
+      const running = qemu;
+      cleanup.push(() => running.kill());
+      const early = running.exited.then(async (exit) => {
+        throw qemuFailed(exit, `${running.stderr()}\n${await consoleTail(join(runDir, "console.log"))}`, binary);
+      });
+      early.catch(() => undefined);
+      const bootTimeoutMs = options.bootTimeoutMs ?? 60_000;
+      // Each boot step races QEMU's exit and what is left of the boot timeout.
+      const step = <T>(name: string, promise: Promise<T>): Promise<T> =>
+        withTimeout(Promise.race([promise, early]), Math.max(1, bootTimeoutMs - elapsed()), () => new VmmError("ERR_VMM_BOOT", runDir, `the guest did not reach "${name}" within ${String(bootTimeoutMs)} ms under ${accel.accel}`));
+      try {
+        const sockets = await step("QEMU connected", Promise.all(listeners.map((l) => l.connection)));
+        const qemuStarted = elapsed();
+        const [agentSocket, ...fsSockets] = sockets;
+        if (agentSocket === undefined) throw new VmmError("ERR_VMM_QEMU", binary, "QEMU did not connect the agent port");
+        fsSockets.forEach((socket, i) => {
+          const mount = mounts[i];
+          if (mount !== undefined) servers.push(serveStream(mount.fs, socket, options.fuseLogger === undefined ? {} : { logger: options.fuseLogger }));
+        });
+        cleanup.push(() => Promise.all(servers.map((s) => s.close())).then(() => undefined));
+        const agent = await step("agent ready", AgentClient.connect(agentSocket));
+        cleanup.push(() => agent.close());
+        // QEMU dying fails every pending call at once instead of leaving it to time out.
+        void running.exited.then((exit) => agent.close(new VmmError("ERR_VMM_GONE", binary, `QEMU exited (${exit.signal ?? String(exit.code)})`)));
+        const agentReady = elapsed();
+        await step(
+          "root mounted",
+          agent.setup({
+            hostname: options.hostname ?? "msb",
+            entropy: randomBytes(64),
+            timeNs: BigInt(Date.now()) * 1_000_000n,
+            mounts: mounts.map((m, i) => ({ tag: `fs${String(i)}`, target: m.target, readonly: m.readonly === true })),
+            ...(options.tmpfs === undefined ? {} : { tmpfs: options.tmpfs }),
+          }),
+        );
+        return new MicroVm(agent, running, servers, runDir, ownsRunDir, accel, { restored: savedState !== undefined, qemuStarted, agentReady, rootMounted: elapsed() }, assets.version);
+      } catch (error) {
+        if (VmmError.is(error) && error.code === "ERR_VMM_BOOT") {
+          throw new VmmError("ERR_VMM_BOOT", runDir, `${error.message}; guest console:\n${await consoleTail(join(runDir, "console.log"))}`);
+        }
+        throw error;
+      }
+    } catch (error) {
+      for (const step of cleanup.reverse()) await step();
+      if (qemu !== undefined) await qemu.exited;
+      if (ownsRunDir) await rm(runDir, { recursive: true, force: true });
+      throw error;
+    }
+  }
+
+  /**
+   * Stops the VM: the agent shuts the guest down cleanly (processes stopped,
+   * filesystems synced and unmounted), then QEMU exits; after `timeoutMs`
+   * QEMU is killed. Idempotent.
+   */
+  stop(timeoutMs = 10_000): Promise<void> {
+    return (this.stopping ??= (async () => {
+      const exited = this.qemu.exited.then(() => true);
+      const clean = this.agent.shutdown().then(() => exited, () => false);
+      const timer = new Promise<boolean>((resolve) => setTimeout(() => resolve(false), timeoutMs).unref());
+      if (!(await Promise.race([clean, timer]))) this.qemu.kill("SIGKILL");
+      await this.qemu.exited;
+      this.agent.close();
+      await Promise.all(this.servers.map((s) => s.close()));
+      if (this.ownsRunDir) await rm(this.runDir, { recursive: true, force: true });
+    })());
+  }
+
+  /** Kills QEMU at once (no guest shutdown), then releases everything. */
+  async kill(): Promise<void> {
+    this.qemu.kill("SIGKILL");
+    await this.stop(0);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+}
