@@ -103,7 +103,12 @@ impl Value {
 
 /// Builds a map: `map(&[("t", "ok".into())])`.
 pub fn map(entries: Vec<(&str, Value)>) -> Value {
-    Value::Map(entries.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+    Value::Map(
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+    )
 }
 
 impl From<&str> for Value {
@@ -340,7 +345,10 @@ impl<'a> Reader<'a> {
                 20 => Ok(Value::Bool(false)),
                 21 => Ok(Value::Bool(true)),
                 22 => Ok(Value::Null),
-                _ => self.fail("only false, true and null are allowed among simple values and floats", at),
+                _ => self.fail(
+                    "only false, true and null are allowed among simple values and floats",
+                    at,
+                ),
             },
         }
     }
@@ -428,12 +436,32 @@ mod tests {
     use super::*;
 
     fn hex(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     #[test]
     fn integers_round_trip() {
-        for i in [0i128, 23, 24, 255, 256, 65535, 65536, u32::MAX as i128, 1 << 32, u64::MAX as i128, -1, -24, -25, -256, -257, i64::MIN as i128] {
+        for i in [
+            0i128,
+            23,
+            24,
+            255,
+            256,
+            65535,
+            65536,
+            u32::MAX as i128,
+            1 << 32,
+            u64::MAX as i128,
+            -1,
+            -24,
+            -25,
+            -256,
+            -257,
+            i64::MIN as i128,
+        ] {
             let e = encode(&Value::Int(i));
             assert_eq!(decode(&e), Ok(Value::Int(i)), "{i}");
         }
@@ -441,7 +469,24 @@ mod tests {
 
     #[test]
     fn rejects() {
-        for bad in ["", "18", "1817", "5a7fffffff", "9f", "bf", "f7", "f8ff", "fa00000000", "c0", "a1", "a10100", "62c328", "1c", "3bffffffffffffffff", "a16174"] {
+        for bad in [
+            "",
+            "18",
+            "1817",
+            "5a7fffffff",
+            "9f",
+            "bf",
+            "f7",
+            "f8ff",
+            "fa00000000",
+            "c0",
+            "a1",
+            "a10100",
+            "62c328",
+            "1c",
+            "3bffffffffffffffff",
+            "a16174",
+        ] {
             assert!(decode(&hex(bad)).is_err(), "{bad}");
         }
         // depth: 16 nested arrays are fine, 17 are not

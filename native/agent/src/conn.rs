@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::cbor::{self, Value};
+use crate::log;
 use crate::proto::{self, FLAG_CANCEL, FLAG_END, Parsed};
 use crate::sys;
-use crate::log;
 
 /// A stream the host opened and the agent has not ended yet.
 pub trait Stream: Send + Sync {
@@ -51,7 +51,10 @@ pub fn init(fd: c_int) -> &'static Conn {
         fd,
         epoch: AtomicU64::new(0),
         write_lock: Mutex::new(()),
-        streams: Mutex::new(Streams { map: HashMap::new(), high: 0 }),
+        streams: Mutex::new(Streams {
+            map: HashMap::new(),
+            high: 0,
+        }),
     })
 }
 
@@ -92,7 +95,14 @@ impl Conn {
         self.write_frame(&frame, epoch)
     }
 
-    pub fn send_error(&self, id: u32, code: &str, errno: i32, message: &str, kind: Option<&str>) -> bool {
+    pub fn send_error(
+        &self,
+        id: u32,
+        code: &str,
+        errno: i32,
+        message: &str,
+        kind: Option<&str>,
+    ) -> bool {
         self.send(id, FLAG_END, &proto::error_body(code, errno, message, kind))
     }
 
@@ -114,7 +124,11 @@ impl Conn {
                 log!("control port write failed: {}", sys::errno_text(e));
                 return false;
             }
-            let mut p = sys::pollfd { fd: self.fd, events: sys::POLLOUT, revents: 0 };
+            let mut p = sys::pollfd {
+                fd: self.fd,
+                events: sys::POLLOUT,
+                revents: 0,
+            };
             let r = unsafe { sys::poll(&mut p, 1, 100) };
             if r > 0 && p.revents & sys::POLLHUP != 0 {
                 // host side not connected: poll does not wait then
@@ -164,7 +178,11 @@ impl Conn {
                     continue;
                 }
                 if e == sys::EAGAIN {
-                    let mut p = sys::pollfd { fd: self.fd, events: sys::POLLIN, revents: 0 };
+                    let mut p = sys::pollfd {
+                        fd: self.fd,
+                        events: sys::POLLIN,
+                        revents: 0,
+                    };
                     unsafe { sys::poll(&mut p, 1, 1000) };
                     if p.revents & sys::POLLHUP != 0 && p.revents & sys::POLLIN == 0 {
                         std::thread::sleep(Duration::from_millis(5));
@@ -199,8 +217,15 @@ impl Conn {
                 match proto::parse(&buf[start..]) {
                     Parsed::Incomplete => break,
                     Parsed::BadLength(len) => {
-                        log!("frame length {len} out of range: dropping the connection until the host reconnects");
-                        let body = proto::error_body("EPROTO", 71, &format!("frame length {len} is out of range; connection dropped"), None);
+                        log!(
+                            "frame length {len} out of range: dropping the connection until the host reconnects"
+                        );
+                        let body = proto::error_body(
+                            "EPROTO",
+                            71,
+                            &format!("frame length {len} is out of range; connection dropped"),
+                            None,
+                        );
                         self.send_unregistered(0, 0, &body);
                         draining = true;
                         self.reset();
@@ -223,7 +248,12 @@ impl Conn {
     fn dispatch(&'static self, frame: proto::Frame) {
         let id = frame.id;
         if id == 0 {
-            let body = proto::error_body("EPROTO", 71, "stream id 0 is the connection stream; the host may not send on it", None);
+            let body = proto::error_body(
+                "EPROTO",
+                71,
+                "stream id 0 is the connection stream; the host may not send on it",
+                None,
+            );
             self.send_unregistered(0, 0, &body);
             return;
         }
@@ -240,7 +270,12 @@ impl Conn {
         };
         if let Some(stream) = existing {
             if frame.flags & FLAG_CANCEL != 0 {
-                stream.abort(Some(proto::error_body("ECANCELED", 125, "cancelled by the host", None)));
+                stream.abort(Some(proto::error_body(
+                    "ECANCELED",
+                    125,
+                    "cancelled by the host",
+                    None,
+                )));
                 return;
             }
             match frame.body {
@@ -248,7 +283,12 @@ impl Conn {
                 Ok(None) => {}
                 Err(e) => {
                     log!("malformed frame on stream {id}: {e}");
-                    stream.abort(Some(proto::error_body("EPROTO", 71, &format!("malformed frame: {e}"), None)));
+                    stream.abort(Some(proto::error_body(
+                        "EPROTO",
+                        71,
+                        &format!("malformed frame: {e}"),
+                        None,
+                    )));
                 }
             }
             return;
@@ -293,17 +333,25 @@ pub fn spawn_oneshot(c: &'static Conn, id: u32, work: impl FnOnce() -> Value + S
         too_many(c, id);
         return;
     }
-    let r = std::thread::Builder::new().name(format!("req-{id}")).stack_size(1 << 20).spawn(move || {
-        let reply = work();
-        c.send(id, FLAG_END, &reply);
-    });
+    let r = std::thread::Builder::new()
+        .name(format!("req-{id}"))
+        .stack_size(1 << 20)
+        .spawn(move || {
+            let reply = work();
+            c.send(id, FLAG_END, &reply);
+        });
     if r.is_err() {
         c.send_error(id, "EAGAIN", 11, "cannot start a thread", None);
     }
 }
 
 pub fn too_many(c: &Conn, id: u32) {
-    let body = proto::error_body("EAGAIN", 11, &format!("more than {} streams open", proto::MAX_STREAMS), None);
+    let body = proto::error_body(
+        "EAGAIN",
+        11,
+        &format!("more than {} streams open", proto::MAX_STREAMS),
+        None,
+    );
     c.send_unregistered(id, FLAG_END, &body);
 }
 

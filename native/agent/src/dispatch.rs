@@ -12,9 +12,25 @@ pub fn request(c: &'static Conn, id: u32, flags: u8, body: Value) {
     let t = match &body {
         Value::Map(entries) => match entries.first() {
             Some((k, Value::Text(t))) if k == "t" => t.clone(),
-            _ => return reject(c, id, "EPROTO", 71, "a message is a map whose first key is \"t\" (text)"),
+            _ => {
+                return reject(
+                    c,
+                    id,
+                    "EPROTO",
+                    71,
+                    "a message is a map whose first key is \"t\" (text)",
+                );
+            }
         },
-        _ => return reject(c, id, "EPROTO", 71, "a message is a map whose first key is \"t\" (text)"),
+        _ => {
+            return reject(
+                c,
+                id,
+                "EPROTO",
+                71,
+                "a message is a map whose first key is \"t\" (text)",
+            );
+        }
     };
     match t.as_str() {
         "hello" => hello(c, id, &body),
@@ -32,7 +48,13 @@ pub fn request(c: &'static Conn, id: u32, flags: u8, body: Value) {
         "fs.list" | "fs.stat" | "fs.mkdir" | "fs.remove" | "fs.rename" | "fs.copy" => {
             conn::spawn_oneshot(c, id, move || fsops::simple(&t, &body));
         }
-        other => reject(c, id, "EBADMSG", 74, &format!("unknown request type {other:?}")),
+        other => reject(
+            c,
+            id,
+            "EBADMSG",
+            74,
+            &format!("unknown request type {other:?}"),
+        ),
     }
 }
 
@@ -44,12 +66,26 @@ fn hello(c: &Conn, id: u32, body: &Value) {
     let Some(versions) = body.get("versions").and_then(|v| v.as_array()) else {
         return reject(c, id, "EPROTO", 71, "hello needs versions: [int, ...]");
     };
-    let best = versions.iter().filter_map(|v| v.as_u64()).filter(|v| VERSIONS.contains(v)).max();
+    let best = versions
+        .iter()
+        .filter_map(|v| v.as_u64())
+        .filter(|v| VERSIONS.contains(v))
+        .max();
     match best {
         Some(v) => {
-            let reply = cbor::map(vec![("t", "hello".into()), ("version", v.into()), ("agent", crate::VERSION.into())]);
+            let reply = cbor::map(vec![
+                ("t", "hello".into()),
+                ("version", v.into()),
+                ("agent", crate::VERSION.into()),
+            ]);
             c.send_unregistered(id, FLAG_END, &reply);
         }
-        None => reject(c, id, "EPROTONOSUPPORT", 93, &format!("no common protocol version; the agent supports {VERSIONS:?}")),
+        None => reject(
+            c,
+            id,
+            "EPROTONOSUPPORT",
+            93,
+            &format!("no common protocol version; the agent supports {VERSIONS:?}"),
+        ),
     }
 }

@@ -143,7 +143,8 @@ impl Exec {
     fn foreground_group(&self) -> Option<c_int> {
         let m = self.master.load(Ordering::SeqCst);
         let mut pgrp: c_int = 0;
-        (m >= 0 && unsafe { sys::ioctl(m, sys::TIOCGPGRP, &mut pgrp) } == 0 && pgrp > 0).then_some(pgrp)
+        (m >= 0 && unsafe { sys::ioctl(m, sys::TIOCGPGRP, &mut pgrp) } == 0 && pgrp > 0)
+            .then_some(pgrp)
     }
 
     fn close_stdin(&self) {
@@ -172,7 +173,11 @@ impl Stream for Exec {
                     };
                     if !sent {
                         // stdin is null or closed: discard, but keep the host's window moving
-                        conn().send(self.id, 0, &cbor::map(vec![("t", "ack".into()), ("bytes", n.into())]));
+                        conn().send(
+                            self.id,
+                            0,
+                            &cbor::map(vec![("t", "ack".into()), ("bytes", n.into())]),
+                        );
                     }
                 }
             }
@@ -181,16 +186,32 @@ impl Stream for Exec {
                 let pid = self.pid.load(Ordering::SeqCst);
                 if (1..=64).contains(&signo) && pid > 0 && lock(&self.state).status.is_none() {
                     // With a tty: the terminal's foreground process group, as a typed ^C would.
-                    let target = if self.tty { -self.foreground_group().unwrap_or(pid) } else { pid };
+                    let target = if self.tty {
+                        -self.foreground_group().unwrap_or(pid)
+                    } else {
+                        pid
+                    };
                     unsafe { sys::kill(target, signo as c_int) };
                 }
             }
             Some("resize") => {
-                let rows = body.get("rows").and_then(|v| v.as_u64()).unwrap_or(0).min(65535) as u16;
-                let cols = body.get("cols").and_then(|v| v.as_u64()).unwrap_or(0).min(65535) as u16;
+                let rows = body
+                    .get("rows")
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(0)
+                    .min(65535) as u16;
+                let cols = body
+                    .get("cols")
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(0)
+                    .min(65535) as u16;
                 let m = self.master.load(Ordering::SeqCst);
                 if m >= 0 {
-                    let ws = sys::winsize { ws_row: rows, ws_col: cols, ..Default::default() };
+                    let ws = sys::winsize {
+                        ws_row: rows,
+                        ws_col: cols,
+                        ..Default::default()
+                    };
                     unsafe { sys::ioctl(m, sys::TIOCSWINSZ, &ws) };
                 }
             }
@@ -233,7 +254,12 @@ struct Failure {
 }
 
 fn invalid(message: impl Into<String>) -> Failure {
-    Failure { code: "EINVAL", errno: 22, message: message.into(), kind: Some("invalid") }
+    Failure {
+        code: "EINVAL",
+        errno: 22,
+        message: message.into(),
+        kind: Some("invalid"),
+    }
 }
 
 struct Plan {
@@ -251,10 +277,14 @@ struct Plan {
 
 fn os_list(v: Option<&Value>, what: &str) -> Result<Vec<Vec<u8>>, Failure> {
     let Some(v) = v else { return Ok(Vec::new()) };
-    let a = v.as_array().ok_or_else(|| invalid(format!("{what} must be an array")))?;
+    let a = v
+        .as_array()
+        .ok_or_else(|| invalid(format!("{what} must be an array")))?;
     a.iter()
         .map(|x| {
-            let b = x.as_os_bytes().ok_or_else(|| invalid(format!("{what} entries must be strings")))?;
+            let b = x
+                .as_os_bytes()
+                .ok_or_else(|| invalid(format!("{what} entries must be strings")))?;
             if b.contains(&0) {
                 return Err(invalid(format!("{what} entry contains NUL")));
             }
@@ -286,57 +316,98 @@ fn plan(body: &Value) -> Result<Plan, Failure> {
     let mut env = os_list(body.opt("env"), "env")?;
     let total: usize = argv.iter().chain(env.iter()).map(|a| a.len() + 1).sum();
     if argv.len() + env.len() > MAX_ARGS || total > MAX_ARGS_BYTES {
-        return Err(Failure { code: "E2BIG", errno: 7, message: "argv + env exceed 1 MiB or 4096 entries".into(), kind: Some("invalid") });
+        return Err(Failure {
+            code: "E2BIG",
+            errno: 7,
+            message: "argv + env exceed 1 MiB or 4096 entries".into(),
+            kind: Some("invalid"),
+        });
     }
     let display = String::from_utf8_lossy(&argv[0]).into_owned();
     let cwd = match body.opt("cwd") {
         None => b"/".to_vec(),
-        Some(v) => v.as_os_bytes().ok_or_else(|| invalid("cwd must be a string"))?.to_vec(),
+        Some(v) => v
+            .as_os_bytes()
+            .ok_or_else(|| invalid("cwd must be a string"))?
+            .to_vec(),
     };
     let cwd = CString::new(cwd).map_err(|_| invalid("cwd contains NUL"))?;
     let ids = match body.opt("user") {
         None => None,
         Some(v) => {
             let spec = match v {
-                Value::Int(i) => users::Spec::Uid(u32::try_from(*i).map_err(|_| invalid("user id out of range"))?),
-                other => users::Spec::Text(other.as_os_bytes().ok_or_else(|| invalid("user must be a name, id or \"user:group\""))?.to_vec()),
+                Value::Int(i) => users::Spec::Uid(
+                    u32::try_from(*i).map_err(|_| invalid("user id out of range"))?,
+                ),
+                other => users::Spec::Text(
+                    other
+                        .as_os_bytes()
+                        .ok_or_else(|| invalid("user must be a name, id or \"user:group\""))?
+                        .to_vec(),
+                ),
             };
             let passwd = std::fs::read("/etc/passwd").unwrap_or_default();
             let group = std::fs::read("/etc/group").unwrap_or_default();
-            let ids = users::resolve(&spec, &passwd, &group)
-                .map_err(|m| Failure { code: "EINVAL", errno: 22, message: m, kind: Some("bad_user") })?;
-            if let Some(home) = &ids.home {
-                if !env.iter().any(|e| e.starts_with(b"HOME=")) && !home.contains(&0) {
-                    let mut h = b"HOME=".to_vec();
-                    h.extend_from_slice(home);
-                    env.push(h);
-                }
+            let ids = users::resolve(&spec, &passwd, &group).map_err(|m| Failure {
+                code: "EINVAL",
+                errno: 22,
+                message: m,
+                kind: Some("bad_user"),
+            })?;
+            if let Some(home) = &ids.home
+                && !env.iter().any(|e| e.starts_with(b"HOME="))
+                && !home.contains(&0)
+            {
+                let mut h = b"HOME=".to_vec();
+                h.extend_from_slice(home);
+                env.push(h);
             }
             Some(ids)
         }
     };
     let mut rlimits = Vec::new();
     if let Some(list) = body.opt("rlimits") {
-        for r in list.as_array().ok_or_else(|| invalid("rlimits must be an array"))? {
+        for r in list
+            .as_array()
+            .ok_or_else(|| invalid("rlimits must be an array"))?
+        {
             let name = r.get("resource").and_then(|v| v.as_str()).unwrap_or("");
-            let res = rlimit_resource(name).ok_or_else(|| invalid(format!("unknown rlimit resource {name:?}")))?;
+            let res = rlimit_resource(name)
+                .ok_or_else(|| invalid(format!("unknown rlimit resource {name:?}")))?;
             let lim = |k: &str| -> Result<u64, Failure> {
                 match r.get(k) {
                     None | Some(Value::Null) => Ok(u64::MAX),
-                    Some(v) => v.as_u64().ok_or_else(|| invalid(format!("rlimit {name} {k} must be a non-negative integer or null"))),
+                    Some(v) => v.as_u64().ok_or_else(|| {
+                        invalid(format!(
+                            "rlimit {name} {k} must be a non-negative integer or null"
+                        ))
+                    }),
                 }
             };
             let (soft, hard) = (lim("soft")?, lim("hard")?);
             if soft > hard {
-                return Err(invalid(format!("rlimit {name}: soft limit above hard limit")));
+                return Err(invalid(format!(
+                    "rlimit {name}: soft limit above hard limit"
+                )));
             }
-            rlimits.push((res, sys::rlimit { cur: soft, max: hard }));
+            rlimits.push((
+                res,
+                sys::rlimit {
+                    cur: soft,
+                    max: hard,
+                },
+            ));
         }
     }
     let tty = match body.opt("tty") {
         None => None,
         Some(t) => {
-            let dim = |k: &str| t.get(k).and_then(|v| v.as_u64()).filter(|&n| n <= 65535).map(|n| n as u16);
+            let dim = |k: &str| {
+                t.get(k)
+                    .and_then(|v| v.as_u64())
+                    .filter(|&n| n <= 65535)
+                    .map(|n| n as u16)
+            };
             match (dim("rows"), dim("cols")) {
                 (Some(r), Some(c)) => Some((r, c)),
                 _ => return Err(invalid("tty must be {rows, cols}")),
@@ -355,18 +426,40 @@ fn plan(body: &Value) -> Result<Plan, Failure> {
     } else if name.is_empty() {
         Vec::new()
     } else {
-        let path = env.iter().find(|e| e.starts_with(b"PATH=")).map(|e| e[5..].to_vec()).unwrap_or_else(|| DEFAULT_PATH.to_vec());
+        let path = env
+            .iter()
+            .find(|e| e.starts_with(b"PATH="))
+            .map(|e| e[5..].to_vec())
+            .unwrap_or_else(|| DEFAULT_PATH.to_vec());
         path.split(|&c| c == b':')
             .map(|dir| {
-                let mut p = if dir.is_empty() { b".".to_vec() } else { dir.to_vec() };
+                let mut p = if dir.is_empty() {
+                    b".".to_vec()
+                } else {
+                    dir.to_vec()
+                };
                 p.push(b'/');
                 p.extend_from_slice(name);
                 p
             })
             .collect()
     };
-    let cs = |v: Vec<Vec<u8>>| v.into_iter().filter_map(|b| CString::new(b).ok()).collect::<Vec<_>>();
-    Ok(Plan { candidates: cs(candidates), argv: cs(argv), env: cs(env), cwd, ids, rlimits, tty, stdin_pipe, display })
+    let cs = |v: Vec<Vec<u8>>| {
+        v.into_iter()
+            .filter_map(|b| CString::new(b).ok())
+            .collect::<Vec<_>>()
+    };
+    Ok(Plan {
+        candidates: cs(candidates),
+        argv: cs(argv),
+        env: cs(env),
+        cwd,
+        ids,
+        rlimits,
+        tty,
+        stdin_pipe,
+        display,
+    })
 }
 
 // ------------------------------------------------------------------ request
@@ -375,7 +468,11 @@ pub fn request(c: &'static Conn, id: u32, flags: u8, body: Value) {
     let (wake_r, wake_w) = match sys::pipe_cloexec() {
         Ok(p) => p,
         Err(e) => {
-            c.send_unregistered(id, FLAG_END, &proto::error_body(sys::errno_name(e), e, "cannot create a pipe", None));
+            c.send_unregistered(
+                id,
+                FLAG_END,
+                &proto::error_body(sys::errno_name(e), e, "cannot create a pipe", None),
+            );
             return;
         }
     };
@@ -402,7 +499,10 @@ pub fn request(c: &'static Conn, id: u32, flags: u8, body: Value) {
         session.close_stdin();
     }
     let s2 = session.clone();
-    let r = std::thread::Builder::new().name(format!("exec-{id}")).stack_size(256 << 10).spawn(move || run(c, s2, body, rx));
+    let r = std::thread::Builder::new()
+        .name(format!("exec-{id}"))
+        .stack_size(256 << 10)
+        .spawn(move || run(c, s2, body, rx));
     if r.is_err() {
         c.send_error(id, "EAGAIN", 11, "cannot start a thread", None);
     }
@@ -425,7 +525,8 @@ struct Stdio {
 
 fn open_pty(rows: u16, cols: u16) -> Result<(c_int, c_int), i32> {
     let flags = sys::O_RDWR | sys::O_NOCTTY;
-    let master = sys::open_path("/dev/pts/ptmx", flags).or_else(|_| sys::open_path("/dev/ptmx", flags))?;
+    let master =
+        sys::open_path("/dev/pts/ptmx", flags).or_else(|_| sys::open_path("/dev/ptmx", flags))?;
     let unlock: c_int = 0;
     unsafe {
         if sys::ioctl(master, sys::TIOCSPTLCK, &unlock) != 0 {
@@ -433,9 +534,17 @@ fn open_pty(rows: u16, cols: u16) -> Result<(c_int, c_int), i32> {
             sys::close(master);
             return Err(e);
         }
-        let ws = sys::winsize { ws_row: rows, ws_col: cols, ..Default::default() };
+        let ws = sys::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ..Default::default()
+        };
         sys::ioctl(master, sys::TIOCSWINSZ, &ws);
-        let mut slave = sys::ioctl(master, sys::TIOCGPTPEER, (flags | sys::O_CLOEXEC) as std::ffi::c_ulong);
+        let mut slave = sys::ioctl(
+            master,
+            sys::TIOCGPTPEER,
+            (flags | sys::O_CLOEXEC) as std::ffi::c_ulong,
+        );
         if slave < 0 {
             let mut n: c_int = 0;
             if sys::ioctl(master, sys::TIOCGPTN, &mut n) == 0 {
@@ -455,19 +564,40 @@ fn make_stdio(p: &Plan) -> Result<Stdio, i32> {
     if let Some((rows, cols)) = p.tty {
         let (master, slave) = open_pty(rows, cols)?;
         let parent_in = unsafe { dup_cloexec(master) };
-        return Ok(Stdio { child_in: slave, child_out: slave, child_err: slave, parent_in, parent_out: master, parent_err: -1, master });
+        return Ok(Stdio {
+            child_in: slave,
+            child_out: slave,
+            child_err: slave,
+            parent_in,
+            parent_out: master,
+            parent_err: -1,
+            master,
+        });
     }
     let (out_r, out_w) = sys::pipe_cloexec()?;
     let (err_r, err_w) = sys::pipe_cloexec()?;
     let (child_in, parent_in) = if p.stdin_pipe {
         sys::pipe_cloexec()?
     } else {
-        (sys::open_path("/dev/null", sys::O_RDWR).or_else(|_| sys::pipe_cloexec().map(|(r, w)| {
-            unsafe { sys::close(w) };
-            r
-        }))?, -1)
+        (
+            sys::open_path("/dev/null", sys::O_RDWR).or_else(|_| {
+                sys::pipe_cloexec().map(|(r, w)| {
+                    unsafe { sys::close(w) };
+                    r
+                })
+            })?,
+            -1,
+        )
     };
-    Ok(Stdio { child_in, child_out: out_w, child_err: err_w, parent_in, parent_out: out_r, parent_err: err_r, master: -1 })
+    Ok(Stdio {
+        child_in,
+        child_out: out_w,
+        child_err: err_w,
+        parent_in,
+        parent_out: out_r,
+        parent_err: err_r,
+        master: -1,
+    })
 }
 
 unsafe extern "C" {
@@ -486,6 +616,7 @@ const STAGE_RLIMIT: u8 = 4;
 const STAGE_TTY: u8 = 5;
 
 /// The forked child: async-signal-safe calls only, on prepared data.
+#[allow(clippy::too_many_arguments)]
 unsafe fn child(
     io: &Stdio,
     err_w: c_int,
@@ -510,7 +641,10 @@ unsafe fn child(
         if tty && sys::ioctl(io.child_out, sys::TIOCSCTTY, 0 as c_int) != 0 {
             die(STAGE_TTY, sys::errno());
         }
-        if sys::dup2(io.child_in, 0) < 0 || sys::dup2(io.child_out, 1) < 0 || sys::dup2(io.child_err, 2) < 0 {
+        if sys::dup2(io.child_in, 0) < 0
+            || sys::dup2(io.child_out, 1) < 0
+            || sys::dup2(io.child_err, 2) < 0
+        {
             die(STAGE_TTY, sys::errno());
         }
         for (res, lim) in rlimits {
@@ -518,13 +652,26 @@ unsafe fn child(
                 die(STAGE_RLIMIT, sys::errno());
             }
         }
-        if let Some((ids, groups)) = ids {
-            if sys::syscall(sys::SYS_SETGROUPS, groups.len() as std::ffi::c_long, groups.as_ptr()) != 0
-                || sys::syscall(sys::SYS_SETRESGID, ids.gid as std::ffi::c_long, ids.gid as std::ffi::c_long, ids.gid as std::ffi::c_long) != 0
-                || sys::syscall(sys::SYS_SETRESUID, ids.uid as std::ffi::c_long, ids.uid as std::ffi::c_long, ids.uid as std::ffi::c_long) != 0
-            {
-                die(STAGE_USER, sys::errno());
-            }
+        if let Some((ids, groups)) = ids
+            && (sys::syscall(
+                sys::SYS_SETGROUPS,
+                groups.len() as std::ffi::c_long,
+                groups.as_ptr(),
+            ) != 0
+                || sys::syscall(
+                    sys::SYS_SETRESGID,
+                    ids.gid as std::ffi::c_long,
+                    ids.gid as std::ffi::c_long,
+                    ids.gid as std::ffi::c_long,
+                ) != 0
+                || sys::syscall(
+                    sys::SYS_SETRESUID,
+                    ids.uid as std::ffi::c_long,
+                    ids.uid as std::ffi::c_long,
+                    ids.uid as std::ffi::c_long,
+                ) != 0)
+        {
+            die(STAGE_USER, sys::errno());
         }
         if sys::chdir(cwd.as_ptr()) != 0 {
             die(STAGE_CWD, sys::errno());
@@ -553,14 +700,36 @@ fn run(c: &'static Conn, s: Arc<Exec>, body: Value, stdin_rx: mpsc::Receiver<Std
     };
     let io = match make_stdio(&p) {
         Ok(io) => io,
-        Err(e) => return fail(c, id, Failure { code: sys::errno_name(e), errno: e, message: format!("cannot set up stdio: {}", sys::errno_text(e)), kind: None }),
+        Err(e) => {
+            return fail(
+                c,
+                id,
+                Failure {
+                    code: sys::errno_name(e),
+                    errno: e,
+                    message: format!("cannot set up stdio: {}", sys::errno_text(e)),
+                    kind: None,
+                },
+            );
+        }
     };
     if io.master >= 0 {
         s.master.store(io.master, Ordering::SeqCst);
     }
     let (err_r, err_w) = match sys::pipe_cloexec() {
         Ok(x) => x,
-        Err(e) => return fail(c, id, Failure { code: sys::errno_name(e), errno: e, message: "cannot create a pipe".into(), kind: None }),
+        Err(e) => {
+            return fail(
+                c,
+                id,
+                Failure {
+                    code: sys::errno_name(e),
+                    errno: e,
+                    message: "cannot create a pipe".into(),
+                    kind: None,
+                },
+            );
+        }
     };
     // Everything the child touches, prepared now.
     let ptrs = |v: &[CString]| -> Vec<*const c_char> {
@@ -582,7 +751,19 @@ fn run(c: &'static Conn, s: Arc<Exec>, body: Value, stdin_rx: mpsc::Receiver<Std
         } else {
             let pid = unsafe { sys::fork() };
             if pid == 0 {
-                unsafe { child(&io, err_w, tty, &p.rlimits, ids, &p.cwd, &candidates, &argv, &envp) }
+                unsafe {
+                    child(
+                        &io,
+                        err_w,
+                        tty,
+                        &p.rlimits,
+                        ids,
+                        &p.cwd,
+                        &candidates,
+                        &argv,
+                        &envp,
+                    )
+                }
             }
             if pid > 0 {
                 s.pid.store(pid, Ordering::SeqCst);
@@ -615,7 +796,16 @@ fn run(c: &'static Conn, s: Arc<Exec>, body: Value, stdin_rx: mpsc::Receiver<Std
     if pid < 0 {
         close_parent();
         if pid == -1 {
-            fail(c, id, Failure { code: sys::errno_name(fork_errno), errno: fork_errno, message: format!("fork: {}", sys::errno_text(fork_errno)), kind: None });
+            fail(
+                c,
+                id,
+                Failure {
+                    code: sys::errno_name(fork_errno),
+                    errno: fork_errno,
+                    message: format!("fork: {}", sys::errno_text(fork_errno)),
+                    kind: None,
+                },
+            );
         }
         return;
     }
@@ -632,7 +822,10 @@ fn run(c: &'static Conn, s: Arc<Exec>, body: Value, stdin_rx: mpsc::Receiver<Std
     if got == 5 {
         let e = i32::from_ne_bytes([report[1], report[2], report[3], report[4]]);
         let (kind, what) = match report[0] {
-            STAGE_CWD => (Some("bad_cwd"), format!("cwd {:?}", p.cwd.to_string_lossy())),
+            STAGE_CWD => (
+                Some("bad_cwd"),
+                format!("cwd {:?}", p.cwd.to_string_lossy()),
+            ),
             STAGE_USER => (Some("bad_user"), "switching user".to_string()),
             STAGE_RLIMIT => (Some("invalid"), "setrlimit".to_string()),
             STAGE_TTY => (None, "terminal setup".to_string()),
@@ -643,7 +836,11 @@ fn run(c: &'static Conn, s: Arc<Exec>, body: Value, stdin_rx: mpsc::Receiver<Std
                     7 => Some("invalid"),
                     _ => None,
                 },
-                if e == 2 || e == 20 { format!("not found: {:?}", p.display) } else { format!("exec {:?}", p.display) },
+                if e == 2 || e == 20 {
+                    format!("not found: {:?}", p.display)
+                } else {
+                    format!("exec {:?}", p.display)
+                },
             ),
         };
         for fd in [io.parent_in, io.parent_out, io.parent_err] {
@@ -651,11 +848,24 @@ fn run(c: &'static Conn, s: Arc<Exec>, body: Value, stdin_rx: mpsc::Receiver<Std
                 unsafe { sys::close(fd) };
             }
         }
-        fail(c, id, Failure { code: sys::errno_name(e), errno: e, message: format!("{what}: {}", sys::errno_text(e)), kind });
+        fail(
+            c,
+            id,
+            Failure {
+                code: sys::errno_name(e),
+                errno: e,
+                message: format!("{what}: {}", sys::errno_text(e)),
+                kind,
+            },
+        );
         return;
     }
     lock(&s.state).started = true;
-    c.send(id, 0, &cbor::map(vec![("t", "started".into()), ("pid", pid.into())]));
+    c.send(
+        id,
+        0,
+        &cbor::map(vec![("t", "started".into()), ("pid", pid.into())]),
+    );
     if lock(&s.state).cancelled {
         s.kill_all();
     }
@@ -663,7 +873,10 @@ fn run(c: &'static Conn, s: Arc<Exec>, body: Value, stdin_rx: mpsc::Receiver<Std
     if io.parent_in >= 0 {
         let s2 = s.clone();
         let fd = io.parent_in;
-        let _ = std::thread::Builder::new().name(format!("stdin-{id}")).stack_size(128 << 10).spawn(move || stdin_writer(c, s2, fd, stdin_rx));
+        let _ = std::thread::Builder::new()
+            .name(format!("stdin-{id}"))
+            .stack_size(128 << 10)
+            .spawn(move || stdin_writer(c, s2, fd, stdin_rx));
     } else {
         drop(stdin_rx);
     }
@@ -686,7 +899,11 @@ fn stdin_writer(c: &'static Conn, s: Arc<Exec>, fd: c_int, rx: mpsc::Receiver<St
                     broken = true; // EPIPE: the process closed stdin; keep acking
                 }
                 s.stdin_queued.fetch_sub(d.len() as u64, Ordering::SeqCst);
-                c.send(s.id, 0, &cbor::map(vec![("t", "ack".into()), ("bytes", d.len().into())]));
+                c.send(
+                    s.id,
+                    0,
+                    &cbor::map(vec![("t", "ack".into()), ("bytes", d.len().into())]),
+                );
             }
             StdinMsg::Close => break,
         }
@@ -709,27 +926,48 @@ fn pump(c: &Conn, s: &Exec, out: c_int, err: c_int, tty: bool) {
             }
             (WINDOW - (st.sent - st.acked).min(WINDOW), st.status)
         };
-        if !out_open && !err_open {
-            if let Some(status) = status {
-                let (code, signal) = if status & 0x7f == 0 {
-                    (((status >> 8) & 0xff) as i64, Value::Null)
-                } else {
-                    let sig = (status & 0x7f) as i64;
-                    (128 + sig, Value::Int(sig as i128))
-                };
-                c.send(id, FLAG_END, &cbor::map(vec![("t", "exited".into()), ("code", code.into()), ("signal", signal)]));
-                return;
-            }
+        if !out_open
+            && !err_open
+            && let Some(status) = status
+        {
+            let (code, signal) = if status & 0x7f == 0 {
+                (((status >> 8) & 0xff) as i64, Value::Null)
+            } else {
+                let sig = (status & 0x7f) as i64;
+                (128 + sig, Value::Int(sig as i128))
+            };
+            c.send(
+                id,
+                FLAG_END,
+                &cbor::map(vec![
+                    ("t", "exited".into()),
+                    ("code", code.into()),
+                    ("signal", signal),
+                ]),
+            );
+            return;
         }
-        let mut fds = vec![sys::pollfd { fd: s.wake_r, events: sys::POLLIN, revents: 0 }];
+        let mut fds = vec![sys::pollfd {
+            fd: s.wake_r,
+            events: sys::POLLIN,
+            revents: 0,
+        }];
         let mut which = Vec::new();
         if room > 0 {
             if out_open {
-                fds.push(sys::pollfd { fd: out, events: sys::POLLIN, revents: 0 });
+                fds.push(sys::pollfd {
+                    fd: out,
+                    events: sys::POLLIN,
+                    revents: 0,
+                });
                 which.push(("stdout", out));
             }
             if err_open {
-                fds.push(sys::pollfd { fd: err, events: sys::POLLIN, revents: 0 });
+                fds.push(sys::pollfd {
+                    fd: err,
+                    events: sys::POLLIN,
+                    revents: 0,
+                });
                 which.push(("stderr", err));
             }
         }
@@ -748,11 +986,22 @@ fn pump(c: &Conn, s: &Exec, out: c_int, err: c_int, tty: bool) {
             let want = CHUNK.min(room as usize);
             match sys::read_some(*fd, &mut buf[..want]) {
                 Ok(0) => {
-                    if *fd == out { out_open = false } else { err_open = false }
+                    if *fd == out {
+                        out_open = false
+                    } else {
+                        err_open = false
+                    }
                 }
                 Ok(n) => {
                     lock(&s.state).sent += n as u64;
-                    c.send(id, 0, &cbor::map(vec![("t", (*name).into()), ("data", Value::Bytes(buf[..n].to_vec()))]));
+                    c.send(
+                        id,
+                        0,
+                        &cbor::map(vec![
+                            ("t", (*name).into()),
+                            ("data", Value::Bytes(buf[..n].to_vec())),
+                        ]),
+                    );
                     break; // recompute the window before reading more
                 }
                 Err(e) if e == sys::EAGAIN => {}
@@ -761,7 +1010,11 @@ fn pump(c: &Conn, s: &Exec, out: c_int, err: c_int, tty: bool) {
                     if !(tty && e == sys::EIO) {
                         log!("exec {id}: read {name}: {}", sys::errno_text(e));
                     }
-                    if *fd == out { out_open = false } else { err_open = false }
+                    if *fd == out {
+                        out_open = false
+                    } else {
+                        err_open = false
+                    }
                 }
             }
         }

@@ -23,7 +23,12 @@ type Fail = Value;
 
 fn err_io(op: &str, path: &Path, e: &io::Error) -> Fail {
     let n = sys::io_errno(e);
-    proto::error_body(sys::errno_name(n), n, &format!("{op} {}: {}", path.display(), sys::errno_text(n)), None)
+    proto::error_body(
+        sys::errno_name(n),
+        n,
+        &format!("{op} {}: {}", path.display(), sys::errno_text(n)),
+        None,
+    )
 }
 
 fn err_inval(message: String) -> Fail {
@@ -31,9 +36,15 @@ fn err_inval(message: String) -> Fail {
 }
 
 fn path_arg(body: &Value, key: &str) -> Result<PathBuf, Fail> {
-    let b = body.get(key).and_then(|v| v.as_os_bytes()).ok_or_else(|| proto::error_body("EPROTO", 71, &format!("{key} must be a string"), None))?;
+    let b = body
+        .get(key)
+        .and_then(|v| v.as_os_bytes())
+        .ok_or_else(|| proto::error_body("EPROTO", 71, &format!("{key} must be a string"), None))?;
     if b.first() != Some(&b'/') || b.contains(&0) {
-        return Err(err_inval(format!("{key} {:?} must be an absolute path without NUL", String::from_utf8_lossy(b))));
+        return Err(err_inval(format!(
+            "{key} {:?} must be an absolute path without NUL",
+            String::from_utf8_lossy(b)
+        )));
     }
     Ok(PathBuf::from(OsStr::from_bytes(b)))
 }
@@ -41,14 +52,23 @@ fn path_arg(body: &Value, key: &str) -> Result<PathBuf, Fail> {
 fn opt_bool(body: &Value, key: &str, default: bool) -> Result<bool, Fail> {
     match body.opt(key) {
         None => Ok(default),
-        Some(v) => v.as_bool().ok_or_else(|| proto::error_body("EPROTO", 71, &format!("{key} must be a boolean"), None)),
+        Some(v) => v.as_bool().ok_or_else(|| {
+            proto::error_body("EPROTO", 71, &format!("{key} must be a boolean"), None)
+        }),
     }
 }
 
 fn opt_u64(body: &Value, key: &str) -> Result<Option<u64>, Fail> {
     match body.opt(key) {
         None => Ok(None),
-        Some(v) => v.as_u64().map(Some).ok_or_else(|| proto::error_body("EPROTO", 71, &format!("{key} must be a non-negative integer"), None)),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+            proto::error_body(
+                "EPROTO",
+                71,
+                &format!("{key} must be a non-negative integer"),
+                None,
+            )
+        }),
     }
 }
 
@@ -112,13 +132,24 @@ fn list(body: &Value) -> Result<Value, Fail> {
         ));
     }
     entries.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(cbor::map(vec![("t", "entries".into()), ("entries", Value::Array(entries.into_iter().map(|e| e.1).collect()))]))
+    Ok(cbor::map(vec![
+        ("t", "entries".into()),
+        (
+            "entries",
+            Value::Array(entries.into_iter().map(|e| e.1).collect()),
+        ),
+    ]))
 }
 
 fn stat(body: &Value) -> Result<Value, Fail> {
     let path = path_arg(body, "path")?;
     let follow = opt_bool(body, "follow", true)?;
-    let m = if follow { fs::metadata(&path) } else { fs::symlink_metadata(&path) }.map_err(|e| err_io("stat", &path, &e))?;
+    let m = if follow {
+        fs::metadata(&path)
+    } else {
+        fs::symlink_metadata(&path)
+    }
+    .map_err(|e| err_io("stat", &path, &e))?;
     let mut out = vec![
         ("t", Value::from("stat")),
         ("type", type_name(m.file_type()).into()),
@@ -146,7 +177,11 @@ fn mkdir(body: &Value) -> Result<Value, Fail> {
     if parents && fs::metadata(&path).map(|m| m.is_dir()).unwrap_or(false) {
         return Ok(conn::ok());
     }
-    fs::DirBuilder::new().recursive(parents).mode(mode).create(&path).map_err(|e| err_io("mkdir", &path, &e))?;
+    fs::DirBuilder::new()
+        .recursive(parents)
+        .mode(mode)
+        .create(&path)
+        .map_err(|e| err_io("mkdir", &path, &e))?;
     // exact mode, whatever the umask
     let _ = fs::set_permissions(&path, fs::Permissions::from_mode(mode));
     Ok(conn::ok())
@@ -157,7 +192,11 @@ fn remove(body: &Value) -> Result<Value, Fail> {
     let recursive = opt_bool(body, "recursive", false)?;
     let m = fs::symlink_metadata(&path).map_err(|e| err_io("remove", &path, &e))?;
     let r = if m.is_dir() {
-        if recursive { fs::remove_dir_all(&path) } else { fs::remove_dir(&path) }
+        if recursive {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_dir(&path)
+        }
     } else {
         fs::remove_file(&path)
     };
@@ -179,10 +218,21 @@ fn copy(body: &Value) -> Result<Value, Fail> {
     let m = fs::symlink_metadata(&from).map_err(|e| err_io("copy", &from, &e))?;
     if m.is_dir() {
         if !recursive {
-            return Err(proto::error_body("EISDIR", 21, &format!("copy {}: is a directory (recursive not set)", from.display()), None));
+            return Err(proto::error_body(
+                "EISDIR",
+                21,
+                &format!(
+                    "copy {}: is a directory (recursive not set)",
+                    from.display()
+                ),
+                None,
+            ));
         }
         if to.starts_with(&from) {
-            return Err(err_inval(format!("copy {}: cannot copy a directory into itself", from.display())));
+            return Err(err_inval(format!(
+                "copy {}: cannot copy a directory into itself",
+                from.display()
+            )));
         }
     }
     copy_entry(&from, &to, &m)?;
@@ -197,7 +247,9 @@ fn copy_entry(from: &Path, to: &Path, m: &fs::Metadata) -> Result<(), Fail> {
     } else if ft.is_dir() {
         match fs::DirBuilder::new().mode(m.mode() & 0o7777).create(to) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && fs::metadata(to).map(|x| x.is_dir()).unwrap_or(false) => {}
+            Err(e)
+                if e.kind() == io::ErrorKind::AlreadyExists
+                    && fs::metadata(to).map(|x| x.is_dir()).unwrap_or(false) => {}
             Err(e) => return Err(err_io("mkdir", to, &e)),
         }
         for e in fs::read_dir(from).map_err(|e| err_io("list", from, &e))? {
@@ -209,7 +261,11 @@ fn copy_entry(from: &Path, to: &Path, m: &fs::Metadata) -> Result<(), Fail> {
     } else if ft.is_file() {
         fs::copy(from, to).map_err(|e| err_io("copy", from, &e))?;
     } else {
-        return Err(err_inval(format!("copy {}: cannot copy a {}", from.display(), type_name(ft))));
+        return Err(err_inval(format!(
+            "copy {}: cannot copy a {}",
+            from.display(),
+            type_name(ft)
+        )));
     }
     Ok(())
 }
@@ -247,15 +303,26 @@ impl Stream for ReadStream {
 }
 
 pub fn read_request(c: &'static Conn, id: u32, body: Value) {
-    let s = Arc::new(ReadStream { id, w: Mutex::new(Window { sent: 0, acked: 0, cancelled: false }), cv: Condvar::new() });
+    let s = Arc::new(ReadStream {
+        id,
+        w: Mutex::new(Window {
+            sent: 0,
+            acked: 0,
+            cancelled: false,
+        }),
+        cv: Condvar::new(),
+    });
     if !c.register(id, s.clone()) {
         return too_many(c, id);
     }
-    let r = std::thread::Builder::new().name(format!("read-{id}")).stack_size(256 << 10).spawn(move || {
-        if let Err(e) = read_file(c, &s, &body) {
-            c.send(id, FLAG_END, &e);
-        }
-    });
+    let r = std::thread::Builder::new()
+        .name(format!("read-{id}"))
+        .stack_size(256 << 10)
+        .spawn(move || {
+            if let Err(e) = read_file(c, &s, &body) {
+                c.send(id, FLAG_END, &e);
+            }
+        });
     if r.is_err() {
         c.send_error(id, "EAGAIN", 11, "cannot start a thread", None);
     }
@@ -267,10 +334,16 @@ fn read_file(c: &Conn, s: &ReadStream, body: &Value) -> Result<(), Fail> {
     let mut remaining = opt_u64(body, "length")?.unwrap_or(u64::MAX);
     let mut f = File::open(&path).map_err(|e| err_io("read", &path, &e))?;
     if f.metadata().map(|m| m.is_dir()).unwrap_or(false) {
-        return Err(proto::error_body("EISDIR", 21, &format!("read {}: is a directory", path.display()), None));
+        return Err(proto::error_body(
+            "EISDIR",
+            21,
+            &format!("read {}: is a directory", path.display()),
+            None,
+        ));
     }
     if offset > 0 {
-        f.seek(SeekFrom::Start(offset)).map_err(|e| err_io("seek", &path, &e))?;
+        f.seek(SeekFrom::Start(offset))
+            .map_err(|e| err_io("seek", &path, &e))?;
     }
     let mut buf = vec![0u8; MAX_CHUNK];
     while remaining > 0 {
@@ -299,7 +372,14 @@ fn read_file(c: &Conn, s: &ReadStream, body: &Value) -> Result<(), Fail> {
         }
         lock(&s.w).sent += n as u64;
         remaining -= n as u64;
-        if !c.send(s.id, 0, &cbor::map(vec![("t", "data".into()), ("data", Value::Bytes(buf[..n].to_vec()))])) {
+        if !c.send(
+            s.id,
+            0,
+            &cbor::map(vec![
+                ("t", "data".into()),
+                ("data", Value::Bytes(buf[..n].to_vec())),
+            ]),
+        ) {
             return Ok(()); // stream gone
         }
         if n < want {
@@ -341,7 +421,12 @@ impl Stream for WriteStream {
             _ => false,
         };
         if !ok {
-            self.abort(Some(proto::error_body("EBADMSG", 74, "fs.write expects {t:\"data\", data} frames", None)));
+            self.abort(Some(proto::error_body(
+                "EBADMSG",
+                74,
+                "fs.write expects {t:\"data\", data} frames",
+                None,
+            )));
         }
     }
     fn abort(&self, reply: Option<Value>) {
@@ -358,14 +443,21 @@ pub fn write_request(c: &'static Conn, id: u32, flags: u8, body: Value) {
     if flags & FLAG_END != 0 {
         let _ = tx.send(WriteMsg::End);
     }
-    let s = Arc::new(WriteStream { id, tx: Mutex::new(Some(tx)), cancelled: AtomicBool::new(false) });
+    let s = Arc::new(WriteStream {
+        id,
+        tx: Mutex::new(Some(tx)),
+        cancelled: AtomicBool::new(false),
+    });
     if !c.register(id, s.clone()) {
         return too_many(c, id);
     }
-    let r = std::thread::Builder::new().name(format!("write-{id}")).stack_size(256 << 10).spawn(move || {
-        let reply = write_file(c, &s, &body, rx).unwrap_or_else(|e| e);
-        c.send(id, FLAG_END, &reply);
-    });
+    let r = std::thread::Builder::new()
+        .name(format!("write-{id}"))
+        .stack_size(256 << 10)
+        .spawn(move || {
+            let reply = write_file(c, &s, &body, rx).unwrap_or_else(|e| e);
+            c.send(id, FLAG_END, &reply);
+        });
     if r.is_err() {
         c.send_error(id, "EAGAIN", 11, "cannot start a thread", None);
     }
@@ -381,34 +473,79 @@ impl Drop for TempGuard {
     }
 }
 
-fn write_file(c: &Conn, s: &WriteStream, body: &Value, rx: mpsc::Receiver<WriteMsg>) -> Result<Value, Fail> {
-    let path = path_arg(body, "path")?;
+fn write_file(
+    c: &Conn,
+    s: &WriteStream,
+    body: &Value,
+    rx: mpsc::Receiver<WriteMsg>,
+) -> Result<Value, Fail> {
+    let mut path = path_arg(body, "path")?;
     let mode = opt_u64(body, "mode")?.map(|m| m as u32 & 0o7777);
     let append = opt_bool(body, "append", false)?;
     let create = opt_bool(body, "create", true)?;
+    if s.cancelled.load(Ordering::SeqCst) {
+        return Err(proto::error_body("ECANCELED", 125, "write cancelled", None));
+    }
+    // Through a symlink to its target, as open(2) would: the rename must not replace the link.
+    if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink())
+        && let Ok(real) = fs::canonicalize(&path)
+    {
+        path = real;
+    }
     let existing = fs::metadata(&path).ok();
+    // A device, FIFO or socket is written in place: a rename would replace the node.
+    let in_place = existing.as_ref().is_some_and(|m| !m.is_file());
     if existing.as_ref().is_some_and(|m| m.is_dir()) {
-        return Err(proto::error_body("EISDIR", 21, &format!("write {}: is a directory", path.display()), None));
+        return Err(proto::error_body(
+            "EISDIR",
+            21,
+            &format!("write {}: is a directory", path.display()),
+            None,
+        ));
     }
     if !create && existing.is_none() {
-        return Err(proto::error_body("ENOENT", 2, &format!("write {}: does not exist (create is false)", path.display()), None));
+        return Err(proto::error_body(
+            "ENOENT",
+            2,
+            &format!("write {}: does not exist (create is false)", path.display()),
+            None,
+        ));
     }
     let mut guard = TempGuard(None);
-    let (mut file, write_path) = if append {
-        let f = OpenOptions::new().append(true).create(create).mode(mode.unwrap_or(0o644)).open(&path).map_err(|e| err_io("open", &path, &e))?;
+    let (mut file, write_path) = if append || in_place {
+        let f = OpenOptions::new()
+            .write(true)
+            .append(append)
+            .truncate(!append && existing.as_ref().is_some_and(|m| m.is_file()))
+            .create(create)
+            .mode(mode.unwrap_or(0o644))
+            .open(&path)
+            .map_err(|e| err_io("open", &path, &e))?;
         (f, path.clone())
     } else {
         let dir = path.parent().unwrap_or(Path::new("/"));
-        let base = path.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_default();
+        let base = path
+            .file_name()
+            .map(|n| n.as_bytes().to_vec())
+            .unwrap_or_default();
         let mut tmp_name = b".".to_vec();
         tmp_name.extend_from_slice(&base);
-        tmp_name.extend_from_slice(format!(".msb-write-{}-{}", s.id, std::process::id()).as_bytes());
+        tmp_name
+            .extend_from_slice(format!(".msb-write-{}-{}", s.id, std::process::id()).as_bytes());
         let tmp = dir.join(OsStr::from_bytes(&tmp_name));
         let _ = fs::remove_file(&tmp);
-        let f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(|e| err_io("create", &tmp, &e))?;
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| err_io("create", &tmp, &e))?;
         guard.0 = Some(tmp.clone());
-        let perm = mode.or(existing.as_ref().map(|m| m.mode() & 0o7777)).unwrap_or(0o644);
-        f.set_permissions(fs::Permissions::from_mode(perm)).map_err(|e| err_io("chmod", &tmp, &e))?;
+        let perm = mode
+            .or(existing.as_ref().map(|m| m.mode() & 0o7777))
+            .unwrap_or(0o644);
+        f.set_permissions(fs::Permissions::from_mode(perm))
+            .map_err(|e| err_io("chmod", &tmp, &e))?;
         if let Some(m) = &existing {
             // keep the owner of the file being replaced
             let _ = std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()));
@@ -420,9 +557,14 @@ fn write_file(c: &Conn, s: &WriteStream, body: &Value, rx: mpsc::Receiver<WriteM
     loop {
         match rx.recv() {
             Ok(WriteMsg::Data(d)) => {
-                file.write_all(&d).map_err(|e| err_io("write", &write_path, &e))?;
+                file.write_all(&d)
+                    .map_err(|e| err_io("write", &write_path, &e))?;
                 total += d.len() as u64;
-                c.send(s.id, 0, &cbor::map(vec![("t", "ack".into()), ("bytes", d.len().into())]));
+                c.send(
+                    s.id,
+                    0,
+                    &cbor::map(vec![("t", "ack".into()), ("bytes", d.len().into())]),
+                );
             }
             Ok(WriteMsg::End) => break,
             Err(_) => return Err(proto::error_body("ECANCELED", 125, "write cancelled", None)), // aborted
@@ -433,11 +575,11 @@ fn write_file(c: &Conn, s: &WriteStream, body: &Value, rx: mpsc::Receiver<WriteM
     }
     file.flush().map_err(|e| err_io("write", &write_path, &e))?;
     drop(file);
-    if let Some(tmp) = guard.0.take() {
-        if let Err(e) = fs::rename(&tmp, &path) {
-            let _ = fs::remove_file(&tmp);
-            return Err(err_io("rename", &path, &e));
-        }
+    if let Some(tmp) = guard.0.take()
+        && let Err(e) = fs::rename(&tmp, &path)
+    {
+        let _ = fs::remove_file(&tmp);
+        return Err(err_io("rename", &path, &e));
     }
     Ok(cbor::map(vec![("t", "ok".into()), ("bytes", total.into())]))
 }

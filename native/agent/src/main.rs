@@ -48,7 +48,11 @@ fn main() {
     // Non-blocking: see conn.rs.
     unsafe { set_nonblock(fd) };
     let c = conn::init(fd);
-    log!("ready ({} ms since start, modules {} ms)", t0.elapsed().as_millis(), t_mods.as_millis());
+    log!(
+        "ready ({} ms since start, modules {} ms)",
+        t0.elapsed().as_millis(),
+        t_mods.as_millis()
+    );
     c.run();
 }
 
@@ -67,9 +71,19 @@ unsafe fn set_nonblock(fd: c_int) {
 }
 
 fn boot_mounts() {
-    for (src, target, fstype) in [(c"devtmpfs", c"/dev", c"devtmpfs"), (c"proc", c"/proc", c"proc"), (c"sysfs", c"/sys", c"sysfs")] {
+    for (src, target, fstype) in [
+        (c"devtmpfs", c"/dev", c"devtmpfs"),
+        (c"proc", c"/proc", c"proc"),
+        (c"sysfs", c"/sys", c"sysfs"),
+    ] {
         let _ = std::fs::create_dir_all(target.to_str().unwrap_or("/"));
-        let _ = sys::mount_fs(src, target, fstype, sys::MS_NOSUID | sys::MS_NOEXEC * (fstype != c"devtmpfs") as u64, None);
+        let _ = sys::mount_fs(
+            src,
+            target,
+            fstype,
+            sys::MS_NOSUID | (sys::MS_NOEXEC * (fstype != c"devtmpfs") as u64),
+            None,
+        );
     }
 }
 
@@ -89,7 +103,9 @@ fn console() {
 
 /// finit_module for each name in /lib/modules/order (EEXIST is fine).
 fn load_modules() {
-    let Ok(order) = std::fs::read_to_string("/lib/modules/order") else { return };
+    let Ok(order) = std::fs::read_to_string("/lib/modules/order") else {
+        return;
+    };
     for name in order.split_whitespace() {
         let path = format!("/lib/modules/{name}.ko");
         let fd = match sys::open_path(&path, sys::O_RDONLY) {
@@ -99,7 +115,14 @@ fn load_modules() {
                 continue;
             }
         };
-        let r = unsafe { sys::syscall(sys::SYS_FINIT_MODULE, fd.0 as std::ffi::c_long, c"".as_ptr(), 0 as std::ffi::c_long) };
+        let r = unsafe {
+            sys::syscall(
+                sys::SYS_FINIT_MODULE,
+                fd.0 as std::ffi::c_long,
+                c"".as_ptr(),
+                0 as std::ffi::c_long,
+            )
+        };
         if r != 0 {
             let e = sys::errno();
             if e != sys::EEXIST {
@@ -114,7 +137,9 @@ pub fn port_device(name: &str) -> Option<String> {
     let dir = std::fs::read_dir("/sys/class/virtio-ports").ok()?;
     for entry in dir.flatten() {
         let dev = entry.file_name();
-        let Ok(n) = std::fs::read_to_string(entry.path().join("name")) else { continue };
+        let Ok(n) = std::fs::read_to_string(entry.path().join("name")) else {
+            continue;
+        };
         if n.trim_end_matches('\n') == name {
             return Some(format!("/dev/{}", dev.to_string_lossy()));
         }

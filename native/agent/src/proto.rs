@@ -56,7 +56,11 @@ pub fn parse(buf: &[u8]) -> Parsed {
     let body = if flags & !KNOWN_FLAGS != 0 {
         Err(format!("reserved flags 0x{flags:02x}"))
     } else if payload.is_empty() {
-        if flags & FLAG_CANCEL != 0 { Ok(None) } else { Err("empty body without CANCEL".to_string()) }
+        if flags & FLAG_CANCEL != 0 {
+            Ok(None)
+        } else {
+            Err("empty body without CANCEL".to_string())
+        }
     } else {
         cbor::decode(payload).map(Some).map_err(|e| e.to_string())
     };
@@ -102,7 +106,10 @@ mod tests {
 
     fn hex(s: &str) -> Vec<u8> {
         assert!(s.len() % 2 == 0);
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     fn to_hex(b: &[u8]) -> String {
@@ -111,7 +118,10 @@ mod tests {
 
     #[test]
     fn golden_frames() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../packages/vmm/golden/frames.txt");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../packages/vmm/golden/frames.txt"
+        );
         let text = std::fs::read_to_string(path).expect("golden/frames.txt");
         let (mut oks, mut bads) = (0, 0);
         for line in text.lines() {
@@ -124,9 +134,17 @@ mod tests {
             if kind == "ok" {
                 // ok NAME ID FLAGS HEX DIAG (DIAG may contain spaces)
                 let f: Vec<&str> = rest.splitn(5, ' ').collect();
-                let (name, id, flags, hx, diag) = (f[0], f[1].parse::<u32>().unwrap(), f[2].parse::<u8>().unwrap(), f[3], f[4]);
+                let (name, id, flags, hx, diag) = (
+                    f[0],
+                    f[1].parse::<u32>().unwrap(),
+                    f[2].parse::<u8>().unwrap(),
+                    f[3],
+                    f[4],
+                );
                 let bytes = hex(hx);
-                let Parsed::Frame(frame, used) = parse(&bytes) else { panic!("{name}: not a frame") };
+                let Parsed::Frame(frame, used) = parse(&bytes) else {
+                    panic!("{name}: not a frame")
+                };
                 assert_eq!(used, bytes.len(), "{name}");
                 assert_eq!(frame.id, id, "{name}");
                 assert_eq!(frame.flags, flags, "{name}");
@@ -137,7 +155,10 @@ mod tests {
                 }
                 assert_eq!(to_hex(&encode(id, flags, body.as_ref())), hx, "{name}");
                 // parsing in two pieces: the first is incomplete
-                assert!(matches!(parse(&bytes[..bytes.len() - 1]), Parsed::Incomplete), "{name}");
+                assert!(
+                    matches!(parse(&bytes[..bytes.len() - 1]), Parsed::Incomplete),
+                    "{name}"
+                );
                 oks += 1;
             } else if kind == "bad" {
                 let f: Vec<&str> = rest.splitn(2, ' ').collect();
@@ -169,10 +190,23 @@ mod tests {
 
     #[test]
     fn oversized_reply_becomes_error() {
-        let v = cbor::map(vec![("t", "data".into()), ("data", Value::Bytes(vec![0; MAX_BODY]))]);
+        let v = cbor::map(vec![
+            ("t", "data".into()),
+            ("data", Value::Bytes(vec![0; MAX_BODY])),
+        ]);
         let f = encode(1, FLAG_END, Some(&v));
         assert!(f.len() < 200);
-        let Parsed::Frame(frame, _) = parse(&f) else { panic!() };
-        assert_eq!(frame.body.unwrap().unwrap().get("code").and_then(|c| c.as_str()), Some("E2BIG"));
+        let Parsed::Frame(frame, _) = parse(&f) else {
+            panic!()
+        };
+        assert_eq!(
+            frame
+                .body
+                .unwrap()
+                .unwrap()
+                .get("code")
+                .and_then(|c| c.as_str()),
+            Some("E2BIG")
+        );
     }
 }

@@ -33,7 +33,11 @@ struct Setup {
 }
 
 fn parse(body: &Value) -> Result<Setup, String> {
-    let hostname = body.get("hostname").and_then(|v| v.as_os_bytes()).ok_or("hostname must be a string")?.to_vec();
+    let hostname = body
+        .get("hostname")
+        .and_then(|v| v.as_os_bytes())
+        .ok_or("hostname must be a string")?
+        .to_vec();
     if hostname.len() > 64 {
         return Err("hostname is longer than 64 bytes".into());
     }
@@ -46,24 +50,46 @@ fn parse(body: &Value) -> Result<Setup, String> {
         None => None,
         Some(v) => {
             let a = v.as_array().ok_or("time must be [sec, nsec]")?;
-            let (Some(sec), Some(nsec)) = (a.first().and_then(|x| x.as_int()), a.get(1).and_then(|x| x.as_int())) else {
+            let (Some(sec), Some(nsec)) = (
+                a.first().and_then(|x| x.as_int()),
+                a.get(1).and_then(|x| x.as_int()),
+            ) else {
                 return Err("time must be [sec, nsec]".into());
             };
-            if a.len() != 2 || !(0..=i64::MAX as i128).contains(&sec) || !(0..1_000_000_000).contains(&nsec) {
+            if a.len() != 2
+                || !(0..=i64::MAX as i128).contains(&sec)
+                || !(0..1_000_000_000).contains(&nsec)
+            {
                 return Err("time must be [sec, nsec] with 0 <= nsec < 1e9".into());
             }
             Some((sec as i64, nsec as i64))
         }
     };
     let mut mounts = Vec::new();
-    for m in body.get("mounts").and_then(|v| v.as_array()).ok_or("mounts must be an array")? {
-        let tag = m.get("tag").and_then(|v| v.as_str()).ok_or("mount tag must be text")?.to_string();
+    for m in body
+        .get("mounts")
+        .and_then(|v| v.as_array())
+        .ok_or("mounts must be an array")?
+    {
+        let tag = m
+            .get("tag")
+            .and_then(|v| v.as_str())
+            .ok_or("mount tag must be text")?
+            .to_string();
         if tag.is_empty() || tag.contains('/') || tag == "agent" {
             return Err(format!("bad mount tag {tag:?}"));
         }
-        let target = m.get("target").and_then(|v| v.as_os_bytes()).ok_or("mount target must be a string")?.to_vec();
+        let target = m
+            .get("target")
+            .and_then(|v| v.as_os_bytes())
+            .ok_or("mount target must be a string")?
+            .to_vec();
         check_abs(&target)?;
-        let ro = m.opt("ro").map(|v| v.as_bool().ok_or("ro must be a boolean")).transpose()?.unwrap_or(false);
+        let ro = m
+            .opt("ro")
+            .map(|v| v.as_bool().ok_or("ro must be a boolean"))
+            .transpose()?
+            .unwrap_or(false);
         mounts.push(FuseMount { tag, target, ro });
     }
     match mounts.first() {
@@ -76,38 +102,68 @@ fn parse(body: &Value) -> Result<Setup, String> {
     let mut tmpfs = Vec::new();
     if let Some(list) = body.opt("tmpfs") {
         for t in list.as_array().ok_or("tmpfs must be an array")? {
-            let target = t.get("target").and_then(|v| v.as_os_bytes()).ok_or("tmpfs target must be a string")?.to_vec();
+            let target = t
+                .get("target")
+                .and_then(|v| v.as_os_bytes())
+                .ok_or("tmpfs target must be a string")?
+                .to_vec();
             check_abs(&target)?;
             if target == b"/" {
                 return Err("a tmpfs may not replace the root".into());
             }
-            let size = t.opt("size").map(|v| v.as_u64().ok_or("tmpfs size must be a non-negative integer")).transpose()?;
+            let size = t
+                .opt("size")
+                .map(|v| {
+                    v.as_u64()
+                        .ok_or("tmpfs size must be a non-negative integer")
+                })
+                .transpose()?;
             tmpfs.push(Tmpfs { target, size });
         }
     }
-    Ok(Setup { hostname, entropy, time, mounts, tmpfs })
+    Ok(Setup {
+        hostname,
+        entropy,
+        time,
+        mounts,
+        tmpfs,
+    })
 }
 
 fn check_abs(p: &[u8]) -> Result<(), String> {
     if p.first() != Some(&b'/') || p.contains(&0) {
-        return Err(format!("path {:?} must be absolute without NUL", String::from_utf8_lossy(p)));
+        return Err(format!(
+            "path {:?} must be absolute without NUL",
+            String::from_utf8_lossy(p)
+        ));
     }
     if p.split(|&b| b == b'/').any(|c| c == b"..") {
-        return Err(format!("path {:?} may not contain ..", String::from_utf8_lossy(p)));
+        return Err(format!(
+            "path {:?} may not contain ..",
+            String::from_utf8_lossy(p)
+        ));
     }
     Ok(())
 }
 
 pub fn request(c: &'static Conn, id: u32, body: Value) {
     if SETUP_STARTED.swap(true, Ordering::SeqCst) {
-        c.send_unregistered(id, FLAG_END, &proto::error_body("EBUSY", 16, "setup was already done", None));
+        c.send_unregistered(
+            id,
+            FLAG_END,
+            &proto::error_body("EBUSY", 16, "setup was already done", None),
+        );
         return;
     }
     let s = match parse(&body) {
         Ok(s) => s,
         Err(m) => {
             SETUP_STARTED.store(false, Ordering::SeqCst);
-            c.send_unregistered(id, FLAG_END, &proto::error_body("EPROTO", 71, &format!("setup: {m}"), None));
+            c.send_unregistered(
+                id,
+                FLAG_END,
+                &proto::error_body("EPROTO", 71, &format!("setup: {m}"), None),
+            );
             return;
         }
     };
@@ -139,7 +195,10 @@ fn c(bytes: &[u8]) -> CString {
 
 fn run(s: Setup) -> Result<(), Fail> {
     if let Some((sec, nsec)) = s.time {
-        let ts = sys::timespec { tv_sec: sec, tv_nsec: nsec };
+        let ts = sys::timespec {
+            tv_sec: sec,
+            tv_nsec: nsec,
+        };
         if unsafe { sys::clock_settime(sys::CLOCK_REALTIME, &ts) } != 0 {
             return Err(fail(sys::errno(), "clock_settime"));
         }
@@ -151,12 +210,48 @@ fn run(s: Setup) -> Result<(), Fail> {
     let _ = std::fs::create_dir_all("/newroot");
     fuse_mount(&root.tag, c"/newroot", root.ro)?;
     // The API mounts inside the new root (mkdir when missing; a read-only root must have them).
-    let specials: [(&std::ffi::CStr, &str, &std::ffi::CStr, c_ulong, Option<&std::ffi::CStr>); 5] = [
-        (c"proc", "/newroot/proc", c"proc", sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC, None),
-        (c"sysfs", "/newroot/sys", c"sysfs", sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC, None),
-        (c"devtmpfs", "/newroot/dev", c"devtmpfs", sys::MS_NOSUID, None),
-        (c"devpts", "/newroot/dev/pts", c"devpts", sys::MS_NOSUID | sys::MS_NOEXEC, Some(c"newinstance,ptmxmode=0666,mode=0620")),
-        (c"shm", "/newroot/dev/shm", c"tmpfs", sys::MS_NOSUID | sys::MS_NODEV, Some(c"mode=1777")),
+    let specials: [(
+        &std::ffi::CStr,
+        &str,
+        &std::ffi::CStr,
+        c_ulong,
+        Option<&std::ffi::CStr>,
+    ); 5] = [
+        (
+            c"proc",
+            "/newroot/proc",
+            c"proc",
+            sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC,
+            None,
+        ),
+        (
+            c"sysfs",
+            "/newroot/sys",
+            c"sysfs",
+            sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC,
+            None,
+        ),
+        (
+            c"devtmpfs",
+            "/newroot/dev",
+            c"devtmpfs",
+            sys::MS_NOSUID,
+            None,
+        ),
+        (
+            c"devpts",
+            "/newroot/dev/pts",
+            c"devpts",
+            sys::MS_NOSUID | sys::MS_NOEXEC,
+            Some(c"newinstance,ptmxmode=0666,mode=0620"),
+        ),
+        (
+            c"shm",
+            "/newroot/dev/shm",
+            c"tmpfs",
+            sys::MS_NOSUID | sys::MS_NODEV,
+            Some(c"mode=1777"),
+        ),
     ];
     for (src, target, fstype, flags, data) in specials {
         if std::fs::metadata(target).is_err() {
@@ -171,7 +266,14 @@ fn run(s: Setup) -> Result<(), Fail> {
         if sys::chdir(c"/newroot".as_ptr()) != 0 {
             return Err(fail(sys::errno(), "chdir /newroot"));
         }
-        if sys::mount(c".".as_ptr(), c"/".as_ptr(), std::ptr::null(), sys::MS_MOVE, std::ptr::null()) != 0 {
+        if sys::mount(
+            c".".as_ptr(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            sys::MS_MOVE,
+            std::ptr::null(),
+        ) != 0
+        {
             return Err(fail(sys::errno(), "MS_MOVE /newroot to /"));
         }
         if sys::chroot(c".".as_ptr()) != 0 {
@@ -191,8 +293,19 @@ fn run(s: Setup) -> Result<(), Fail> {
             Some(n) => format!("size={n}"),
             None => String::new(),
         };
-        sys::mount_fs(c"tmpfs", &c(&t.target), c"tmpfs", sys::MS_NOSUID | sys::MS_NODEV, Some(&c(data.as_bytes())))
-            .map_err(|e| fail(e, format!("mount tmpfs on {}", String::from_utf8_lossy(&t.target))))?;
+        sys::mount_fs(
+            c"tmpfs",
+            &c(&t.target),
+            c"tmpfs",
+            sys::MS_NOSUID | sys::MS_NODEV,
+            Some(&c(data.as_bytes())),
+        )
+        .map_err(|e| {
+            fail(
+                e,
+                format!("mount tmpfs on {}", String::from_utf8_lossy(&t.target)),
+            )
+        })?;
     }
     if unsafe { sys::sethostname(s.hostname.as_ptr() as *const _, s.hostname.len()) } != 0 {
         return Err(fail(sys::errno(), "sethostname"));
@@ -203,11 +316,14 @@ fn run(s: Setup) -> Result<(), Fail> {
 fn mkdir_p(p: &[u8]) -> Result<(), Fail> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::path::Path::new(std::ffi::OsStr::from_bytes(p));
-    std::fs::create_dir_all(path).map_err(|e| fail(sys::io_errno(&e), format!("mkdir -p {}", path.display())))
+    std::fs::create_dir_all(path)
+        .map_err(|e| fail(sys::io_errno(&e), format!("mkdir -p {}", path.display())))
 }
 
 fn add_entropy(bytes: &[u8]) -> Result<(), Fail> {
-    let fd = sys::Fd(sys::open_path("/dev/urandom", sys::O_RDWR).map_err(|e| fail(e, "open /dev/urandom"))?);
+    let fd = sys::Fd(
+        sys::open_path("/dev/urandom", sys::O_RDWR).map_err(|e| fail(e, "open /dev/urandom"))?,
+    );
     // struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
     let mut info: Vec<u8> = Vec::with_capacity(8 + bytes.len() + 4);
     info.extend_from_slice(&((bytes.len() * 8) as i32).to_ne_bytes());
@@ -230,7 +346,8 @@ const RELAY_BUF: usize = (16 << 20) + 8192;
 
 /// Opens the port `tag` and /dev/fuse, mounts at `target`, starts the relay.
 fn fuse_mount(tag: &str, target: &std::ffi::CStr, ro: bool) -> Result<(), Fail> {
-    let port = crate::find_port(tag, Duration::from_secs(2)).ok_or((sys::ENODEV, format!("virtio-serial port {tag:?} not found")))?;
+    let port = crate::find_port(tag, Duration::from_secs(2))
+        .ok_or((sys::ENODEV, format!("virtio-serial port {tag:?} not found")))?;
     let fuse = match sys::open_path("/dev/fuse", sys::O_RDWR) {
         Ok(fd) => fd,
         Err(e) => {
@@ -238,25 +355,46 @@ fn fuse_mount(tag: &str, target: &std::ffi::CStr, ro: bool) -> Result<(), Fail> 
             return Err(fail(e, "open /dev/fuse"));
         }
     };
-    let opts = format!("fd={fuse},rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions");
+    let opts =
+        format!("fd={fuse},rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions");
     let flags = if ro { sys::MS_RDONLY } else { 0 };
-    if let Err(e) = sys::mount_fs(&c(tag.as_bytes()), target, c"fuse", flags, Some(&c(opts.as_bytes()))) {
+    if let Err(e) = sys::mount_fs(
+        &c(tag.as_bytes()),
+        target,
+        c"fuse",
+        flags,
+        Some(&c(opts.as_bytes())),
+    ) {
         unsafe {
             sys::close(port);
             sys::close(fuse);
         }
-        return Err(fail(e, format!("mount fuse {tag} on {}", target.to_string_lossy())));
+        return Err(fail(
+            e,
+            format!("mount fuse {tag} on {}", target.to_string_lossy()),
+        ));
     }
     let name = tag.to_string();
-    let spawn = |n: String, f: Box<dyn FnOnce() + Send>| std::thread::Builder::new().name(n).spawn(f);
+    let spawn =
+        |n: String, f: Box<dyn FnOnce() + Send>| std::thread::Builder::new().name(n).spawn(f);
     let t = name.clone();
-    let a = spawn(format!("{name}-in"), Box::new(move || relay_fuse_to_port(&t, fuse, port)));
+    let a = spawn(
+        format!("{name}-in"),
+        Box::new(move || relay_fuse_to_port(&t, fuse, port)),
+    );
     let t = name.clone();
-    let b = spawn(format!("{name}-out"), Box::new(move || relay_port_to_fuse(&t, port, fuse)));
+    let b = spawn(
+        format!("{name}-out"),
+        Box::new(move || relay_port_to_fuse(&t, port, fuse)),
+    );
     if a.is_err() || b.is_err() {
         return Err((sys::EAGAIN, "cannot start the FUSE relay threads".into()));
     }
-    log!("mounted {tag} on {}{}", target.to_string_lossy(), if ro { " (ro)" } else { "" });
+    log!(
+        "mounted {tag} on {}{}",
+        target.to_string_lossy(),
+        if ro { " (ro)" } else { "" }
+    );
     Ok(())
 }
 
@@ -305,9 +443,13 @@ fn relay_port_to_fuse(tag: &str, port: c_int, fuse: c_int) {
         }
         let mut start = 0;
         while have - start >= 16 {
-            let len = u32::from_le_bytes([buf[start], buf[start + 1], buf[start + 2], buf[start + 3]]) as usize;
-            if len < 16 || len > RELAY_BUF {
-                log!("{tag}: reply length {len} out of range: the FUSE relay cannot resynchronise and stops");
+            let len =
+                u32::from_le_bytes([buf[start], buf[start + 1], buf[start + 2], buf[start + 3]])
+                    as usize;
+            if !(16..=RELAY_BUF).contains(&len) {
+                log!(
+                    "{tag}: reply length {len} out of range: the FUSE relay cannot resynchronise and stops"
+                );
                 return;
             }
             if have - start < len {
@@ -349,7 +491,10 @@ pub fn shutdown() {
     }
     unsafe { sys::sync() };
     if let Ok(mounts) = std::fs::read_to_string("/proc/mounts") {
-        let targets: Vec<String> = mounts.lines().filter_map(|l| l.split(' ').nth(1).map(unescape_mount)).collect();
+        let targets: Vec<String> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(1).map(unescape_mount))
+            .collect();
         for t in targets.iter().rev() {
             if t == "/" {
                 continue;
@@ -376,7 +521,10 @@ fn unescape_mount(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -389,19 +537,23 @@ fn unescape_mount(s: &str) -> String {
 
 /// Processes other than PID 1 and kernel threads.
 fn user_processes() -> usize {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
     let mut n = 0;
     for e in dir.flatten() {
         let name = e.file_name();
-        let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
         if pid == 1 {
             continue;
         }
         // kernel threads have an empty cmdline; zombies too, but the reaper takes those
-        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
-            if !cmd.is_empty() {
-                n += 1;
-            }
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline"))
+            && !cmd.is_empty()
+        {
+            n += 1;
         }
     }
     n

@@ -49,7 +49,11 @@ unsafe extern "C" {
     pub fn poll(fds: *mut pollfd, n: c_ulong, timeout: c_int) -> c_int;
     pub fn ioctl(fd: c_int, req: c_ulong, ...) -> c_int;
     pub fn fork() -> pid_t;
-    pub fn execve(path: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int;
+    pub fn execve(
+        path: *const c_char,
+        argv: *const *const c_char,
+        envp: *const *const c_char,
+    ) -> c_int;
     pub fn _exit(code: c_int) -> !;
     pub fn waitpid(pid: pid_t, status: *mut c_int, options: c_int) -> pid_t;
     pub fn kill(pid: pid_t, sig: c_int) -> c_int;
@@ -57,7 +61,13 @@ unsafe extern "C" {
     pub fn chdir(path: *const c_char) -> c_int;
     pub fn chroot(path: *const c_char) -> c_int;
     pub fn getpid() -> pid_t;
-    pub fn mount(src: *const c_char, target: *const c_char, fstype: *const c_char, flags: c_ulong, data: *const c_void) -> c_int;
+    pub fn mount(
+        src: *const c_char,
+        target: *const c_char,
+        fstype: *const c_char,
+        flags: c_ulong,
+        data: *const c_void,
+    ) -> c_int;
     pub fn umount2(target: *const c_char, flags: c_int) -> c_int;
     pub fn sethostname(name: *const c_char, len: usize) -> c_int;
     pub fn clock_settime(clock: c_int, tp: *const timespec) -> c_int;
@@ -133,7 +143,13 @@ pub fn check(r: c_int) -> Result<c_int, i32> {
     if r < 0 { Err(errno()) } else { Ok(r) }
 }
 
-pub fn mount_fs(src: &CStr, target: &CStr, fstype: &CStr, flags: c_ulong, data: Option<&CStr>) -> Result<(), i32> {
+pub fn mount_fs(
+    src: &CStr,
+    target: &CStr,
+    fstype: &CStr,
+    flags: c_ulong,
+    data: Option<&CStr>,
+) -> Result<(), i32> {
     let d = data.map_or(std::ptr::null(), |d| d.as_ptr() as *const c_void);
     check(unsafe { mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), flags, d) }).map(|_| ())
 }

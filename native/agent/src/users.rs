@@ -35,7 +35,12 @@ fn passwd(text: &[u8]) -> Vec<Passwd> {
             if f.len() < 7 {
                 return None;
             }
-            Some(Passwd { name: f[0].to_vec(), uid: num(f[2])?, gid: num(f[3])?, home: f[5].to_vec() })
+            Some(Passwd {
+                name: f[0].to_vec(),
+                uid: num(f[2])?,
+                gid: num(f[3])?,
+                home: f[5].to_vec(),
+            })
         })
         .collect()
 }
@@ -47,8 +52,16 @@ fn groups(text: &[u8]) -> Vec<Group> {
             if f.len() < 4 {
                 return None;
             }
-            let members = f[3].split(|&c| c == b',').filter(|m| !m.is_empty()).map(|m| m.to_vec()).collect();
-            Some(Group { name: f[0].to_vec(), gid: num(f[2])?, members })
+            let members = f[3]
+                .split(|&c| c == b',')
+                .filter(|m| !m.is_empty())
+                .map(|m| m.to_vec())
+                .collect();
+            Some(Group {
+                name: f[0].to_vec(),
+                gid: num(f[2])?,
+                members,
+            })
         })
         .collect()
 }
@@ -72,7 +85,12 @@ pub fn resolve(spec: &Spec, passwd_text: &[u8], group_text: &[u8]) -> Result<Ids
     let show = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     let entry = match num(&user_part) {
         Some(uid) => users.iter().find(|p| p.uid == uid),
-        None => Some(users.iter().find(|p| p.name == user_part).ok_or_else(|| format!("unknown user {:?}", show(&user_part)))?),
+        None => Some(
+            users
+                .iter()
+                .find(|p| p.name == user_part)
+                .ok_or_else(|| format!("unknown user {:?}", show(&user_part)))?,
+        ),
     };
     let uid = match (num(&user_part), entry) {
         (Some(u), _) => u,
@@ -84,30 +102,43 @@ pub fn resolve(spec: &Spec, passwd_text: &[u8], group_text: &[u8]) -> Result<Ids
     if let Some(g) = &group_part {
         gid = match num(g) {
             Some(n) => n,
-            None => all_groups.iter().find(|x| x.name == *g).map(|x| x.gid).ok_or_else(|| format!("unknown group {:?}", show(g)))?,
+            None => all_groups
+                .iter()
+                .find(|x| x.name == *g)
+                .map(|x| x.gid)
+                .ok_or_else(|| format!("unknown group {:?}", show(g)))?,
         };
     }
     let mut sup = vec![gid];
     if let Some(p) = entry {
         for g in &all_groups {
-            if g.members.iter().any(|m| *m == p.name) && !sup.contains(&g.gid) {
+            if g.members.contains(&p.name) && !sup.contains(&g.gid) {
                 sup.push(g.gid);
             }
         }
     }
-    Ok(Ids { uid, gid, groups: sup, home: entry.map(|p| p.home.clone()) })
+    Ok(Ids {
+        uid,
+        gid,
+        groups: sup,
+        home: entry.map(|p| p.home.clone()),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    const P: &[u8] = b"root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\nbad line\n";
+    const P: &[u8] =
+        b"root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\nbad line\n";
     const G: &[u8] = b"root:x:0:\nalice:x:1000:\nwheel:x:10:alice,bob\nstaff:x:50:\n";
 
     #[test]
     fn names_and_numbers() {
         let a = resolve(&Spec::Text(b"alice".to_vec()), P, G).unwrap();
-        assert_eq!((a.uid, a.gid, a.groups.clone(), a.home.as_deref()), (1000, 1000, vec![1000, 10], Some(&b"/home/alice"[..])));
+        assert_eq!(
+            (a.uid, a.gid, a.groups.clone(), a.home.as_deref()),
+            (1000, 1000, vec![1000, 10], Some(&b"/home/alice"[..]))
+        );
         let b = resolve(&Spec::Uid(1000), P, G).unwrap();
         assert_eq!(b.gid, 1000);
         let c = resolve(&Spec::Text(b"4242:staff".to_vec()), P, G).unwrap();

@@ -18,6 +18,7 @@ const PATH = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
 
 let work: string;
 let rootDir: string;
+let stateDir: string;
 let vm: MicroVm;
 
 const run = async (script: string, extra: { user?: string | number; cwd?: string; env?: string[] } = {}) =>
@@ -30,7 +31,8 @@ beforeAll(async () => {
   rootDir = join(work, "root");
   await mkdir(rootDir);
   await buildBusyboxRoot(rootDir);
-  vm = await MicroVm.start({ mounts: [{ target: "/", fs: new PassthroughFs({ rootDir }) }], tmpfs: [{ target: "/scratch", size: 64 << 20 }], hostname: "testbox" });
+  stateDir = join(work, "states");
+  vm = await MicroVm.start({ mounts: [{ target: "/", fs: new PassthroughFs({ rootDir }) }], tmpfs: [{ target: "/scratch", size: 64 << 20 }], hostname: "testbox", stateDir });
 }, 120_000);
 
 afterAll(async () => {
@@ -185,6 +187,35 @@ describe("MicroVm on an image-like OverlayFs root", () => {
     expect(await readFile(join(rootDir, "etc/hostname"), "utf8")).toBe("fixture\n");
     expect(await readFile(join(rootDir, "etc/passwd"), "utf8")).not.toContain("changed");
     expect((await readdir(rootDir, { recursive: true })).sort()).toEqual(before);
+  }, 120_000);
+});
+
+describe("MicroVm starts", () => {
+  const rootFs = () => [{ target: "/", fs: new PassthroughFs({ rootDir }) }];
+  const guestRandom = async (machine: MicroVm): Promise<string> => text((await machine.agent.exec({ argv: ["sh", "-c", "head -c 32 /dev/urandom | od -An -tx1"], env: [PATH] }).output()).stdout).replace(/\s+/g, "");
+
+  it("from one saved state get different random bytes and the current clock", async () => {
+    const [a, b] = await Promise.all([MicroVm.start({ mounts: rootFs(), stateDir }), MicroVm.start({ mounts: rootFs(), stateDir })]);
+    try {
+      expect([a.timings.restored, b.timings.restored]).toEqual([true, true]);
+      const [ra, rb] = await Promise.all([guestRandom(a), guestRandom(b)]);
+      expect(ra).toMatch(/^[0-9a-f]{64}$/);
+      expect(ra).not.toBe(rb);
+      const guestNow = Number(text((await a.agent.exec({ argv: ["date", "+%s"], env: [PATH] }).output()).stdout));
+      expect(Math.abs(guestNow - Date.now() / 1000)).toBeLessThan(10);
+    } finally {
+      await Promise.all([a.stop(), b.stop()]);
+    }
+  }, 120_000);
+
+  it("cold, without a saved state, when asked", async () => {
+    const cold = await MicroVm.start({ mounts: rootFs(), savedState: false });
+    try {
+      expect(cold.timings.restored).toBe(false);
+      expect(text((await cold.agent.exec({ argv: ["echo", "cold"], env: [PATH] }).output()).stdout)).toBe("cold\n");
+    } finally {
+      await cold.stop();
+    }
   }, 120_000);
 });
 

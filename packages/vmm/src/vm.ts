@@ -127,6 +127,16 @@ export class MicroVm implements AsyncDisposable {
     this.accel = accel.accel;
     this.accelReason = accel.reason;
     this.exited = qemu.exited;
+    // A FUSE server only closes on its own when the guest broke the FUSE
+    // protocol (or QEMU went away): the guest has lost a filesystem it cannot
+    // get back, so the whole VM goes.
+    servers.forEach((server, index) => {
+      void server.closed.then(() => {
+        if (this.stopping !== undefined) return;
+        agent.close(new VmmError("ERR_VMM_PROTOCOL", `fs${String(index)}`, "the guest broke the FUSE protocol on a filesystem port; the VM was stopped"));
+        void this.kill();
+      });
+    });
   }
 
   /** The guest's serial console log. */
