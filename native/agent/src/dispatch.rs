@@ -11,26 +11,19 @@ pub const VERSIONS: &[u64] = &[1];
 pub fn request(c: &'static Conn, id: u32, flags: u8, body: Value) {
     let t = match &body {
         Value::Map(entries) => match entries.first() {
-            Some((k, Value::Text(t))) if k == "t" => t.clone(),
-            _ => {
-                return reject(
-                    c,
-                    id,
-                    "EPROTO",
-                    71,
-                    "a message is a map whose first key is \"t\" (text)",
-                );
-            }
+            Some((k, Value::Text(t))) if k == "t" => Some(t.clone()),
+            _ => None,
         },
-        _ => {
-            return reject(
-                c,
-                id,
-                "EPROTO",
-                71,
-                "a message is a map whose first key is \"t\" (text)",
-            );
-        }
+        _ => None,
+    };
+    let Some(t) = t else {
+        return reject(
+            c,
+            id,
+            "EPROTO",
+            71,
+            "a message is a map whose first key is \"t\" (text)",
+        );
     };
     match t.as_str() {
         "hello" => hello(c, id, &body),

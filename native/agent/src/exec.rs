@@ -253,6 +253,16 @@ struct Failure {
     kind: Option<&'static str>,
 }
 
+/// A failure from a system call: its errno, named, with what was being done.
+fn os_failure(errno: i32, what: &str, kind: Option<&'static str>) -> Failure {
+    Failure {
+        code: sys::errno_name(errno),
+        errno,
+        message: format!("{what}: {}", sys::errno_text(errno)),
+        kind,
+    }
+}
+
 fn invalid(message: impl Into<String>) -> Failure {
     Failure {
         code: "EINVAL",
@@ -701,16 +711,7 @@ fn run(c: &'static Conn, s: Arc<Exec>, body: Value, stdin_rx: mpsc::Receiver<Std
     let io = match make_stdio(&p) {
         Ok(io) => io,
         Err(e) => {
-            return fail(
-                c,
-                id,
-                Failure {
-                    code: sys::errno_name(e),
-                    errno: e,
-                    message: format!("cannot set up stdio: {}", sys::errno_text(e)),
-                    kind: None,
-                },
-            );
+            return fail(c, id, os_failure(e, "cannot set up stdio", None));
         }
     };
     if io.master >= 0 {
@@ -719,16 +720,7 @@ fn run(c: &'static Conn, s: Arc<Exec>, body: Value, stdin_rx: mpsc::Receiver<Std
     let (err_r, err_w) = match sys::pipe_cloexec() {
         Ok(x) => x,
         Err(e) => {
-            return fail(
-                c,
-                id,
-                Failure {
-                    code: sys::errno_name(e),
-                    errno: e,
-                    message: "cannot create a pipe".into(),
-                    kind: None,
-                },
-            );
+            return fail(c, id, os_failure(e, "cannot create a pipe", None));
         }
     };
     // Everything the child touches, prepared now.
@@ -796,16 +788,7 @@ fn run(c: &'static Conn, s: Arc<Exec>, body: Value, stdin_rx: mpsc::Receiver<Std
     if pid < 0 {
         close_parent();
         if pid == -1 {
-            fail(
-                c,
-                id,
-                Failure {
-                    code: sys::errno_name(fork_errno),
-                    errno: fork_errno,
-                    message: format!("fork: {}", sys::errno_text(fork_errno)),
-                    kind: None,
-                },
-            );
+            fail(c, id, os_failure(fork_errno, "fork", None));
         }
         return;
     }
@@ -848,16 +831,7 @@ fn run(c: &'static Conn, s: Arc<Exec>, body: Value, stdin_rx: mpsc::Receiver<Std
                 unsafe { sys::close(fd) };
             }
         }
-        fail(
-            c,
-            id,
-            Failure {
-                code: sys::errno_name(e),
-                errno: e,
-                message: format!("{what}: {}", sys::errno_text(e)),
-                kind,
-            },
-        );
+        fail(c, id, os_failure(e, &what, kind));
         return;
     }
     lock(&s.state).started = true;
