@@ -374,7 +374,6 @@ fn fuse_mount(tag: &str, target: &std::ffi::CStr, ro: bool) -> Result<(), Fail> 
             format!("mount fuse {tag} on {}", target.to_string_lossy()),
         ));
     }
-    raise_readahead(tag, target);
     let name = tag.to_string();
     let spawn =
         |n: String, f: Box<dyn FnOnce() + Send>| std::thread::Builder::new().name(n).spawn(f);
@@ -391,6 +390,8 @@ fn fuse_mount(tag: &str, target: &std::ffi::CStr, ro: bool) -> Result<(), Fail> 
     if a.is_err() || b.is_err() {
         return Err((sys::EAGAIN, "cannot start the FUSE relay threads".into()));
     }
+    // After the relay runs: finding the mount's device stats through it.
+    raise_readahead(tag, target);
     log!(
         "mounted {tag} on {}{}",
         target.to_string_lossy(),
