@@ -24,9 +24,18 @@ export interface QemuConfig {
   /** The guest's serial console goes to this file. */
   readonly consoleLog: string;
   readonly ports: readonly SerialPort[];
+  /**
+   * Guest RAM backed by this file: `shared` writes the RAM into it (a VM
+   * whose state is being saved), otherwise it is mapped copy-on-write (a VM
+   * restored from it). Default: anonymous memory.
+   */
+  readonly memoryFile?: { readonly path: string; readonly shared: boolean };
   /** Extra arguments (e.g. `-incoming` for a saved state), appended last. */
   readonly extraArgs?: readonly string[];
 }
+
+/** Escapes a value for QEMU's comma-separated option lists. */
+const optionValue = (value: string): string => value.replaceAll(",", ",,");
 
 /** The default QEMU binary; `MSB_QEMU` overrides it. */
 export const defaultQemuBinary = (env: NodeJS.ProcessEnv = process.env): string => env.MSB_QEMU ?? "qemu-system-x86_64";
@@ -41,12 +50,14 @@ export function qemuArgs(config: QemuConfig): string[] {
   const accel = config.accel === "kvm" ? ["-accel", "kvm", "-cpu", "host"] : ["-accel", config.cpus > 1 ? "tcg,thread=multi" : "tcg", "-cpu", "qemu64"];
   const ports = config.ports.flatMap((port, index) => [
     "-chardev",
-    `socket,id=port${String(index)},path=${port.socketPath}`,
+    `socket,id=port${String(index)},path=${optionValue(port.socketPath)}`,
     "-device",
     `virtserialport,chardev=port${String(index)},name=${port.name},id=vport${String(index)}`,
   ]);
+  const memory = config.memoryFile === undefined ? [] : ["-object", `memory-backend-file,id=ram,size=${String(config.memoryMiB)}M,mem-path=${optionValue(config.memoryFile.path)},share=${config.memoryFile.shared ? "on" : "off"}`];
   return [
-    "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=on,pic=on",
+    "-M", `microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=on,pic=on${memory.length > 0 ? ",memory-backend=ram" : ""}`,
+    ...memory,
     ...accel,
     "-m", String(config.memoryMiB),
     "-smp", String(config.cpus),
@@ -54,7 +65,7 @@ export function qemuArgs(config: QemuConfig): string[] {
     "-kernel", config.kernel,
     "-initrd", config.initramfs,
     "-append", config.cmdline,
-    "-chardev", `file,id=console,path=${config.consoleLog}`,
+    "-chardev", `file,id=console,path=${optionValue(config.consoleLog)}`,
     "-serial", "chardev:console",
     "-device", "virtio-serial-device",
     ...ports,

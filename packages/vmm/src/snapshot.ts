@@ -1,13 +1,17 @@
 // Saved VM states: boot once per guest-asset version and machine shape, save
 // the VM when the agent has opened its port (before any filesystem exists on
-// the host side), and start later VMs from that state with -incoming. Every
-// restored guest gets fresh entropy and the clock at `setup`.
+// the host side), and start later VMs from that state. The guest's RAM lives
+// in a file: the saving VM maps it shared (so the file holds the RAM), every
+// restored VM maps it private (copy-on-write) and migration carries only the
+// device state (QEMU's x-ignore-shared). A restore then reads ~60 KB instead
+// of the guest's memory, and idle sandboxes share the template's pages.
+// Every restored guest gets fresh entropy and the clock at `setup`.
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, rename, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rename, rm } from "node:fs/promises";
 import { createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import type { Accelerator } from "./accel.js";
 import { VmmError } from "./errors.js";
 import { QmpClient } from "./qmp.js";
@@ -30,15 +34,60 @@ export function defaultStateDir(env: NodeJS.ProcessEnv = process.env): string {
   return join(home, "cache", "vm-states");
 }
 
-/** The file a saved state for `key` lives in. */
-export function savedStatePath(dir: string, key: SavedStateKey): string {
-  const digest = createHash("sha256").update(JSON.stringify([key.assetsVersion, key.accel, key.memoryMiB, key.cpus, key.fsPorts, key.qemuBinary])).digest("hex");
-  return join(dir, `${digest.slice(0, 24)}.vmstate`);
+/** A saved state's two files: the guest RAM and QEMU's device state. */
+export interface SavedState {
+  /** The guest's RAM, mapped by restored VMs copy-on-write. */
+  readonly ram: string;
+  /** QEMU's migration stream without the RAM. */
+  readonly devices: string;
 }
 
-/** The `-incoming` URI that loads a saved state (QEMU runs it through /bin/sh). */
-export function incomingUri(path: string): string {
-  return `exec:cat '${path.replaceAll("'", "'\\''")}'`;
+/**
+ * Where the saved state for `key` lives in `dir`. Names start with the asset
+ * version, so states of other versions can be told apart and pruned.
+ */
+export function savedStatePath(dir: string, key: SavedStateKey): SavedState {
+  const digest = createHash("sha256").update(JSON.stringify([key.assetsVersion, key.accel, key.memoryMiB, key.cpus, key.fsPorts, key.qemuBinary])).digest("hex");
+  const base = join(dir, `${key.assetsVersion.slice(0, 16)}-${digest.slice(0, 16)}`);
+  return { ram: `${base}.ram`, devices: `${base}.dev` };
+}
+
+/** Quotes a path for the `exec:` migration URIs, which QEMU runs through /bin/sh. */
+const shellQuote = (path: string): string => `'${path.replaceAll("'", "'\\''")}'`;
+
+/** Polls for QEMU's QMP socket (it appears early in QEMU's start) and connects. */
+export async function connectQmp(path: string): Promise<QmpClient> {
+  for (let attempt = 0; !existsSync(path); attempt++) {
+    if (attempt > 10_000) throw new VmmError("ERR_VMM_QEMU", path, "QEMU did not create its QMP socket");
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+  return QmpClient.connect(path);
+}
+
+/** The migration capability that leaves file-backed shared RAM out of the stream. */
+const IGNORE_SHARED = { capabilities: [{ capability: "x-ignore-shared", state: true }] };
+
+/** QEMU arguments that start a VM waiting to load `state` (see {@link loadSavedState}). */
+export function restoreArgs(qmpPath: string): string[] {
+  return ["-qmp", `unix:${qmpPath},server=on,wait=on`, "-incoming", "defer"];
+}
+
+/** Loads the device state into a VM started with {@link restoreArgs}; it then runs by itself. */
+export async function loadSavedState(qmpPath: string, state: SavedState): Promise<void> {
+  const qmp = await connectQmp(qmpPath);
+  try {
+    await qmp.execute("migrate-set-capabilities", IGNORE_SHARED);
+    await qmp.execute("migrate-incoming", { uri: `exec:cat ${shellQuote(state.devices)}` });
+  } finally {
+    qmp.close();
+  }
+}
+
+/** Removes saved states of other guest-asset versions from `dir`. */
+export async function pruneSavedStates(dir: string, assetsVersion: string): Promise<void> {
+  const keep = `${assetsVersion.slice(0, 16)}-`;
+  const names = await readdir(dir).catch(() => [] as string[]);
+  await Promise.all(names.filter((name) => /\.(ram|dev)$/.test(name) && !name.startsWith(keep)).map((name) => rm(join(dir, name), { force: true })));
 }
 
 /** The ports of a VM with `fsPorts` filesystem ports, sockets under `runDir`. */
@@ -74,34 +123,33 @@ export async function listenPorts(ports: readonly SerialPort[]): Promise<PortLis
 
 /**
  * Boots a VM to the point where the agent waits for its first frame and
- * saves its state to `path` (temp file + rename). `config` is the machine
- * the state will be restored into, minus `extraArgs`.
+ * saves its state to `state` (temp files, then renamed: the device file
+ * last, so its presence means the pair is complete). `config` is the machine
+ * the state will be restored into, minus what the save adds.
  */
-export async function saveVmState(config: Omit<QemuConfig, "extraArgs" | "consoleLog" | "ports">, fsPorts: number, path: string, timeoutMs = 60_000): Promise<void> {
-  await mkdir(join(path, ".."), { recursive: true });
+export async function saveVmState(config: Omit<QemuConfig, "extraArgs" | "consoleLog" | "ports" | "memoryFile">, fsPorts: number, state: SavedState, timeoutMs = 60_000): Promise<void> {
+  await mkdir(dirname(state.devices), { recursive: true });
   const runDir = await mkdtemp(join(tmpdir(), "msb-save-"));
-  const temp = `${path}.${String(process.pid)}.tmp`;
+  const suffix = `.${String(process.pid)}.tmp`;
+  const temp = { ram: state.ram + suffix, devices: state.devices + suffix };
   const ports = vmPorts(runDir, fsPorts);
   const listeners = await listenPorts(ports);
   const qmpPath = join(runDir, "qmp.sock");
   const consoleLog = join(runDir, "console.log");
   // wait=on: QEMU does not run the guest before we are on QMP, so no event is missed.
-  const qemu = startQemu({ ...config, consoleLog, ports, extraArgs: ["-qmp", `unix:${qmpPath},server=on,wait=on`] });
+  const qemu = startQemu({ ...config, consoleLog, ports, memoryFile: { path: temp.ram, shared: true }, extraArgs: ["-qmp", `unix:${qmpPath},server=on,wait=on`] });
   const session: { qmp?: QmpClient } = {};
   let timer: NodeJS.Timeout | undefined;
   try {
     const work = (async () => {
-      for (let attempt = 0; !existsSync(qmpPath); attempt++) {
-        if (attempt > 2000) throw new VmmError("ERR_VMM_QEMU", qmpPath, "QEMU did not create its QMP socket");
-        await new Promise((resolve) => setTimeout(resolve, 5));
-      }
-      const qmp = (session.qmp = await QmpClient.connect(qmpPath));
+      const qmp = (session.qmp = await connectQmp(qmpPath));
       await qmp.waitForEvent("VSERPORT_CHANGE", (event) => event.data?.id === "vport0" && event.data.open === true);
-      await qmp.execute("migrate", { uri: `exec:cat > '${temp.replaceAll("'", "'\\''")}'` });
+      await qmp.execute("migrate-set-capabilities", IGNORE_SHARED);
+      await qmp.execute("migrate", { uri: `exec:cat > ${shellQuote(temp.devices)}` });
       for (;;) {
         const status = (await qmp.execute("query-migrate")) as { status?: string; "error-desc"?: string };
         if (status.status === "completed") break;
-        if (status.status === "failed" || status.status === "cancelled") throw new VmmError("ERR_VMM_QEMU", path, `saving the VM state ${status.status}: ${status["error-desc"] ?? ""}`);
+        if (status.status === "failed" || status.status === "cancelled") throw new VmmError("ERR_VMM_QEMU", state.devices, `saving the VM state ${status.status}: ${status["error-desc"] ?? ""}`);
         await new Promise((resolve) => setTimeout(resolve, 10));
       }
     })();
@@ -109,10 +157,14 @@ export async function saveVmState(config: Omit<QemuConfig, "extraArgs" | "consol
       throw qemuFailed(exit, qemu.stderr(), config.binary ?? "qemu");
     });
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => void consoleTail(consoleLog).then((tail) => reject(new VmmError("ERR_VMM_BOOT", path, `no agent to save within ${String(timeoutMs)} ms; guest console:\n${tail}`))), timeoutMs);
+      timer = setTimeout(() => void consoleTail(consoleLog).then((tail) => reject(new VmmError("ERR_VMM_BOOT", state.devices, `no agent to save within ${String(timeoutMs)} ms; guest console:\n${tail}`))), timeoutMs);
     });
     await Promise.race([work, early, timeout]);
-    await rename(temp, path);
+    // The RAM file is only complete once QEMU has let go of its shared mapping.
+    qemu.kill();
+    await qemu.exited;
+    await rename(temp.ram, state.ram);
+    await rename(temp.devices, state.devices);
   } finally {
     clearTimeout(timer);
     session.qmp?.close();
@@ -122,7 +174,8 @@ export async function saveVmState(config: Omit<QemuConfig, "extraArgs" | "consol
       listener.server.close();
       void listener.connection.then((socket) => socket.destroy());
     }
-    await rm(temp, { force: true });
+    await rm(temp.ram, { force: true });
+    await rm(temp.devices, { force: true });
     await rm(runDir, { recursive: true, force: true });
   }
 }

@@ -12,7 +12,7 @@ import { AgentClient } from "./agent.js";
 import { findGuestAssets, type GuestAssets } from "./assets.js";
 import { VmmError } from "./errors.js";
 import { consoleTail, defaultQemuBinary, qemuFailed, startQemu, type QemuConfig, type QemuExit, type QemuProcess } from "./qemu.js";
-import { defaultStateDir, incomingUri, listenPorts, saveVmState, savedStatePath, vmPorts } from "./snapshot.js";
+import { defaultStateDir, listenPorts, loadSavedState, pruneSavedStates, restoreArgs, saveVmState, savedStatePath, vmPorts, type SavedState } from "./snapshot.js";
 
 /** A filesystem the guest mounts, served from the host. */
 export interface VmMount {
@@ -61,12 +61,13 @@ export interface MicroVmOptions {
  * be made (say, an accelerator without migration support) is not fatal: the
  * VM then boots cold.
  */
-async function ensureSavedState(machine: Omit<QemuConfig, "extraArgs" | "consoleLog" | "ports">, fsPorts: number, stateDir: string, assetsVersion: string): Promise<string | undefined> {
-  const path = savedStatePath(stateDir, { assetsVersion, accel: machine.accel, memoryMiB: machine.memoryMiB, cpus: machine.cpus, fsPorts, qemuBinary: machine.binary ?? defaultQemuBinary() });
-  if (existsSync(path)) return path;
+async function ensureSavedState(machine: Omit<QemuConfig, "extraArgs" | "consoleLog" | "ports" | "memoryFile">, fsPorts: number, stateDir: string, assetsVersion: string): Promise<SavedState | undefined> {
+  const state = savedStatePath(stateDir, { assetsVersion, accel: machine.accel, memoryMiB: machine.memoryMiB, cpus: machine.cpus, fsPorts, qemuBinary: machine.binary ?? defaultQemuBinary() });
+  if (existsSync(state.devices) && existsSync(state.ram)) return state;
   try {
-    await saveVmState(machine, fsPorts, path);
-    return path;
+    await saveVmState(machine, fsPorts, state);
+    await pruneSavedStates(stateDir, assetsVersion);
+    return state;
   } catch (error) {
     process.emitWarning(`msb: booting cold, the VM state could not be saved: ${error instanceof Error ? error.message : String(error)}`);
     return undefined;
@@ -179,7 +180,17 @@ export class MicroVm implements AsyncDisposable {
     let qemu: QemuProcess | undefined;
     const servers: FuseStream[] = [];
     try {
-      qemu = startQemu({ ...machine, consoleLog: join(runDir, "console.log"), ports, extraArgs: savedState === undefined ? [] : ["-incoming", incomingUri(savedState)] });
+      const qmpPath = join(runDir, "qmp.sock");
+      qemu = startQemu({
+        ...machine,
+        consoleLog: join(runDir, "console.log"),
+        ports,
+        ...(savedState === undefined ? {} : { memoryFile: { path: savedState.ram, shared: false }, extraArgs: restoreArgs(qmpPath) }),
+      });
+      // QEMU waits on its QMP socket for the device state; the ports connect meanwhile.
+      const loading = savedState === undefined ? Promise.resolve() : loadSavedState(qmpPath, savedState);
+      // Awaited below; a failure after QEMU died or the boot timed out is already reported.
+      loading.catch(() => undefined);
       const running = qemu;
       cleanup.push(() => running.kill());
       const early = running.exited.then(async (exit) => {
@@ -191,7 +202,7 @@ export class MicroVm implements AsyncDisposable {
       const step = <T>(name: string, promise: Promise<T>): Promise<T> =>
         withTimeout(Promise.race([promise, early]), Math.max(1, bootTimeoutMs - elapsed()), () => new VmmError("ERR_VMM_BOOT", runDir, `the guest did not reach "${name}" within ${String(bootTimeoutMs)} ms under ${accel.accel}`));
       try {
-        const sockets = await step("QEMU connected", Promise.all(listeners.map((l) => l.connection)));
+        const [sockets] = await step("QEMU connected", Promise.all([Promise.all(listeners.map((l) => l.connection)), loading]));
         const qemuStarted = elapsed();
         const [agentSocket, ...fsSockets] = sockets;
         if (agentSocket === undefined) throw new VmmError("ERR_VMM_QEMU", binary, "QEMU did not connect the agent port");
