@@ -9,7 +9,8 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
 import { TESTBED, startTestbed } from "../../oci/src/test-registry.js";
-import { BUILTIN_IMAGE, imageCommand, mergeEnv, parseRunArgs } from "./cli-run.js";
+import { parseRunArgs } from "./cli-run.js";
+import { BUILTIN_IMAGE, imageCommand, mergeEnv } from "./sandbox.js";
 
 const execFileAsync = promisify(execFile);
 const CLI = fileURLToPath(new URL("../dist/cli.js", import.meta.url));
@@ -51,6 +52,7 @@ describe("parseRunArgs", () => {
     [["--cpus", "0", "--", "true"], /--cpus/],
     [["-e", "NOEQUALS", "--", "true"], /KEY=VALUE/],
     [["--frobnicate", "--", "true"], /frobnicate/],
+    [["--pull", "sometimes", "--", "true"], /--pull/],
   ])("refuses %j", (args, message) => {
     expect(() => parseRunArgs(args)).toThrow(message);
   });
@@ -86,9 +88,9 @@ describe.skipIf(!existsSync(CLI))("msb run", () => {
     const missing = await msb(["run", "--", "no-such-command"]);
     expect(missing.code).toBe(127);
     expect(missing.stderr).toMatch(/not found|ENOENT/i);
-    const badImage = await msb(["run", "localhost:1/never/pulled", "--", "true"]);
+    const badImage = await msb(["run", "--pull", "never", "localhost:1/never/pulled", "--", "true"]);
     expect(badImage.code).toBe(125);
-    expect(badImage.stderr).toMatch(/ERR_OCI_IMAGE_NOT_FOUND.*msb pull/);
+    expect(badImage.stderr).toMatch(/ERR_MSB_IMAGE_NOT_FOUND.*not in the local store/);
   }, 120_000);
 
   it("leaves no sandbox directory behind", () => {

@@ -5,6 +5,7 @@
  * - `ERR_MSB_SANDBOX_EXISTS`: a sandbox of that name exists (and `replace` was not set).
  * - `ERR_MSB_EXEC_TIMEOUT`: an exec ran past its `timeoutMs` (it was killed).
  * - `ERR_MSB_EXEC_ABORTED`: an exec's AbortSignal fired (it was killed).
+ * - `ERR_MSB_EXEC_FAILED`: the command could not start (not found, not executable, bad cwd or user); `errno` says why.
  * - `ERR_MSB_IMAGE_NOT_FOUND`: the image is neither local nor pullable.
  * - `ERR_MSB_INVALID_CONFIG`: a bad option; `input` names it.
  * - `ERR_MSB_FS_OP`: a sandbox fs operation failed in the guest; see `errno`.
@@ -17,6 +18,7 @@ export type SandboxErrorCode =
   | "ERR_MSB_SANDBOX_EXISTS"
   | "ERR_MSB_EXEC_TIMEOUT"
   | "ERR_MSB_EXEC_ABORTED"
+  | "ERR_MSB_EXEC_FAILED"
   | "ERR_MSB_IMAGE_NOT_FOUND"
   | "ERR_MSB_INVALID_CONFIG"
   | "ERR_MSB_FS_OP"

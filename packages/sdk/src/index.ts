@@ -44,4 +44,18 @@ export {
   type VolumeKind,
   type VolumeSpec,
 } from "./volume.js";
-export { BUILTIN_IMAGE } from "./cli-run.js";
+export {
+  BUILTIN_IMAGE,
+  ExecStream,
+  Sandbox,
+  SandboxBuilder,
+  imageCommand,
+  mergeEnv,
+  type ExecOptions,
+  type ExecResult,
+  type ExecStreamEvent,
+  type ExecStreamOptions,
+  type PullPolicy,
+  type SandboxOptions,
+} from "./sandbox.js";
+export { SandboxFs, type SandboxDirEntry, type SandboxStat } from "./sandbox-fs.js";

@@ -36,7 +36,8 @@ export interface SetupRequest {
   /** The wall clock to set, in nanoseconds since the epoch. */
   readonly timeNs: bigint;
   readonly mounts: readonly SetupMount[];
-  readonly tmpfs?: readonly { readonly target: string; readonly size: number }[];
+  /** Guest tmpfs mounts; without `size`, the guest kernel's default (half its memory). */
+  readonly tmpfs?: readonly { readonly target: string; readonly size?: number }[];
 }
 
 /** A resource limit for an exec; `null` is unlimited. */
@@ -474,7 +475,7 @@ export class AgentClient {
         entropy: request.entropy,
         time: [sec, Number(request.timeNs - sec * 1_000_000_000n)],
         mounts: request.mounts.map((m) => ({ tag: m.tag, target: m.target, ro: m.readonly === true })),
-        ...(request.tmpfs === undefined ? {} : { tmpfs: request.tmpfs.map((t) => ({ target: t.target, size: t.size })) }),
+        ...(request.tmpfs === undefined ? {} : { tmpfs: request.tmpfs.map((t) => (t.size === undefined ? { target: t.target } : { target: t.target, size: t.size })) }),
       },
       "ok",
       "setup",

@@ -2,7 +2,7 @@
 // control connection and one FUSE server per filesystem.
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { DynFileSystem } from "@msb/fs";
@@ -27,7 +27,7 @@ export interface MicroVmOptions {
   /** Filesystems to serve; the first is the root `/`. */
   readonly mounts: readonly VmMount[];
   /** Guest tmpfs mounts (in guest memory). */
-  readonly tmpfs?: readonly { readonly target: string; readonly size: number }[];
+  readonly tmpfs?: readonly { readonly target: string; readonly size?: number }[];
   /** Guest memory in MiB. Default 256. */
   readonly memoryMiB?: number;
   /** vCPUs. Default 1. */
@@ -257,6 +257,13 @@ export class MicroVm implements AsyncDisposable {
       await Promise.all(this.servers.map((s) => s.close()));
       if (this.ownsRunDir) await rm(this.runDir, { recursive: true, force: true });
     })());
+  }
+
+  /** Resident memory of the QEMU process in bytes (`VmRSS`), or undefined once it has exited. */
+  async rssBytes(): Promise<number | undefined> {
+    const status = await readFile(`/proc/${String(this.qemu.pid)}/status`, "utf8").catch(() => "");
+    const kib = /^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1];
+    return kib === undefined ? undefined : Number(kib) * 1024;
   }
 
   /** Kills QEMU at once (no guest shutdown), then releases everything. */

@@ -1,0 +1,580 @@
+// Sandboxes as SDK users know them (e2b, Vercel Sandbox, microsandbox): create
+// from an image with volumes, scripts and patches; exec, shell, execStream;
+// the fs API; stop with `await using`.
+import { randomBytes } from "node:crypto";
+import { mkdir, readFile, rm } from "node:fs/promises";
+import { join } from "node:path";
+import type { DynFileSystem } from "@msb/fs";
+import { OverlayFs } from "@msb/fs-overlay";
+import { PassthroughFs } from "@msb/fs-passthrough";
+import { ImageStore, OciError, defaultHome, importOciLayout, pull, type ImageConfig, type ImageDetails, type PullOptions } from "@msb/oci";
+import { MicroVm, VmmError, findGuestAssets, type ExecExit, type ExecProcess, type VmMount } from "@msb/vmm";
+import { SandboxError } from "./errors.js";
+import { PatchBuilder, SCRIPTS_DIR, applyPatches, scriptPatches, type PatchOp } from "./patch.js";
+import { SandboxFs } from "./sandbox-fs.js";
+import { volumeBackend, volumeSpec, type VolumeBackend, type VolumeBuilder, type VolumeSpec } from "./volume.js";
+
+/** The reference the built-in image is stored under: busybox, assembled by setup from Debian's busybox-static. */
+export const BUILTIN_IMAGE = "msb.local/busybox:latest";
+
+const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+const NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
+
+/** When to pull the image: always, only when it is not in the store (default), or never. */
+export type PullPolicy = "always" | "missing" | "never";
+
+/** Options of {@link Sandbox.create}. */
+export interface SandboxOptions {
+  /** Unique name (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`, ≤ 63); default a random `sbx-…`. */
+  readonly name?: string;
+  /** Image reference; default {@link BUILTIN_IMAGE}. Ignored with `rootfs`. */
+  readonly image?: string;
+  /** A host directory to use as the root, read-write, instead of an image. */
+  readonly rootfs?: string;
+  /** vCPUs (default 1). */
+  readonly cpus?: number;
+  /** Guest memory in MiB (default 256). */
+  readonly memoryMiB?: number;
+  /** Environment for every exec, over the image's. */
+  readonly env?: Readonly<Record<string, string>>;
+  /** Working directory of every exec; default the image's, else `/`. */
+  readonly workdir?: string;
+  /** User of every exec (name, uid, `user:group`); default the image's, else root. */
+  readonly user?: string;
+  readonly hostname?: string;
+  /** Volumes by guest path, as {@link VolumeSpec}s (see {@link SandboxBuilder.volume}). */
+  readonly volumes?: readonly VolumeSpec[];
+  /** Scripts put in `/.msb/scripts/NAME` (mode 0755, on PATH). */
+  readonly scripts?: Readonly<Record<string, string>>;
+  /** Patches applied in order to the root before boot. */
+  readonly patches?: readonly PatchOp[];
+  /** Default `missing`. */
+  readonly pullPolicy?: PullPolicy;
+  /** Registry options for a pull (`insecure`, `caCert`, `platform`, …). */
+  readonly pull?: PullOptions;
+  /** Labels, for listing and filtering. */
+  readonly labels?: Readonly<Record<string, string>>;
+  /** Replace a sandbox of the same name held by this process. */
+  readonly replace?: boolean;
+}
+
+/** Per-exec options. */
+export interface ExecOptions {
+  readonly cwd?: string;
+  /** Added to the sandbox's environment. */
+  readonly env?: Readonly<Record<string, string>>;
+  readonly user?: string | number;
+  /** Kill the process after this long; the exec then rejects with `ERR_MSB_EXEC_TIMEOUT`. */
+  readonly timeoutMs?: number;
+  /** Kill the process when aborted; the exec then rejects with `ERR_MSB_EXEC_ABORTED`. */
+  readonly signal?: AbortSignal;
+  /** Bytes or text for stdin (closed after); default none (/dev/null). */
+  readonly stdin?: string | Uint8Array;
+}
+
+/** Options of {@link Sandbox.execStream}. */
+export interface ExecStreamOptions extends Omit<ExecOptions, "stdin" | "timeoutMs"> {
+  /** Run on a pseudo-terminal of this size (output then all comes as stdout). */
+  readonly tty?: { readonly rows: number; readonly cols: number };
+  /** Open stdin for {@link ExecStream.write}; default false (/dev/null). */
+  readonly stdin?: boolean;
+}
+
+/** What {@link Sandbox.exec} returns. */
+export interface ExecResult {
+  readonly exitCode: number;
+  readonly success: boolean;
+  /** The signal that killed the process, or null. */
+  readonly signal: number | null;
+  /** stdout decoded as UTF-8. */
+  readonly stdout: string;
+  readonly stderr: string;
+  readonly stdoutBytes: Uint8Array;
+  readonly stderrBytes: Uint8Array;
+}
+
+/** An event of {@link ExecStream}. */
+export type ExecStreamEvent =
+  | { readonly type: "started"; readonly pid: number }
+  | { readonly type: "stdout"; readonly data: Uint8Array }
+  | { readonly type: "stderr"; readonly data: Uint8Array }
+  | { readonly type: "exited"; readonly exitCode: number; readonly signal: number | null };
+
+const SIGNALS: Readonly<Record<string, number>> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGUSR1: 10, SIGUSR2: 12, SIGTERM: 15, SIGCONT: 18, SIGSTOP: 19, SIGWINCH: 28 };
+
+/** Turns what the VM layer throws into the SDK's errors; others pass through. */
+function execError(error: unknown, command: string): unknown {
+  if (!VmmError.is(error)) return error;
+  if (error.code === "ERR_VMM_AGENT" && error.kind !== undefined) {
+    return new SandboxError("ERR_MSB_EXEC_FAILED", command, `the command could not start (${error.kind}): ${error.message}`, { cause: error, errno: error.agentCode });
+  }
+  return new SandboxError("ERR_MSB_STATE", command, `the sandbox failed: ${error.message}`, { cause: error });
+}
+
+/**
+ * A running process started by {@link Sandbox.execStream}: iterate it for
+ * events; write stdin, signal, resize, kill.
+ */
+export class ExecStream implements AsyncIterable<ExecStreamEvent> {
+  private killed = false;
+
+  /** @internal */
+  constructor(private readonly proc: ExecProcess) {}
+
+  /** After {@link ExecStream.kill}, the agent's "cancelled" is the expected end, reported as SIGKILL. */
+  private wasKilled(error: unknown): boolean {
+    return this.killed && VmmError.is(error) && error.agentCode === "ECANCELED";
+  }
+
+  /** The guest pid, once started. */
+  get pid(): Promise<number> {
+    return this.proc.pid.catch((error: unknown) => {
+      throw execError(error, this.proc.command);
+    });
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<ExecStreamEvent> {
+    try {
+      for await (const event of this.proc) {
+        yield event.type === "exited" ? { type: "exited", exitCode: event.code, signal: event.signal } : event;
+      }
+    } catch (error) {
+      if (!this.wasKilled(error)) throw execError(error, this.proc.command);
+      yield { type: "exited", exitCode: 137, signal: 9 };
+    }
+  }
+
+  /** Resolves with the exit once the process has ended (consume the events too, or output stalls the process). */
+  async wait(): Promise<{ exitCode: number; signal: number | null }> {
+    const exit: ExecExit = await this.proc.exit.catch((error: unknown) => {
+      if (this.wasKilled(error)) return { code: 137, signal: 9 };
+      throw execError(error, this.proc.command);
+    });
+    return { exitCode: exit.code, signal: exit.signal };
+  }
+
+  /** Writes to stdin (`stdin: true`). */
+  write(data: string | Uint8Array): Promise<void> {
+    return this.proc.write(typeof data === "string" ? Buffer.from(data) : data);
+  }
+
+  /** Closes stdin. */
+  closeStdin(): Promise<void> {
+    return this.proc.closeStdin();
+  }
+
+  /** Sends a signal by number or name (`"SIGTERM"`). */
+  signal(signal: number | string): Promise<void> {
+    const signo = typeof signal === "number" ? signal : SIGNALS[signal];
+    if (signo === undefined) throw new SandboxError("ERR_MSB_INVALID_CONFIG", String(signal), `unknown signal; use a number or one of ${Object.keys(SIGNALS).join(", ")}`);
+    return this.proc.signal(signo);
+  }
+
+  /** Kills the process at once. */
+  kill(): void {
+    this.killed = true;
+    this.proc.kill();
+  }
+
+  /** Resizes the tty. */
+  resize(rows: number, cols: number): Promise<void> {
+    return this.proc.resize(rows, cols);
+  }
+}
+
+/** Resolves the image: local, or pulled according to the policy. */
+async function resolveImage(ref: string, policy: PullPolicy, pullOptions: PullOptions): Promise<ImageDetails> {
+  const store = new ImageStore(pullOptions);
+  if (ref === BUILTIN_IMAGE && (await store.getImage(ref)) === undefined) {
+    // The built-in image comes with the guest assets, not from a registry.
+    await importOciLayout(store, (await findGuestAssets()).busyboxLayout, BUILTIN_IMAGE);
+  }
+  if (policy === "always" && ref !== BUILTIN_IMAGE) return pull(ref, pullOptions);
+  try {
+    return await store.inspectImage(ref);
+  } catch (error) {
+    if (!OciError.is(error) || error.code !== "ERR_OCI_IMAGE_NOT_FOUND") throw error;
+    if (policy === "never") throw new SandboxError("ERR_MSB_IMAGE_NOT_FOUND", ref, "the image is not in the local store and pullPolicy is \"never\"", { cause: error });
+  }
+  try {
+    return await pull(ref, pullOptions);
+  } catch (error) {
+    if (OciError.is(error) && (error.code === "ERR_OCI_NOT_FOUND" || error.code === "ERR_OCI_IMAGE_NOT_FOUND")) throw new SandboxError("ERR_MSB_IMAGE_NOT_FOUND", ref, "no such image", { cause: error });
+    throw error;
+  }
+}
+
+const envList = (env: Readonly<Record<string, string>> | undefined): string[] => Object.entries(env ?? {}).map(([k, v]) => `${k}=${v}`);
+
+/** Merges `KEY=VALUE` lists; later entries win, in order of first appearance. */
+export function mergeEnv(...lists: readonly (readonly string[])[]): string[] {
+  const merged = new Map<string, string>();
+  for (const list of lists) {
+    for (const entry of list) {
+      const eq = entry.indexOf("=");
+      if (eq > 0) merged.set(entry.slice(0, eq), entry);
+    }
+  }
+  return [...merged.values()];
+}
+
+/** The command an image runs: ENTRYPOINT + (the given command, else CMD), as Docker composes them. */
+export function imageCommand(config: Pick<ImageConfig, "entrypoint" | "cmd"> | undefined, command: readonly string[]): string[] {
+  return [...(config?.entrypoint ?? []), ...(command.length > 0 ? command : (config?.cmd ?? []))];
+}
+
+/** Sandboxes this process holds, by name: names are unique. */
+const live = new Map<string, Sandbox>();
+
+/**
+ * A microVM sandbox. Create it with {@link Sandbox.create} or
+ * {@link Sandbox.builder}; `await using` stops it.
+ *
+ * @example
+ * ```ts
+ * await using sandbox = await Sandbox.create({ image: "python:3.12-slim", memoryMiB: 512 });
+ * const { stdout } = await sandbox.exec("python3", ["-c", "print(6 * 7)"]);
+ * await sandbox.fs.write("/tmp/hello.txt", "hi");
+ * ```
+ */
+export class Sandbox implements AsyncDisposable {
+  /** The fs API: files in the guest, streamed over the agent. */
+  readonly fs: SandboxFs;
+  private stopping: Promise<void> | undefined;
+
+  private constructor(
+    /** The sandbox's unique name. */
+    readonly name: string,
+    private readonly vm: MicroVm,
+    private readonly defaults: { env: string[]; cwd: string | undefined; user: string | undefined },
+    /** The image's config (Env, Cmd, Entrypoint, …); undefined for a `rootfs` sandbox. */
+    readonly imageConfig: ImageConfig | undefined,
+    /** The labels it was created with. */
+    readonly labels: Readonly<Record<string, string>>,
+    private readonly release: () => Promise<void>,
+  ) {
+    this.fs = new SandboxFs(vm.agent);
+  }
+
+  /**
+   * Creates and boots a sandbox: resolves (and pulls) the image, builds its
+   * root (the image's layers under a fresh upper), applies scripts and
+   * patches, attaches the volumes and starts the VM.
+   *
+   * @example
+   * ```ts
+   * const sandbox = await Sandbox.create({ name: "worker", env: { MODE: "test" } });
+   * console.log((await sandbox.shell("echo $MODE")).stdout); // "test\n"
+   * await sandbox.stop();
+   * ```
+   */
+  static async create(options: SandboxOptions = {}): Promise<Sandbox> {
+    const name = options.name ?? `sbx-${randomBytes(4).toString("hex")}`;
+    if (!NAME.test(name)) throw new SandboxError("ERR_MSB_INVALID_CONFIG", name, "a sandbox name is 1-63 of [a-zA-Z0-9_.-], starting with a letter or digit");
+    const existing = live.get(name);
+    if (existing !== undefined) {
+      if (options.replace !== true) throw new SandboxError("ERR_MSB_SANDBOX_EXISTS", name, "a sandbox of this name is running; stop it or pass replace: true");
+      await existing.stop();
+    }
+    const home = defaultHome();
+    const dir = join(home, "sandboxes", name);
+    const cleanups: (() => Promise<void>)[] = [];
+    const undo = async (): Promise<void> => {
+      for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
+    };
+    try {
+      await rm(dir, { recursive: true, force: true });
+      await mkdir(join(dir, "upper"), { recursive: true, mode: 0o700 });
+      cleanups.push(() => rm(dir, { recursive: true, force: true }));
+      let makeRoot: () => DynFileSystem;
+      let config: ImageConfig | undefined;
+      if (options.rootfs !== undefined) {
+        const rootDir = options.rootfs;
+        makeRoot = () => new PassthroughFs({ rootDir });
+      } else {
+        const image = await resolveImage(options.image ?? BUILTIN_IMAGE, options.pullPolicy ?? "missing", options.pull ?? {});
+        config = image.imageConfig;
+        const upperDir = join(dir, "upper");
+        makeRoot = () => new OverlayFs({ lowers: image.layerDirs.map((rootDir) => new PassthroughFs({ rootDir, readOnly: true, cache: "always" })), upper: new PassthroughFs({ rootDir: upperDir }) });
+      }
+      const scripts = options.scripts ?? {};
+      const patches = [...scriptPatches(scripts), ...(options.patches ?? [])];
+      if (patches.length > 0) {
+        // Patches go through an instance of their own: the one the guest is
+        // served from is initialised by the FUSE server, and only once.
+        const patchRoot = makeRoot();
+        await patchRoot.init();
+        try {
+          await applyPatches(patchRoot, patches);
+        } finally {
+          await patchRoot.destroy();
+        }
+      }
+      const root = makeRoot();
+
+      const mounts: VmMount[] = [{ target: "/", fs: root }];
+      const tmpfs: { target: string; size?: number }[] = [];
+      for (const spec of options.volumes ?? []) {
+        if (spec.kind === "disk") throw new SandboxError("ERR_MSB_INVALID_CONFIG", spec.guestPath, "disk volumes are not attached yet; use named, bind, tmpfs, memfs or backend volumes");
+        const backend: VolumeBackend = await volumeBackend(spec, { home });
+        cleanups.push(() => backend.cleanup());
+        if (backend.fs !== undefined) mounts.push({ target: spec.guestPath, fs: backend.fs, readonly: spec.readonly });
+        else if (backend.tmpfs !== undefined) tmpfs.push(backend.tmpfs.size === undefined ? { target: backend.tmpfs.target } : { target: backend.tmpfs.target, size: backend.tmpfs.size });
+      }
+      const vm = await MicroVm.start({
+        mounts,
+        ...(tmpfs.length > 0 ? { tmpfs } : {}),
+        memoryMiB: options.memoryMiB ?? 256,
+        cpus: options.cpus ?? 1,
+        hostname: options.hostname ?? name,
+        runDir: join(dir, "run"),
+      }).catch((error: unknown) => {
+        throw execError(error, name);
+      });
+      const imagePath = config?.env.find((e) => e.startsWith("PATH="))?.slice(5) ?? DEFAULT_PATH;
+      const env = mergeEnv(config?.env ?? [], [`PATH=${Object.keys(scripts).length > 0 ? `${imagePath}:${SCRIPTS_DIR}` : imagePath}`], envList(options.env));
+      const sandbox = new Sandbox(name, vm, { env, cwd: options.workdir ?? config?.workingDir, user: options.user ?? config?.user }, config, options.labels ?? {}, undo);
+      live.set(name, sandbox);
+      return sandbox;
+    } catch (error) {
+      await undo();
+      throw error;
+    }
+  }
+
+  /**
+   * A fluent builder, the way the seeds spell it.
+   *
+   * @example
+   * ```ts
+   * const sandbox = await Sandbox.builder("dev")
+   *   .image("busybox")
+   *   .volume("/data", (v) => v.named("dev-data").quota("1GiB"))
+   *   .script("hello", "#!/bin/sh\necho hello\n")
+   *   .create();
+   * ```
+   */
+  static builder(name: string): SandboxBuilder {
+    return new SandboxBuilder(name);
+  }
+
+  /** The sandboxes this process holds. */
+  static list(): Sandbox[] {
+    return [...live.values()];
+  }
+
+  /**
+   * Runs a command to completion and collects its output. A non-zero exit is
+   * a result, not an error; a command that cannot start rejects with
+   * `ERR_MSB_EXEC_FAILED`.
+   *
+   * @example
+   * ```ts
+   * const { exitCode, stdout } = await sandbox.exec("ls", ["-l", "/"], { cwd: "/tmp", timeoutMs: 5000 });
+   * ```
+   */
+  async exec(command: string, args: readonly string[] = [], options: ExecOptions = {}): Promise<ExecResult> {
+    const proc = this.start([command, ...args], { ...options, stdin: options.stdin !== undefined });
+    let expired: "timeout" | "aborted" | undefined;
+    const kill = (why: "timeout" | "aborted") => {
+      expired ??= why;
+      proc.kill();
+    };
+    const timer = options.timeoutMs === undefined ? undefined : setTimeout(() => kill("timeout"), options.timeoutMs);
+    const onAbort = () => kill("aborted");
+    if (options.signal?.aborted === true) onAbort();
+    options.signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      if (options.stdin !== undefined) {
+        const data = typeof options.stdin === "string" ? Buffer.from(options.stdin) : options.stdin;
+        void proc.pid.then(async () => {
+          await proc.write(data);
+          await proc.closeStdin();
+        }).catch(() => undefined);
+      }
+      const out = await proc.output();
+      return { exitCode: out.code, success: out.code === 0, signal: out.signal, stdout: Buffer.from(out.stdout).toString("utf8"), stderr: Buffer.from(out.stderr).toString("utf8"), stdoutBytes: out.stdout, stderrBytes: out.stderr };
+    } catch (error) {
+      if (expired === "timeout") throw new SandboxError("ERR_MSB_EXEC_TIMEOUT", command, `killed after ${String(options.timeoutMs)} ms`, { cause: error });
+      if (expired === "aborted") throw new SandboxError("ERR_MSB_EXEC_ABORTED", command, "killed: the exec's AbortSignal fired", { cause: error });
+      throw execError(error, command);
+    } finally {
+      clearTimeout(timer);
+      options.signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  /**
+   * Runs a shell script with `sh -c` (scripts from `/.msb/scripts` are on PATH).
+   *
+   * @example
+   * ```ts
+   * const { stdout } = await sandbox.shell("echo $((6 * 7)) | tee /tmp/answer");
+   * ```
+   */
+  shell(script: string, options: ExecOptions = {}): Promise<ExecResult> {
+    return this.exec("sh", ["-c", script], options);
+  }
+
+  /**
+   * Starts a command and streams its events; write stdin, signal, resize.
+   *
+   * @example
+   * ```ts
+   * const proc = await sandbox.execStream("sh", ["-c", "read x; echo got $x"], { stdin: true });
+   * await proc.write("hello\n");
+   * for await (const event of proc) if (event.type === "stdout") process.stdout.write(event.data);
+   * ```
+   */
+  execStream(command: string, args: readonly string[] = [], options: ExecStreamOptions = {}): Promise<ExecStream> {
+    const stream = new ExecStream(this.start([command, ...args], { ...options, stdin: options.stdin === true }));
+    return Promise.resolve(stream);
+  }
+
+  /** The guest's console log (kernel and agent messages). */
+  async logs(): Promise<string> {
+    return readFile(this.vm.consoleLog, "utf8").catch(() => "");
+  }
+
+  /** Boot timings, accelerator, and the host memory of the VM process. */
+  async metrics(): Promise<{ accel: string; boot: MicroVm["timings"]; hostRssBytes: number | undefined }> {
+    return { accel: this.vm.accel, boot: this.vm.timings, hostRssBytes: await this.vm.rssBytes() };
+  }
+
+  /** Stops the sandbox cleanly (the guest syncs and powers off); idempotent. */
+  stop(): Promise<void> {
+    return (this.stopping ??= (async () => {
+      try {
+        await this.vm.stop();
+      } finally {
+        live.delete(this.name);
+        await this.release();
+      }
+    })());
+  }
+
+  /** Kills the VM at once, without a clean guest shutdown. */
+  async kill(): Promise<void> {
+    await this.vm.kill();
+    await this.stop();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+
+  private start(argv: readonly string[], options: Omit<ExecStreamOptions, "stdin"> & { stdin: boolean }): ExecProcess {
+    if (this.stopping !== undefined) throw new SandboxError("ERR_MSB_SANDBOX_NOT_FOUND", this.name, "the sandbox is stopped");
+    const cwd = options.cwd ?? this.defaults.cwd;
+    const user = options.user ?? this.defaults.user;
+    try {
+      return this.vm.agent.exec({
+        argv,
+        env: mergeEnv(this.defaults.env, envList(options.env), options.tty === undefined ? [] : ["TERM=xterm-256color"]),
+        ...(cwd === undefined ? {} : { cwd }),
+        ...(user === undefined ? {} : { user }),
+        ...(options.tty === undefined ? {} : { tty: options.tty }),
+        stdin: options.stdin ? "pipe" : "null",
+      });
+    } catch (error) {
+      throw execError(error, argv[0] ?? "");
+    }
+  }
+}
+
+/**
+ * Builds {@link SandboxOptions} fluently; {@link SandboxBuilder.create} boots.
+ *
+ * @example
+ * ```ts
+ * const sandbox = await Sandbox.builder("api").image("busybox").cpus(2).memory(512).env("PORT", "8080").create();
+ * ```
+ */
+export class SandboxBuilder {
+  private options: { -readonly [K in keyof SandboxOptions]: SandboxOptions[K] };
+  private readonly volumes: VolumeSpec[] = [];
+  private readonly scripts: Record<string, string> = {};
+  private readonly environment: Record<string, string> = {};
+  private readonly patches = new PatchBuilder();
+
+  /** @internal */
+  constructor(name: string) {
+    this.options = { name };
+  }
+
+  image(reference: string): this {
+    this.options.image = reference;
+    return this;
+  }
+  rootfs(hostDir: string): this {
+    this.options.rootfs = hostDir;
+    return this;
+  }
+  cpus(count: number): this {
+    this.options.cpus = count;
+    return this;
+  }
+  /** Guest memory in MiB. */
+  memory(mib: number): this {
+    this.options.memoryMiB = mib;
+    return this;
+  }
+  env(key: string, value: string): this {
+    this.environment[key] = value;
+    return this;
+  }
+  envs(values: Readonly<Record<string, string>>): this {
+    Object.assign(this.environment, values);
+    return this;
+  }
+  workdir(path: string): this {
+    this.options.workdir = path;
+    return this;
+  }
+  user(user: string): this {
+    this.options.user = user;
+    return this;
+  }
+  hostname(name: string): this {
+    this.options.hostname = name;
+    return this;
+  }
+  /** A volume at `guestPath`: `v => v.named(n) | v.bind(dir) | v.tmpfs(size) | v.memfs(cap) | v.backend(fs)`, with `.readonly()`, `.quota(bytes)`. */
+  volume(guestPath: string, configure: (volume: VolumeBuilder) => VolumeBuilder): this {
+    this.volumes.push(volumeSpec(guestPath, configure));
+    return this;
+  }
+  /** A script at `/.msb/scripts/NAME`, mode 0755, on PATH. */
+  script(name: string, content: string): this {
+    this.scripts[name] = content;
+    return this;
+  }
+  /** Patches applied in order before boot: `p => p.text(...).mkdir(...)`. */
+  patch(configure: (patch: PatchBuilder) => PatchBuilder): this {
+    configure(this.patches);
+    return this;
+  }
+  label(key: string, value: string): this {
+    this.options.labels = { ...this.options.labels, [key]: value };
+    return this;
+  }
+  pullPolicy(policy: PullPolicy): this {
+    this.options.pullPolicy = policy;
+    return this;
+  }
+  replace(replace = true): this {
+    this.options.replace = replace;
+    return this;
+  }
+
+  /** The options built so far. */
+  build(): SandboxOptions {
+    return { ...this.options, env: { ...this.environment }, volumes: [...this.volumes], scripts: { ...this.scripts }, patches: [...this.patches.ops] };
+  }
+
+  /** Creates and boots the sandbox. */
+  create(): Promise<Sandbox> {
+    return Sandbox.create(this.build());
+  }
+}
+
