@@ -33,4 +33,4 @@ export { CborError, decodeCbor, encodeCbor, cborDiagnostic, type CborMap, type C
 export { FLAG_CANCEL, FLAG_END, FrameError, FrameReader, MAX_BODY, MAX_CHUNK, decodeFrame, encodeFrame, type Frame } from "./frame.js";
 export { MicroVm, type BootTimings, type MicroVmOptions, type VmMount } from "./vm.js";
 export { qemuArgs, type QemuConfig, type QemuExit, type SerialPort } from "./qemu.js";
-export { defaultStateDir, savedStatePath, type SavedStateKey } from "./snapshot.js";
+export { defaultStateDir, savedStatePath, type SavedState, type SavedStateKey } from "./snapshot.js";
