@@ -224,6 +224,8 @@ describe("Sandbox volumes and lifecycle", () => {
     const metrics = await sandbox.metrics();
     expect(["kvm", "tcg"]).toContain(metrics.accel);
     expect(metrics.hostRssBytes).toBeGreaterThan(0);
+    expect(metrics.hostPssBytes).toBeGreaterThan(0);
+    expect(metrics.hostPssBytes).toBeLessThanOrEqual(metrics.hostRssBytes ?? 0);
     expect(typeof (await sandbox.logs())).toBe("string");
   });
 });

@@ -436,9 +436,10 @@ export class Sandbox implements AsyncDisposable {
     return readFile(this.vm.consoleLog, "utf8").catch(() => "");
   }
 
-  /** Boot timings, accelerator, and the host memory of the VM process. */
-  async metrics(): Promise<{ accel: string; boot: MicroVm["timings"]; hostRssBytes: number | undefined }> {
-    return { accel: this.vm.accel, boot: this.vm.timings, hostRssBytes: await this.vm.rssBytes() };
+  /** Boot timings, accelerator, and the host memory of the VM process (RSS, and PSS with shared pages divided). */
+  async metrics(): Promise<{ accel: string; boot: MicroVm["timings"]; hostRssBytes: number | undefined; hostPssBytes: number | undefined }> {
+    const memory = await this.vm.memory();
+    return { accel: this.vm.accel, boot: this.vm.timings, hostRssBytes: memory?.rss, hostPssBytes: memory?.pss };
   }
 
   /** Stops the sandbox cleanly (the guest syncs and powers off); idempotent. */

@@ -27,7 +27,13 @@ export class QmpClient {
   /** Connects to QEMU's QMP socket and negotiates capabilities. */
   static async connect(path: string): Promise<QmpClient> {
     const socket = createConnection(path);
-    await new Promise<void>((resolve, reject) => socket.once("connect", resolve).once("error", reject));
+    await new Promise<void>((resolve, reject) => {
+      socket.once("connect", resolve);
+      socket.once("error", (error) => {
+        socket.destroy();
+        reject(error);
+      });
+    });
     const client = new QmpClient(socket);
     // The greeting arrives first and is consumed as the reply to an implicit "command".
     await new Promise((resolve, reject) => client.pending.push({ resolve, reject, command: "greeting" }));

@@ -7,7 +7,6 @@
 // of the guest's memory, and idle sandboxes share the template's pages.
 // Every restored guest gets fresh entropy and the clock at `setup`.
 import { createHash } from "node:crypto";
-import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, rename, rm } from "node:fs/promises";
 import { createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
@@ -55,13 +54,23 @@ export function savedStatePath(dir: string, key: SavedStateKey): SavedState {
 /** Quotes a path for the `exec:` migration URIs, which QEMU runs through /bin/sh. */
 const shellQuote = (path: string): string => `'${path.replaceAll("'", "'\\''")}'`;
 
-/** Polls for QEMU's QMP socket (it appears early in QEMU's start) and connects. */
-export async function connectQmp(path: string): Promise<QmpClient> {
-  for (let attempt = 0; !existsSync(path); attempt++) {
-    if (attempt > 10_000) throw new VmmError("ERR_VMM_QEMU", path, "QEMU did not create its QMP socket");
-    await new Promise((resolve) => setTimeout(resolve, 1));
+/**
+ * Connects to QEMU's QMP socket, polling while QEMU is still creating it
+ * (the file appears at bind(), connections succeed after listen()).
+ */
+export async function connectQmp(path: string, timeoutMs = 30_000): Promise<QmpClient> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await QmpClient.connect(path);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if ((code !== "ENOENT" && code !== "ECONNREFUSED") || performance.now() > deadline) {
+        throw new VmmError("ERR_VMM_QEMU", path, "cannot connect to QEMU's QMP socket", { cause: error });
+      }
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
   }
-  return QmpClient.connect(path);
 }
 
 /** The migration capability that leaves file-backed shared RAM out of the stream. */

@@ -259,11 +259,20 @@ export class MicroVm implements AsyncDisposable {
     })());
   }
 
-  /** Resident memory of the QEMU process in bytes (`VmRSS`), or undefined once it has exited. */
-  async rssBytes(): Promise<number | undefined> {
-    const status = await readFile(`/proc/${String(this.qemu.pid)}/status`, "utf8").catch(() => "");
-    const kib = /^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1];
-    return kib === undefined ? undefined : Number(kib) * 1024;
+  /**
+   * Host memory of the QEMU process in bytes: `rss` (resident) and `pss`
+   * (proportional: pages shared with other VMs, such as a saved state's RAM
+   * and the QEMU binary, count divided among them). Undefined once it exited.
+   */
+  async memory(): Promise<{ rss: number; pss: number } | undefined> {
+    const rollup = await readFile(`/proc/${String(this.qemu.pid)}/smaps_rollup`, "utf8").catch(() => "");
+    const field = (name: string): number | undefined => {
+      const kib = new RegExp(`^${name}:\\s+(\\d+) kB$`, "m").exec(rollup)?.[1];
+      return kib === undefined ? undefined : Number(kib) * 1024;
+    };
+    const rss = field("Rss");
+    const pss = field("Pss");
+    return rss === undefined || pss === undefined ? undefined : { rss, pss };
   }
 
   /** Kills QEMU at once (no guest shutdown), then releases everything. */
