@@ -46,6 +46,13 @@ if [[ "$(pnpm --version 2>/dev/null || true)" != "$PNPM_VERSION" ]]; then
 fi
 
 # --- workspace -------------------------------------------------------------------
+# better-sqlite3 (@msb/sdk's state database) compiles with node-gyp when its
+# prebuilt binary cannot be downloaded: point it at this Node's own headers
+# instead of a download from nodejs.org.
+node_prefix="$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")"
+if [[ -f "$node_prefix/include/node/node.h" ]]; then
+  export npm_config_nodedir="$node_prefix"
+fi
 log "installing workspace dependencies"
 if [[ "${CI:-}" == "true" ]]; then
   pnpm install --frozen-lockfile --reporter=silent

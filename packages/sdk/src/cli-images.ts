@@ -24,9 +24,9 @@ export type Write = (text: string) => void;
 
 const stdoutWrite: Write = (text) => void process.stdout.write(text);
 
-type ParseOptions = NonNullable<NonNullable<Parameters<typeof parseArgs>[0]>["options"]>;
+export type ParseOptions = NonNullable<NonNullable<Parameters<typeof parseArgs>[0]>["options"]>;
 
-function parse(command: string, args: string[], options: ParseOptions): { values: Record<string, unknown>; positionals: string[] } {
+export function parse(command: string, args: string[], options: ParseOptions): { values: Record<string, unknown>; positionals: string[] } {
   try {
     const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options });
     return { values, positionals };

@@ -93,6 +93,20 @@ describe.skipIf(!existsSync(CLI))("msb run", () => {
     expect(badImage.stderr).toMatch(/ERR_MSB_IMAGE_NOT_FOUND.*not in the local store/);
   }, 120_000);
 
+  it("manages named volumes and lists sandboxes", async () => {
+    expect(await msb(["volume", "create", "cli-vol", "--quota", "1MiB"])).toMatchObject({ code: 0, stdout: "cli-vol\n" });
+    const listed = await msb(["volume", "ls", "--json"]);
+    expect(JSON.parse(listed.stdout)).toEqual([expect.objectContaining({ name: "cli-vol", quota: 1048576 })]);
+    expect((await msb(["volume", "ls"])).stdout).toMatch(/^NAME\s+QUOTA\s+CREATED\s+PATH\ncli-vol\s+1\.0 MiB/);
+    expect(await msb(["volume", "rm", "cli-vol"])).toMatchObject({ code: 0 });
+    const again = await msb(["volume", "rm", "cli-vol"]);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/ERR_MSB_VOLUME/);
+    expect(await msb(["volume", "frobnicate"])).toMatchObject({ code: 2 });
+    expect(JSON.parse((await msb(["ls", "--json"])).stdout)).toEqual([]);
+    expect((await msb(["ls"])).stdout).toMatch(/^NAME\s+STATUS\s+IMAGE\s+PID\s+CREATED\n$/);
+  }, 60_000);
+
   it("leaves no sandbox directory behind", () => {
     const sandboxes = join(env.MSB_HOME, "sandboxes");
     expect(existsSync(sandboxes) ? readdirSync(sandboxes) : []).toEqual([]);

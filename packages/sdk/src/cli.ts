@@ -7,6 +7,7 @@ import { mountFuse, type FuseLogger } from "@msb/fuse";
 import { OciError } from "@msb/oci";
 import { UsageError, imagesCommand, pullCommand, rmiCommand } from "./cli-images.js";
 import { EXIT_MSB_ERROR, runCommand } from "./cli-run.js";
+import { lsCommand, volumeCommand } from "./cli-state.js";
 import { SpecError, fsFromSpecFile } from "./spec.js";
 
 const USAGE = `usage: msb <command> [options]
@@ -17,6 +18,10 @@ commands:
       COMMAND (default: the image's ENTRYPOINT/CMD) in it; exits with its status.
       -e, --env K=V  -w, --workdir DIR  -u, --user USER[:GROUP]  -t, --tty
       -i, --interactive  -m, --memory MIB (256)  --cpus N (1)  --hostname NAME
+  ls [--json] [--label KEY[=VALUE]]
+      List sandboxes (of every process); those whose process died show as crashed.
+  volume create NAME [--quota SIZE] | volume ls [--json] | volume rm NAME... [--force]
+      Named volumes, kept in $MSB_HOME/volumes/NAME; rm refuses one a running sandbox uses.
   mount --spec SPEC.json MOUNTPOINT [--allow-other] [--debug]
       Serve the filesystem SPEC describes at MOUNTPOINT until SIGINT/SIGTERM.
       Prints "mounted MOUNTPOINT" once the mount is ready.
@@ -66,6 +71,8 @@ async function mount(args: string[]): Promise<number> {
 const COMMANDS: Readonly<Record<string, (args: string[]) => Promise<number>>> = {
   mount,
   run: runCommand,
+  ls: (args) => Promise.resolve(lsCommand(args)),
+  volume: (args) => Promise.resolve(volumeCommand(args)),
   pull: (args) => pullCommand(args),
   images: (args) => imagesCommand(args),
   rmi: (args) => rmiCommand(args),

@@ -59,3 +59,15 @@ export {
   type SandboxOptions,
 } from "./sandbox.js";
 export { SandboxFs, type SandboxDirEntry, type SandboxStat } from "./sandbox-fs.js";
+export {
+  StateStore,
+  processAlive,
+  type CreateSandboxOptions,
+  type CreateSandboxResult,
+  type CreateVolumeOptions,
+  type LabelFilter,
+  type SandboxRecord,
+  type SandboxStatus,
+  type StateStoreOptions,
+  type VolumeRecord,
+} from "./state.js";

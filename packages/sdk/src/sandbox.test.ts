@@ -2,10 +2,13 @@
 // the seeds' examples as tests: scripts, patches, the fs API with 3 MiB
 // streams, volumes (named kept across sandboxes, bind, memfs, tmpfs, an
 // encrypting backend), timeouts and aborts, streams with stdin.
+import { spawn } from "node:child_process";
 import { createCipheriv, createHash, randomBytes } from "node:crypto";
+import { createRequire } from "node:module";
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { FsBackend, type Context } from "@msb/fs";
 import { PassthroughFs } from "@msb/fs-passthrough";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -228,4 +231,35 @@ describe("Sandbox volumes and lifecycle", () => {
     expect(metrics.hostPssBytes).toBeLessThanOrEqual(metrics.hostRssBytes ?? 0);
     expect(typeof (await sandbox.logs())).toBe("string");
   });
+});
+
+describe("Sandbox state", () => {
+  it("is recorded while it runs and gone after stop", async () => {
+    expect(Sandbox.list().find((r) => r.name === "main")).toMatchObject({ status: "running", supervisorPid: process.pid });
+    const temp = await Sandbox.create({ name: "short-lived", labels: { team: "qa" } });
+    expect(Sandbox.list({ label: "team=qa" }).map((r) => r.name)).toEqual(["short-lived"]);
+    await temp.stop();
+    expect(Sandbox.list().map((r) => r.name)).not.toContain("short-lived");
+  }, 120_000);
+
+  it("marks the sandbox of a SIGKILLed process crashed, refuses its name while alive, and removes it", async () => {
+    const require = createRequire(import.meta.url);
+    const fixture = fileURLToPath(new URL("./sandbox-child.fixture.ts", import.meta.url));
+    const child = spawn(process.execPath, ["--import", pathToFileURL(require.resolve("tsx")).href, fixture, "doomed"], { env: process.env, stdio: ["ignore", "pipe", "inherit"] });
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.on("data", (chunk: Buffer) => (chunk.toString().includes("ready up") ? resolve() : undefined));
+      child.once("exit", (code) => reject(new Error(`child exited with ${String(code)}`)));
+    });
+    expect(Sandbox.list().find((r) => r.name === "doomed")?.status).toBe("running");
+    expect((await sandboxError(() => Sandbox.create({ name: "doomed" }))).code).toBe("ERR_MSB_SANDBOX_EXISTS");
+    expect((await sandboxError(() => Sandbox.remove("doomed"))).code).toBe("ERR_MSB_SANDBOX_EXISTS");
+    child.kill("SIGKILL");
+    await new Promise((resolve) => child.once("exit", resolve));
+    expect(Sandbox.list().find((r) => r.name === "doomed")?.status).toBe("crashed");
+    await Sandbox.remove("doomed");
+    expect(Sandbox.list().map((r) => r.name)).not.toContain("doomed");
+    expect(existsSync(join(home, "sandboxes", "doomed"))).toBe(false);
+    // The name is free again.
+    await (await Sandbox.create({ name: "doomed" })).stop();
+  }, 120_000);
 });

@@ -12,6 +12,7 @@ import { MicroVm, VmmError, findGuestAssets, type ExecExit, type ExecProcess, ty
 import { SandboxError } from "./errors.js";
 import { PatchBuilder, SCRIPTS_DIR, applyPatches, scriptPatches, type PatchOp } from "./patch.js";
 import { SandboxFs } from "./sandbox-fs.js";
+import { StateStore, type LabelFilter, type SandboxRecord } from "./state.js";
 import { volumeBackend, volumeSpec, type VolumeBackend, type VolumeBuilder, type VolumeSpec } from "./volume.js";
 
 /** The reference the built-in image is stored under: busybox, assembled by setup from Debian's busybox-static. */
@@ -223,8 +224,18 @@ export function imageCommand(config: Pick<ImageConfig, "entrypoint" | "cmd"> | u
   return [...(config?.entrypoint ?? []), ...(command.length > 0 ? command : (config?.cmd ?? []))];
 }
 
-/** Sandboxes this process holds, by name: names are unique. */
+/** Sandboxes this process holds, by name. */
 const live = new Map<string, Sandbox>();
+
+/** Runs `use` on the state database of `home`, closed after. */
+function withStore<T>(home: string, use: (store: StateStore) => T): T {
+  const store = new StateStore({ home });
+  try {
+    return use(store);
+  } finally {
+    store.close();
+  }
+}
 
 /**
  * A microVM sandbox. Create it with {@link Sandbox.create} or
@@ -278,7 +289,15 @@ export class Sandbox implements AsyncDisposable {
     }
     const home = defaultHome();
     const dir = join(home, "sandboxes", name);
-    const cleanups: (() => Promise<void>)[] = [];
+    // The state database makes the name unique across processes and records the named volumes in use.
+    const named = (options.volumes ?? []).flatMap((v) => (v.kind === "named" ? [v] : []));
+    withStore(home, (store) => {
+      for (const volume of named) store.ensureVolume(volume.name, volume.quota === undefined ? {} : { quota: volume.quota });
+      // No `replace` here: what this process held is stopped above, a crashed
+      // one is replaced by the store, and another live process keeps its own.
+      store.createSandbox(name, { image: options.image ?? (options.rootfs === undefined ? BUILTIN_IMAGE : null), rootfs: options.rootfs ?? null, cpus: options.cpus ?? 1, memoryMiB: options.memoryMiB ?? 256 }, { labels: options.labels ?? {}, volumes: named.map((v) => v.name) });
+    });
+    const cleanups: (() => Promise<void>)[] = [() => Promise.resolve(withStore(home, (store) => void store.removeSandbox(name)))];
     const undo = async (): Promise<void> => {
       for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
     };
@@ -327,7 +346,7 @@ export class Sandbox implements AsyncDisposable {
         memoryMiB: options.memoryMiB ?? 256,
         cpus: options.cpus ?? 1,
         hostname: options.hostname ?? name,
-        runDir: join(dir, "run"),
+        // Sockets go to a short temp dir: unix socket paths are limited to 107 bytes.
       }).catch((error: unknown) => {
         throw execError(error, name);
       });
@@ -335,6 +354,7 @@ export class Sandbox implements AsyncDisposable {
       const env = mergeEnv(config?.env ?? [], [`PATH=${Object.keys(scripts).length > 0 ? `${imagePath}:${SCRIPTS_DIR}` : imagePath}`], envList(options.env));
       const sandbox = new Sandbox(name, vm, { env, cwd: options.workdir ?? config?.workingDir, user: options.user ?? config?.user }, config, options.labels ?? {}, undo);
       live.set(name, sandbox);
+      withStore(home, (store) => store.markRunning(name, { supervisorPid: process.pid, socketPath: vm.runDir }));
       return sandbox;
     } catch (error) {
       await undo();
@@ -358,9 +378,44 @@ export class Sandbox implements AsyncDisposable {
     return new SandboxBuilder(name);
   }
 
-  /** The sandboxes this process holds. */
-  static list(): Sandbox[] {
-    return [...live.values()];
+  /**
+   * Every sandbox in the state database (of this and other processes), after
+   * marking those whose process died as `crashed`.
+   *
+   * @example
+   * ```ts
+   * for (const record of Sandbox.list({ label: "team=ml" })) console.log(record.name, record.status);
+   * ```
+   */
+  static list(filter: LabelFilter = {}): SandboxRecord[] {
+    return withStore(defaultHome(), (store) => {
+      store.reconcile();
+      return store.listSandboxes(filter);
+    });
+  }
+
+  /**
+   * Removes a sandbox: stops it if this process holds it, else removes the
+   * record and files of one that is stopped or crashed. One running in
+   * another process is refused with `ERR_MSB_SANDBOX_EXISTS`.
+   *
+   * @example
+   * ```ts
+   * await Sandbox.remove("worker");
+   * ```
+   */
+  static async remove(name: string): Promise<void> {
+    const held = live.get(name);
+    if (held !== undefined) return held.stop();
+    const home = defaultHome();
+    withStore(home, (store) => {
+      store.reconcile();
+      const record = store.getSandbox(name);
+      if (record === undefined) throw new SandboxError("ERR_MSB_SANDBOX_NOT_FOUND", name, "no such sandbox");
+      if (record.status === "creating" || record.status === "running") throw new SandboxError("ERR_MSB_SANDBOX_EXISTS", name, `the sandbox is running in process ${String(record.supervisorPid)}`);
+      store.removeSandbox(name);
+    });
+    await rm(join(home, "sandboxes", name), { recursive: true, force: true });
   }
 
   /**
