@@ -107,6 +107,19 @@ describe.skipIf(!existsSync(CLI))("msb run", () => {
     expect((await msb(["ls"])).stdout).toMatch(/^NAME\s+STATUS\s+IMAGE\s+PID\s+CREATED\n$/);
   }, 60_000);
 
+  it("runs a detached sandbox: run -d, exec by name from other processes, ls, stop", async () => {
+    expect(await msb(["run", "-d", "--name", "bg-cli"])).toMatchObject({ code: 0, stdout: "bg-cli\n" });
+    expect(await msb(["exec", "bg-cli", "--", "sh", "-c", "echo hi > /tmp/f; cat /tmp/f; exit 3"])).toMatchObject({ code: 3, stdout: "hi\n" });
+    expect(await msb(["exec", "-i", "-e", "X=1", "bg-cli", "--", "sh", "-c", "echo $X; cat /tmp/f; cat"], "piped\n")).toMatchObject({ code: 0, stdout: "1\nhi\npiped\n" });
+    expect(JSON.parse((await msb(["ls", "--json"])).stdout)).toEqual([expect.objectContaining({ name: "bg-cli", status: "running" })]);
+    expect(await msb(["stop", "bg-cli"])).toMatchObject({ code: 0, stdout: "bg-cli\n" });
+    expect(JSON.parse((await msb(["ls", "--json"])).stdout)).toEqual([]);
+    const gone = await msb(["exec", "bg-cli", "--", "true"]);
+    expect(gone.code).toBe(125);
+    expect(gone.stderr).toMatch(/ERR_MSB_SANDBOX_NOT_FOUND/);
+    expect((await msb(["run", "-d", "--", "echo", "no"])).code).toBe(2);
+  }, 120_000);
+
   it("leaves no sandbox directory behind", () => {
     const sandboxes = join(env.MSB_HOME, "sandboxes");
     expect(existsSync(sandboxes) ? readdirSync(sandboxes) : []).toEqual([]);

@@ -1,5 +1,7 @@
 // `msb run`: boot a microVM on an image (or a host directory), run one
 // command in it with the terminal attached, exit with the command's status.
+// `msb exec NAME` does the same in a running detached sandbox; `msb stop` and
+// `msb rm` end sandboxes by name.
 import { parseArgs } from "node:util";
 import { UsageError } from "./cli-images.js";
 import { SandboxError } from "./errors.js";
@@ -9,7 +11,7 @@ import { Sandbox, imageCommand, type ExecStream, type PullPolicy } from "./sandb
 export const EXIT_MSB_ERROR = 125;
 
 /** Options of `msb run` that take a value; the splitter needs them to find IMAGE. */
-const VALUE_OPTIONS = new Set(["--rootfs", "--memory", "-m", "--cpus", "--env", "-e", "--workdir", "-w", "--user", "-u", "--hostname", "--pull"]);
+const VALUE_OPTIONS = new Set(["--rootfs", "--memory", "-m", "--cpus", "--env", "-e", "--workdir", "-w", "--user", "-u", "--hostname", "--pull", "--name"]);
 
 /** What `msb run` was asked to do. */
 export interface RunRequest {
@@ -25,6 +27,8 @@ export interface RunRequest {
   readonly interactive: boolean;
   readonly hostname: string | undefined;
   readonly pull: PullPolicy;
+  readonly name: string | undefined;
+  readonly detach: boolean;
 }
 
 const positiveInt = (value: string | undefined, name: string, fallback: number, max: number): number => {
@@ -70,6 +74,8 @@ export function parseRunArgs(args: readonly string[]): RunRequest {
         interactive: { type: "boolean", short: "i" },
         hostname: { type: "string" },
         pull: { type: "string" },
+        name: { type: "string" },
+        detach: { type: "boolean", short: "d" },
       },
     });
   } catch (error) {
@@ -101,6 +107,8 @@ export function parseRunArgs(args: readonly string[]): RunRequest {
     interactive: values.interactive === true,
     hostname: values.hostname,
     pull,
+    name: values.name,
+    detach: values.detach === true,
   };
 }
 
@@ -129,27 +137,17 @@ async function feedStdin(proc: ExecStream): Promise<void> {
 /** `KEY=VALUE` flags as a record. */
 const envRecord = (entries: readonly string[]): Record<string, string> => Object.fromEntries(entries.map((e) => [e.slice(0, e.indexOf("=")), e.slice(e.indexOf("=") + 1)]));
 
-/** `msb run`; resolves with the command's exit status. */
-export async function runCommand(args: string[]): Promise<number> {
-  const request = parseRunArgs(args);
-  const sandbox = await Sandbox.create({
-    ...(request.image === undefined ? {} : { image: request.image }),
-    ...(request.rootfs === undefined ? {} : { rootfs: request.rootfs }),
-    ...(request.hostname === undefined ? {} : { hostname: request.hostname }),
-    memoryMiB: request.memoryMiB,
-    cpus: request.cpus,
-    env: envRecord(request.env),
-    pullPolicy: request.pull,
-  });
+/** Runs `argv` in `sandbox` with our terminal attached; resolves with its exit status. */
+async function attach(sandbox: Sandbox, argv: readonly string[], request: Pick<RunRequest, "workdir" | "user" | "tty" | "interactive" | "env">): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command === undefined) throw new UsageError("no command given and the image has no CMD or ENTRYPOINT");
+  const tty = request.tty ? { rows: process.stdout.rows || 24, cols: process.stdout.columns || 80 } : undefined;
   try {
-    const argv = imageCommand(sandbox.imageConfig, request.command);
-    const [command, ...rest] = argv;
-    if (command === undefined) throw new UsageError("run: no command given and the image has no CMD or ENTRYPOINT");
-    const tty = request.tty ? { rows: process.stdout.rows || 24, cols: process.stdout.columns || 80 } : undefined;
     const proc = await sandbox.execStream(command, rest, {
       ...(request.workdir === undefined ? {} : { cwd: request.workdir }),
       ...(request.user === undefined ? {} : { user: request.user }),
       ...(tty === undefined ? {} : { tty }),
+      env: envRecord(request.env),
       stdin: request.interactive,
     });
     const forward = (signal: NodeJS.Signals): void => void proc.signal(signal).catch(() => undefined);
@@ -176,7 +174,51 @@ export async function runCommand(args: string[]): Promise<number> {
       return error.errno === "ENOENT" ? 127 : 126;
     }
     throw error;
+  }
+}
+
+/** `msb run`; resolves with the command's exit status (`-d`: 0 once the sandbox runs). */
+export async function runCommand(args: string[]): Promise<number> {
+  const request = parseRunArgs(args);
+  if (request.detach && (request.command.length > 0 || request.tty || request.interactive)) {
+    throw new UsageError("run -d starts a sandbox in the background and takes no command, -t or -i; run one with msb exec NAME");
+  }
+  const sandbox = await Sandbox.create({
+    ...(request.name === undefined ? {} : { name: request.name }),
+    ...(request.image === undefined ? {} : { image: request.image }),
+    ...(request.rootfs === undefined ? {} : { rootfs: request.rootfs }),
+    ...(request.hostname === undefined ? {} : { hostname: request.hostname }),
+    memoryMiB: request.memoryMiB,
+    cpus: request.cpus,
+    pullPolicy: request.pull,
+    detached: request.detach,
+  });
+  if (request.detach) {
+    process.stdout.write(`${sandbox.name}\n`);
+    return 0;
+  }
+  try {
+    return await attach(sandbox, imageCommand(sandbox.imageConfig, request.command), request);
   } finally {
     await sandbox.stop();
   }
+}
+
+/** `msb exec [-i] [-t] [-e K=V] [-w DIR] [-u USER] NAME [--] CMD [ARGS...]` in a detached sandbox. */
+export async function execCommand(args: string[]): Promise<number> {
+  const request = parseRunArgs(args);
+  const name = request.image;
+  if (name === undefined || request.rootfs !== undefined || request.detach) throw new UsageError("exec needs a sandbox NAME and a command: msb exec NAME -- CMD [ARGS...]");
+  if (request.command.length === 0) throw new UsageError("exec needs a command after the sandbox NAME");
+  return attach(await Sandbox.get(name), request.command, request);
+}
+
+/** `msb stop NAME...` and `msb rm NAME...`: stop (detached) sandboxes, remove crashed ones' leftovers. */
+export async function removeCommand(args: string[]): Promise<number> {
+  if (args.length === 0 || args.some((a) => a.startsWith("-"))) throw new UsageError("stop and rm take sandbox NAMEs");
+  for (const name of args) {
+    await Sandbox.remove(name);
+    process.stdout.write(`${name}\n`);
+  }
+  return 0;
 }

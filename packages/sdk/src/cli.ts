@@ -6,7 +6,7 @@ import { parseArgs } from "node:util";
 import { mountFuse, type FuseLogger } from "@msb/fuse";
 import { OciError } from "@msb/oci";
 import { UsageError, imagesCommand, pullCommand, rmiCommand } from "./cli-images.js";
-import { EXIT_MSB_ERROR, runCommand } from "./cli-run.js";
+import { EXIT_MSB_ERROR, execCommand, removeCommand, runCommand } from "./cli-run.js";
 import { lsCommand, volumeCommand } from "./cli-state.js";
 import { SpecError, fsFromSpecFile } from "./spec.js";
 
@@ -18,6 +18,11 @@ commands:
       COMMAND (default: the image's ENTRYPOINT/CMD) in it; exits with its status.
       -e, --env K=V  -w, --workdir DIR  -u, --user USER[:GROUP]  -t, --tty
       -i, --interactive  -m, --memory MIB (256)  --cpus N (1)  --hostname NAME
+      --pull always|missing|never  --name NAME  -d, --detach (keep it running; prints NAME)
+  exec [-i] [-t] [-e K=V] [-w DIR] [-u USER] NAME [--] COMMAND [ARG...]
+      Run COMMAND in the detached sandbox NAME; exits with its status.
+  stop NAME... | rm NAME...
+      Stop detached sandboxes; remove what crashed ones left.
   ls [--json] [--label KEY[=VALUE]]
       List sandboxes (of every process); those whose process died show as crashed.
   volume create NAME [--quota SIZE] | volume ls [--json] | volume rm NAME... [--force]
@@ -71,6 +76,9 @@ async function mount(args: string[]): Promise<number> {
 const COMMANDS: Readonly<Record<string, (args: string[]) => Promise<number>>> = {
   mount,
   run: runCommand,
+  exec: execCommand,
+  stop: removeCommand,
+  rm: removeCommand,
   ls: (args) => Promise.resolve(lsCommand(args)),
   volume: (args) => Promise.resolve(volumeCommand(args)),
   pull: (args) => pullCommand(args),
@@ -90,7 +98,7 @@ async function main(argv: string[]): Promise<number> {
 }
 
 // Commands that run a guest command keep 1..124 for it: their own failures are 125.
-const failureCode = process.argv[2] === "run" ? EXIT_MSB_ERROR : 1;
+const failureCode = process.argv[2] === "run" || process.argv[2] === "exec" ? EXIT_MSB_ERROR : 1;
 
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),

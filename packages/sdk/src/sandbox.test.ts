@@ -263,3 +263,37 @@ describe("Sandbox state", () => {
     await (await Sandbox.create({ name: "doomed" })).stop();
   }, 120_000);
 });
+
+describe("detached sandboxes", () => {
+  it("outlive their creator's handle, are reached from another process, and are removed by name", async () => {
+    const created = await Sandbox.create({ name: "bg", detached: true, env: { ROLE: "daemon" } });
+    expect((await created.shell("echo $ROLE; hostname")).stdout).toBe("daemon\nbg\n");
+    const record = Sandbox.list().find((r) => r.name === "bg");
+    expect(record?.status).toBe("running");
+    expect(record?.supervisorPid).not.toBe(process.pid);
+    // Another process reconnects by name and sees what this one wrote.
+    await created.fs.write("/tmp/shared.txt", "from the creator");
+    const require = createRequire(import.meta.url);
+    const script = `import { Sandbox } from ${JSON.stringify(fileURLToPath(new URL("./sandbox.ts", import.meta.url)))};
+const s = await Sandbox.get("bg");
+process.stdout.write((await s.exec("cat", ["/tmp/shared.txt"])).stdout);
+process.exit(0);`;
+    const child = spawn(process.execPath, ["--import", pathToFileURL(require.resolve("tsx")).href, "--input-type=module", "-e", script], { env: process.env, stdio: ["ignore", "pipe", "inherit"] });
+    let out = "";
+    child.stdout.on("data", (chunk: Buffer) => (out += chunk.toString()));
+    expect(await new Promise((resolve) => child.once("exit", resolve))).toBe(0);
+    expect(out).toBe("from the creator");
+    // A second handle in this process works too; removing by name stops it through its supervisor.
+    const again = await Sandbox.get("bg");
+    expect((await again.exec("true")).success).toBe(true);
+    await Sandbox.remove("bg");
+    expect(Sandbox.list().map((r) => r.name)).not.toContain("bg");
+    expect((await sandboxError(() => Sandbox.get("bg"))).code).toBe("ERR_MSB_SANDBOX_NOT_FOUND");
+  }, 120_000);
+
+  it("refuse backend volumes, which cannot cross into the supervisor", async () => {
+    const options = Sandbox.builder("bad-bg").volume("/x", (v) => v.backend(new PassthroughFs({ rootDir: home }))).build();
+    const error = await sandboxError(() => Sandbox.create({ ...options, detached: true }));
+    expect(error).toMatchObject({ code: "ERR_MSB_INVALID_CONFIG", input: "/x" });
+  });
+});

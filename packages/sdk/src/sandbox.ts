@@ -8,11 +8,12 @@ import type { DynFileSystem } from "@msb/fs";
 import { OverlayFs } from "@msb/fs-overlay";
 import { PassthroughFs } from "@msb/fs-passthrough";
 import { ImageStore, OciError, defaultHome, importOciLayout, pull, type ImageConfig, type ImageDetails, type PullOptions } from "@msb/oci";
-import { MicroVm, VmmError, findGuestAssets, type ExecExit, type ExecProcess, type VmMount } from "@msb/vmm";
+import { MicroVm, VmmError, findGuestAssets, type AgentClient, type BootTimings, type ExecExit, type ExecProcess, type VmMount } from "@msb/vmm";
 import { SandboxError } from "./errors.js";
 import { PatchBuilder, SCRIPTS_DIR, applyPatches, scriptPatches, type PatchOp } from "./patch.js";
 import { SandboxFs } from "./sandbox-fs.js";
 import { StateStore, type LabelFilter, type SandboxRecord } from "./state.js";
+import { checkDetachable, remoteHost, spawnSupervisor } from "./supervisor.js";
 import { volumeBackend, volumeSpec, type VolumeBackend, type VolumeBuilder, type VolumeSpec } from "./volume.js";
 
 /** The reference the built-in image is stored under: busybox, assembled by setup from Debian's busybox-static. */
@@ -57,6 +58,13 @@ export interface SandboxOptions {
   readonly labels?: Readonly<Record<string, string>>;
   /** Replace a sandbox of the same name held by this process. */
   readonly replace?: boolean;
+  /**
+   * Keep the sandbox running after this process exits: a supervisor process
+   * holds it, and `Sandbox.get(name)` or `msb exec NAME` reconnect from any
+   * process. Backend volumes and hooks cannot go there. Default false: the
+   * sandbox dies with this process.
+   */
+  readonly detached?: boolean;
 }
 
 /** Per-exec options. */
@@ -224,6 +232,60 @@ export function imageCommand(config: Pick<ImageConfig, "entrypoint" | "cmd"> | u
   return [...(config?.entrypoint ?? []), ...(command.length > 0 ? command : (config?.cmd ?? []))];
 }
 
+/** What every exec of a sandbox starts from. */
+export interface ExecDefaults {
+  readonly env: readonly string[];
+  readonly cwd: string | undefined;
+  readonly user: string | undefined;
+}
+
+/** What {@link Sandbox.metrics} reports. */
+export interface SandboxMetrics {
+  readonly accel: string;
+  /** Milliseconds to each boot step, and whether the VM started from a saved state. */
+  readonly boot: BootTimings;
+  readonly hostRssBytes: number | undefined;
+  /** Proportional set size: pages shared with other VMs count divided among them. */
+  readonly hostPssBytes: number | undefined;
+}
+
+/** What a Sandbox runs on: a VM in this process, or one a supervisor process holds. */
+export interface SandboxHost {
+  readonly agent: AgentClient;
+  readonly defaults: ExecDefaults;
+  stop(): Promise<void>;
+  kill(): Promise<void>;
+  logs(): Promise<string>;
+  metrics(): Promise<SandboxMetrics>;
+}
+
+/** A VM in this process; `release` undoes what creating it set up. */
+function localHost(vm: MicroVm, defaults: ExecDefaults, release: () => Promise<void>): SandboxHost {
+  let stopped: Promise<void> | undefined;
+  const stop = (): Promise<void> =>
+    (stopped ??= (async () => {
+      try {
+        await vm.stop();
+      } finally {
+        await release();
+      }
+    })());
+  return {
+    agent: vm.agent,
+    defaults,
+    stop,
+    kill: async () => {
+      await vm.kill();
+      await stop();
+    },
+    logs: () => readFile(vm.consoleLog, "utf8").catch(() => ""),
+    metrics: async () => {
+      const memory = await vm.memory();
+      return { accel: vm.accel, boot: vm.timings, hostRssBytes: memory?.rss, hostPssBytes: memory?.pss };
+    },
+  };
+}
+
 /** Sandboxes this process holds, by name. */
 const live = new Map<string, Sandbox>();
 
@@ -253,18 +315,22 @@ export class Sandbox implements AsyncDisposable {
   readonly fs: SandboxFs;
   private stopping: Promise<void> | undefined;
 
-  private constructor(
+  /** @internal */
+  constructor(
     /** The sandbox's unique name. */
     readonly name: string,
-    private readonly vm: MicroVm,
-    private readonly defaults: { env: string[]; cwd: string | undefined; user: string | undefined },
+    private readonly host: SandboxHost,
     /** The image's config (Env, Cmd, Entrypoint, …); undefined for a `rootfs` sandbox. */
     readonly imageConfig: ImageConfig | undefined,
     /** The labels it was created with. */
     readonly labels: Readonly<Record<string, string>>,
-    private readonly release: () => Promise<void>,
   ) {
-    this.fs = new SandboxFs(vm.agent);
+    this.fs = new SandboxFs(host.agent);
+  }
+
+  /** @internal The defaults every exec starts from, for a supervisor to hand to its clients. */
+  get execDefaults(): ExecDefaults {
+    return this.host.defaults;
   }
 
   /**
@@ -286,6 +352,11 @@ export class Sandbox implements AsyncDisposable {
     if (existing !== undefined) {
       if (options.replace !== true) throw new SandboxError("ERR_MSB_SANDBOX_EXISTS", name, "a sandbox of this name is running; stop it or pass replace: true");
       await existing.stop();
+    }
+    if (options.detached === true) {
+      checkDetachable(options);
+      const socketPath = await spawnSupervisor({ ...options, name, detached: false });
+      return Sandbox.connect(name, socketPath);
     }
     const home = defaultHome();
     const dir = join(home, "sandboxes", name);
@@ -352,9 +423,11 @@ export class Sandbox implements AsyncDisposable {
       });
       const imagePath = config?.env.find((e) => e.startsWith("PATH="))?.slice(5) ?? DEFAULT_PATH;
       const env = mergeEnv(config?.env ?? [], [`PATH=${Object.keys(scripts).length > 0 ? `${imagePath}:${SCRIPTS_DIR}` : imagePath}`], envList(options.env));
-      const sandbox = new Sandbox(name, vm, { env, cwd: options.workdir ?? config?.workingDir, user: options.user ?? config?.user }, config, options.labels ?? {}, undo);
+      const defaults = { env, cwd: options.workdir ?? config?.workingDir, user: options.user ?? config?.user };
+      const sandbox = new Sandbox(name, localHost(vm, defaults, undo), config, options.labels ?? {});
       live.set(name, sandbox);
-      withStore(home, (store) => store.markRunning(name, { supervisorPid: process.pid, socketPath: vm.runDir }));
+      // An attached sandbox has no socket for other processes: "" says so.
+      withStore(home, (store) => store.markRunning(name, { supervisorPid: process.pid, socketPath: "" }));
       return sandbox;
     } catch (error) {
       await undo();
@@ -376,6 +449,49 @@ export class Sandbox implements AsyncDisposable {
    */
   static builder(name: string): SandboxBuilder {
     return new SandboxBuilder(name);
+  }
+
+  /**
+   * Reconnects to a sandbox by name: one this process holds, or a detached
+   * one a supervisor holds (from any process).
+   *
+   * @example
+   * ```ts
+   * const sandbox = await Sandbox.get("worker");
+   * console.log((await sandbox.exec("uptime")).stdout);
+   * ```
+   */
+  static async get(name: string): Promise<Sandbox> {
+    const held = live.get(name);
+    if (held !== undefined) return held;
+    const record = withStore(defaultHome(), (store) => {
+      store.reconcile();
+      return store.getSandbox(name);
+    });
+    if (record === undefined) throw new SandboxError("ERR_MSB_SANDBOX_NOT_FOUND", name, "no such sandbox");
+    if (record.status !== "running") throw new SandboxError("ERR_MSB_SANDBOX_NOT_FOUND", name, `the sandbox is ${record.status}`);
+    if (record.socketPath === null || record.socketPath === "") {
+      throw new SandboxError("ERR_MSB_STATE", name, `the sandbox is attached to process ${String(record.supervisorPid)}; only detached sandboxes can be reached from other processes`);
+    }
+    return Sandbox.connect(name, record.socketPath);
+  }
+
+  /** A handle on the sandbox a supervisor serves at `socketPath`. */
+  private static async connect(name: string, socketPath: string): Promise<Sandbox> {
+    const { host, info } = await remoteHost(name, socketPath);
+    const imageConfig = typeof info.imageConfig === "string" ? (JSON.parse(info.imageConfig) as ImageConfig) : undefined;
+    const labels = typeof info.labels === "string" ? (JSON.parse(info.labels) as Record<string, string>) : {};
+    return new Sandbox(name, host, imageConfig, labels);
+  }
+
+  /** @internal The agent connection, for a supervisor to relay. */
+  get agentClient(): AgentClient {
+    return this.host.agent;
+  }
+
+  /** @internal Records the supervisor's socket so other processes can reconnect. */
+  recordSupervisor(socketPath: string): void {
+    withStore(defaultHome(), (store) => store.markRunning(this.name, { supervisorPid: process.pid, socketPath }));
   }
 
   /**
@@ -408,13 +524,18 @@ export class Sandbox implements AsyncDisposable {
     const held = live.get(name);
     if (held !== undefined) return held.stop();
     const home = defaultHome();
-    withStore(home, (store) => {
+    const outcome = withStore(home, (store) => {
       store.reconcile();
       const record = store.getSandbox(name);
       if (record === undefined) throw new SandboxError("ERR_MSB_SANDBOX_NOT_FOUND", name, "no such sandbox");
-      if (record.status === "creating" || record.status === "running") throw new SandboxError("ERR_MSB_SANDBOX_EXISTS", name, `the sandbox is running in process ${String(record.supervisorPid)}`);
+      if (record.status === "creating" || record.status === "running") {
+        if (record.status === "running" && record.socketPath !== null && record.socketPath !== "") return "detached";
+        throw new SandboxError("ERR_MSB_SANDBOX_EXISTS", name, `the sandbox is running in process ${String(record.supervisorPid)}`);
+      }
       store.removeSandbox(name);
+      return "removed";
     });
+    if (outcome === "detached") return (await Sandbox.get(name)).stop();
     await rm(join(home, "sandboxes", name), { recursive: true, force: true });
   }
 
@@ -487,31 +608,29 @@ export class Sandbox implements AsyncDisposable {
   }
 
   /** The guest's console log (kernel and agent messages). */
-  async logs(): Promise<string> {
-    return readFile(this.vm.consoleLog, "utf8").catch(() => "");
+  logs(): Promise<string> {
+    return this.host.logs();
   }
 
   /** Boot timings, accelerator, and the host memory of the VM process (RSS, and PSS with shared pages divided). */
-  async metrics(): Promise<{ accel: string; boot: MicroVm["timings"]; hostRssBytes: number | undefined; hostPssBytes: number | undefined }> {
-    const memory = await this.vm.memory();
-    return { accel: this.vm.accel, boot: this.vm.timings, hostRssBytes: memory?.rss, hostPssBytes: memory?.pss };
+  metrics(): Promise<SandboxMetrics> {
+    return this.host.metrics();
   }
 
   /** Stops the sandbox cleanly (the guest syncs and powers off); idempotent. */
   stop(): Promise<void> {
     return (this.stopping ??= (async () => {
       try {
-        await this.vm.stop();
+        await this.host.stop();
       } finally {
-        live.delete(this.name);
-        await this.release();
+        if (live.get(this.name) === this) live.delete(this.name);
       }
     })());
   }
 
   /** Kills the VM at once, without a clean guest shutdown. */
   async kill(): Promise<void> {
-    await this.vm.kill();
+    await this.host.kill();
     await this.stop();
   }
 
@@ -521,12 +640,13 @@ export class Sandbox implements AsyncDisposable {
 
   private start(argv: readonly string[], options: Omit<ExecStreamOptions, "stdin"> & { stdin: boolean }): ExecProcess {
     if (this.stopping !== undefined) throw new SandboxError("ERR_MSB_SANDBOX_NOT_FOUND", this.name, "the sandbox is stopped");
-    const cwd = options.cwd ?? this.defaults.cwd;
-    const user = options.user ?? this.defaults.user;
+    const { defaults } = this.host;
+    const cwd = options.cwd ?? defaults.cwd;
+    const user = options.user ?? defaults.user;
     try {
-      return this.vm.agent.exec({
+      return this.host.agent.exec({
         argv,
-        env: mergeEnv(this.defaults.env, envList(options.env), options.tty === undefined ? [] : ["TERM=xterm-256color"]),
+        env: mergeEnv(defaults.env, envList(options.env), options.tty === undefined ? [] : ["TERM=xterm-256color"]),
         ...(cwd === undefined ? {} : { cwd }),
         ...(user === undefined ? {} : { user }),
         ...(options.tty === undefined ? {} : { tty: options.tty }),

@@ -630,6 +630,14 @@ export class AgentClient {
     await this.request({ t: "fs.copy", from, to, recursive: options.recursive === true }, "ok", describe(from));
   }
 
+  /**
+   * A request of a protocol extension (a supervisor's `sandbox.*` messages):
+   * resolves with the reply of type `expect`; an `error` reply rejects.
+   */
+  call(body: CborMap, expect: string): Promise<CborMap> {
+    return this.request(body, expect, tag(body));
+  }
+
   /** Closes the connection; pending calls reject with `error` (default ERR_VMM_GONE). */
   close(error: VmmError = new VmmError("ERR_VMM_GONE", "agent", "the agent connection was closed")): void {
     if (this.failure !== undefined) return;
@@ -642,6 +650,29 @@ export class AgentClient {
     for (const wake of waiters) wake();
     this.socket.destroy();
     this.resolveClosed(error.code === "ERR_VMM_GONE" ? undefined : error);
+  }
+
+  /**
+   * Opens a stream whose frames pass through untouched, for a process that
+   * relays the protocol to other clients (a sandbox supervisor): `send`
+   * forwards a client's frames on the new id; `onFrame` gets the agent's, and
+   * `onClose` the error that ended the connection. Bodies are still checked to
+   * be message maps; flow control is the relayed client's business.
+   */
+  relay(onFrame: (flags: number, body: CborMap) => void, onClose: (error: VmmError) => void): { readonly id: number; send(flags: number, body: CborValue | undefined): Promise<void> } {
+    const id = this.allocate("relay");
+    this.open(id, { onFrame: (frame, body) => onFrame(frame.flags, body), onFail: onClose });
+    return {
+      id,
+      send: (flags, body) => {
+        if ((flags & FLAG_CANCEL) !== 0) {
+          // The relayed client abandons the stream: so do we (the agent's late frames are then ignored).
+          this.cancel(id, new VmmError("ERR_VMM_AGENT", "relay", "ECANCELED: cancelled by the relayed client", { agentCode: "ECANCELED", errno: 125 }));
+          return Promise.resolve();
+        }
+        return this.send(id, flags, body);
+      },
+    };
   }
 
   /** @internal Registers a stream's handler. */

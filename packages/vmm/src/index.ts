@@ -29,7 +29,7 @@ export {
   type SetupRequest,
   type WireString,
 } from "./agent.js";
-export { CborError, decodeCbor, encodeCbor, cborDiagnostic, type CborMap, type CborValue } from "./cbor.js";
+export { CborError, decodeCbor, encodeCbor, cborDiagnostic, isCborMap, type CborMap, type CborValue } from "./cbor.js";
 export { FLAG_CANCEL, FLAG_END, FrameError, FrameReader, MAX_BODY, MAX_CHUNK, decodeFrame, encodeFrame, type Frame } from "./frame.js";
 export { MicroVm, type BootTimings, type MicroVmOptions, type VmMount } from "./vm.js";
 export { qemuArgs, type QemuConfig, type QemuExit, type SerialPort } from "./qemu.js";
