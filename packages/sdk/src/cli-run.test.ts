@@ -2,7 +2,7 @@
 // microVMs (TCG where there is no hardware KVM), real images from the
 // loopback registries of ../shared/testbed/oci.
 import { execFile, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -93,6 +93,16 @@ describe.skipIf(!existsSync(CLI))("msb run", () => {
     expect(badImage.stderr).toMatch(/ERR_MSB_IMAGE_NOT_FOUND.*not in the local store/);
   }, 120_000);
 
+  it("mounts -v named and bind volumes and --tmpfs", async () => {
+    const hostDir = mkdtempSync(join(base, "bind-"));
+    writeFileSync(join(hostDir, "in.txt"), "from host\n");
+    const result = await msb(["run", "-v", "runvol:/data", "-v", `${hostDir}:/in:ro`, "--tmpfs", "/t:8MiB", "--", "sh", "-c", "echo kept > /data/k; cat /in/in.txt; awk '$2 == \"/t\" { print $3 }' /proc/mounts; touch /in/x 2>/dev/null || echo ro"]);
+    expect(result).toMatchObject({ code: 0, stdout: "from host\ntmpfs\nro\n" });
+    expect(readFileSync(join(env.MSB_HOME, "volumes", "runvol", "k"), "utf8")).toBe("kept\n");
+    expect((await msb(["run", "-v", "nonsense", "--", "true"])).code).toBe(2);
+    expect(await msb(["volume", "rm", "runvol"])).toMatchObject({ code: 0 });
+  }, 120_000);
+
   it("manages named volumes and lists sandboxes", async () => {
     expect(await msb(["volume", "create", "cli-vol", "--quota", "1MiB"])).toMatchObject({ code: 0, stdout: "cli-vol\n" });
     const listed = await msb(["volume", "ls", "--json"]);
@@ -112,6 +122,9 @@ describe.skipIf(!existsSync(CLI))("msb run", () => {
     expect(await msb(["exec", "bg-cli", "--", "sh", "-c", "echo hi > /tmp/f; cat /tmp/f; exit 3"])).toMatchObject({ code: 3, stdout: "hi\n" });
     expect(await msb(["exec", "-i", "-e", "X=1", "bg-cli", "--", "sh", "-c", "echo $X; cat /tmp/f; cat"], "piped\n")).toMatchObject({ code: 0, stdout: "1\nhi\npiped\n" });
     expect(JSON.parse((await msb(["ls", "--json"])).stdout)).toEqual([expect.objectContaining({ name: "bg-cli", status: "running" })]);
+    const inspected = JSON.parse((await msb(["inspect", "bg-cli"])).stdout) as { status: string; metrics: { accel: string } };
+    expect(inspected).toMatchObject({ status: "running", metrics: { accel: expect.stringMatching(/^(kvm|tcg)$/) as unknown } });
+    expect((await msb(["logs", "bg-cli"])).code).toBe(0);
     expect(await msb(["stop", "bg-cli"])).toMatchObject({ code: 0, stdout: "bg-cli\n" });
     expect(JSON.parse((await msb(["ls", "--json"])).stdout)).toEqual([]);
     const gone = await msb(["exec", "bg-cli", "--", "true"]);

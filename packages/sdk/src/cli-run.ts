@@ -6,12 +6,13 @@ import { parseArgs } from "node:util";
 import { UsageError } from "./cli-images.js";
 import { SandboxError } from "./errors.js";
 import { Sandbox, imageCommand, type ExecStream, type PullPolicy } from "./sandbox.js";
+import { parseTmpfsFlag, parseVolumeFlag, type VolumeSpec } from "./volume.js";
 
 /** Exit status for a failure of msb itself (not of the command), as Docker uses it. */
 export const EXIT_MSB_ERROR = 125;
 
 /** Options of `msb run` that take a value; the splitter needs them to find IMAGE. */
-const VALUE_OPTIONS = new Set(["--rootfs", "--memory", "-m", "--cpus", "--env", "-e", "--workdir", "-w", "--user", "-u", "--hostname", "--pull", "--name"]);
+const VALUE_OPTIONS = new Set(["--rootfs", "--memory", "-m", "--cpus", "--env", "-e", "--workdir", "-w", "--user", "-u", "--hostname", "--pull", "--name", "--volume", "-v", "--tmpfs"]);
 
 /** What `msb run` was asked to do. */
 export interface RunRequest {
@@ -29,6 +30,16 @@ export interface RunRequest {
   readonly pull: PullPolicy;
   readonly name: string | undefined;
   readonly detach: boolean;
+  readonly volumes: readonly VolumeSpec[];
+}
+
+/** A `-v`/`--tmpfs` flag as a volume; a bad one is a usage error. */
+function flagVolume(parse: (flag: string) => VolumeSpec, flag: string): VolumeSpec {
+  try {
+    return parse(flag);
+  } catch (error) {
+    throw new UsageError(`run: ${(error as Error).message}`);
+  }
 }
 
 const positiveInt = (value: string | undefined, name: string, fallback: number, max: number): number => {
@@ -76,6 +87,8 @@ export function parseRunArgs(args: readonly string[]): RunRequest {
         pull: { type: "string" },
         name: { type: "string" },
         detach: { type: "boolean", short: "d" },
+        volume: { type: "string", short: "v", multiple: true },
+        tmpfs: { type: "string", multiple: true },
       },
     });
   } catch (error) {
@@ -109,6 +122,7 @@ export function parseRunArgs(args: readonly string[]): RunRequest {
     pull,
     name: values.name,
     detach: values.detach === true,
+    volumes: [...(values.volume ?? []).map((flag) => flagVolume(parseVolumeFlag, flag)), ...(values.tmpfs ?? []).map((flag) => flagVolume(parseTmpfsFlag, flag))],
   };
 }
 
@@ -192,6 +206,7 @@ export async function runCommand(args: string[]): Promise<number> {
     cpus: request.cpus,
     pullPolicy: request.pull,
     detached: request.detach,
+    volumes: request.volumes,
   });
   if (request.detach) {
     process.stdout.write(`${sandbox.name}\n`);
@@ -220,5 +235,27 @@ export async function removeCommand(args: string[]): Promise<number> {
     await Sandbox.remove(name);
     process.stdout.write(`${name}\n`);
   }
+  return 0;
+}
+
+/** `msb logs NAME`: the guest console of a detached sandbox. */
+export async function logsCommand(args: string[]): Promise<number> {
+  const [name, ...rest] = args;
+  if (name === undefined || rest.length > 0) throw new UsageError("logs takes one sandbox NAME");
+  const sandbox = await Sandbox.get(name);
+  process.stdout.write(await sandbox.logs());
+  return 0;
+}
+
+/** `msb inspect NAME`: the sandbox's record, image config and metrics as JSON. */
+export async function inspectCommand(args: string[]): Promise<number> {
+  const [name, ...rest] = args;
+  if (name === undefined || rest.length > 0) throw new UsageError("inspect takes one sandbox NAME");
+  const record = Sandbox.list().find((r) => r.name === name);
+  if (record === undefined) throw new SandboxError("ERR_MSB_SANDBOX_NOT_FOUND", name, "no such sandbox");
+  const reachable = record.status === "running" && record.socketPath !== null && record.socketPath !== "";
+  const sandbox = reachable ? await Sandbox.get(name) : undefined;
+  const details = { ...record, imageConfig: sandbox?.imageConfig ?? null, metrics: sandbox === undefined ? null : await sandbox.metrics() };
+  process.stdout.write(`${JSON.stringify(details, null, 2)}\n`);
   return 0;
 }

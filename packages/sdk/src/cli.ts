@@ -6,7 +6,7 @@ import { parseArgs } from "node:util";
 import { mountFuse, type FuseLogger } from "@msb/fuse";
 import { OciError } from "@msb/oci";
 import { UsageError, imagesCommand, pullCommand, rmiCommand } from "./cli-images.js";
-import { EXIT_MSB_ERROR, execCommand, removeCommand, runCommand } from "./cli-run.js";
+import { EXIT_MSB_ERROR, execCommand, inspectCommand, logsCommand, removeCommand, runCommand } from "./cli-run.js";
 import { lsCommand, volumeCommand } from "./cli-state.js";
 import { SpecError, fsFromSpecFile } from "./spec.js";
 
@@ -19,10 +19,13 @@ commands:
       -e, --env K=V  -w, --workdir DIR  -u, --user USER[:GROUP]  -t, --tty
       -i, --interactive  -m, --memory MIB (256)  --cpus N (1)  --hostname NAME
       --pull always|missing|never  --name NAME  -d, --detach (keep it running; prints NAME)
+      -v, --volume NAME:/path | /host/dir:/path[:ro]  --tmpfs /path[:SIZE]
   exec [-i] [-t] [-e K=V] [-w DIR] [-u USER] NAME [--] COMMAND [ARG...]
       Run COMMAND in the detached sandbox NAME; exits with its status.
   stop NAME... | rm NAME...
       Stop detached sandboxes; remove what crashed ones left.
+  logs NAME | inspect NAME
+      A detached sandbox's guest console; a sandbox's record, image config and metrics (JSON).
   ls [--json] [--label KEY[=VALUE]]
       List sandboxes (of every process); those whose process died show as crashed.
   volume create NAME [--quota SIZE] | volume ls [--json] | volume rm NAME... [--force]
@@ -79,6 +82,8 @@ const COMMANDS: Readonly<Record<string, (args: string[]) => Promise<number>>> = 
   exec: execCommand,
   stop: removeCommand,
   rm: removeCommand,
+  logs: logsCommand,
+  inspect: inspectCommand,
   ls: (args) => Promise.resolve(lsCommand(args)),
   volume: (args) => Promise.resolve(volumeCommand(args)),
   pull: (args) => pullCommand(args),
