@@ -208,6 +208,17 @@ describe("MicroVm starts", () => {
     }
   }, 120_000);
 
+  it("started together on a new machine shape share one save", async () => {
+    const fresh = join(work, "fresh-states");
+    const vms = await Promise.all([0, 1, 2].map(() => MicroVm.start({ mounts: rootFs(), stateDir: fresh, memoryMiB: 192 })));
+    try {
+      expect(vms.map((v) => v.timings.restored)).toEqual([true, true, true]);
+      expect((await readdir(fresh)).filter((n) => n.endsWith(".dev") || n.endsWith(".ram")).length).toBe(2);
+    } finally {
+      await Promise.all(vms.map((v) => v.stop()));
+    }
+  }, 120_000);
+
   it("cold, without a saved state, when asked", async () => {
     const cold = await MicroVm.start({ mounts: rootFs(), savedState: false });
     try {

@@ -64,15 +64,28 @@ export interface MicroVmOptions {
 async function ensureSavedState(machine: Omit<QemuConfig, "extraArgs" | "consoleLog" | "ports" | "memoryFile">, fsPorts: number, stateDir: string, assetsVersion: string): Promise<SavedState | undefined> {
   const state = savedStatePath(stateDir, { assetsVersion, accel: machine.accel, memoryMiB: machine.memoryMiB, cpus: machine.cpus, fsPorts, qemuBinary: machine.binary ?? defaultQemuBinary() });
   if (existsSync(state.devices) && existsSync(state.ram)) return state;
-  try {
-    await saveVmState(machine, fsPorts, state);
-    await pruneSavedStates(stateDir, assetsVersion);
-    return state;
-  } catch (error) {
-    process.emitWarning(`msb: booting cold, the VM state could not be saved: ${error instanceof Error ? error.message : String(error)}`);
-    return undefined;
+  // VMs started together share one save instead of each booting its own.
+  let saving = savesInFlight.get(state.devices);
+  if (saving === undefined) {
+    saving = (async () => {
+      try {
+        await saveVmState(machine, fsPorts, state);
+        await pruneSavedStates(stateDir, assetsVersion);
+        return state;
+      } catch (error) {
+        process.emitWarning(`msb: booting cold, the VM state could not be saved: ${error instanceof Error ? error.message : String(error)}`);
+        return undefined;
+      } finally {
+        savesInFlight.delete(state.devices);
+      }
+    })();
+    savesInFlight.set(state.devices, saving);
   }
+  return saving;
 }
+
+/** Saves under way in this process, by device-state path. */
+const savesInFlight = new Map<string, Promise<SavedState | undefined>>();
 
 /** Milliseconds from the start of {@link MicroVm.start} to each boot step. */
 export interface BootTimings {
