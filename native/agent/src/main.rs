@@ -35,7 +35,7 @@ fn main() {
     let t0 = Instant::now();
     boot_mounts();
     console();
-    load_modules();
+    load_modules("order");
     let t_mods = t0.elapsed();
     exec::start_reaper();
     let fd = match find_port("agent", Duration::from_secs(10)) {
@@ -101,9 +101,9 @@ fn console() {
     }
 }
 
-/// finit_module for each name in /lib/modules/order (EEXIST is fine).
-fn load_modules() {
-    let Ok(order) = std::fs::read_to_string("/lib/modules/order") else {
+/// finit_module for each name in the list file `order` of /lib/modules (EEXIST is fine).
+pub fn load_modules(order: &str) {
+    let Ok(order) = std::fs::read_to_string(format!("/lib/modules/{order}")) else {
         return;
     };
     for name in order.split_whitespace() {

@@ -24,12 +24,24 @@ struct Tmpfs {
     size: Option<u64>,
 }
 
+/// A virtio-blk disk the host attached, found by its serial.
+struct Disk {
+    serial: String,
+    target: Vec<u8>,
+    fstype: String,
+    ro: bool,
+}
+
+/// Filesystems a disk may carry (their modules are in the initramfs).
+const DISK_FSTYPES: [&str; 2] = ["ext4", "vfat"];
+
 struct Setup {
     hostname: Vec<u8>,
     entropy: Vec<u8>,
     time: Option<(i64, i64)>,
     mounts: Vec<FuseMount>,
     tmpfs: Vec<Tmpfs>,
+    disks: Vec<Disk>,
 }
 
 fn parse(body: &Value) -> Result<Setup, String> {
@@ -121,12 +133,61 @@ fn parse(body: &Value) -> Result<Setup, String> {
             tmpfs.push(Tmpfs { target, size });
         }
     }
+    let mut disks = Vec::new();
+    if let Some(list) = body.opt("disks") {
+        for d in list.as_array().ok_or("disks must be an array")? {
+            let serial = d
+                .get("serial")
+                .and_then(|v| v.as_str())
+                .ok_or("disk serial must be text")?
+                .to_string();
+            if serial.is_empty()
+                || serial.len() > 20
+                || !serial
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            {
+                return Err(format!("bad disk serial {serial:?}"));
+            }
+            let target = d
+                .get("target")
+                .and_then(|v| v.as_os_bytes())
+                .ok_or("disk target must be a string")?
+                .to_vec();
+            check_abs(&target)?;
+            if target == b"/" {
+                return Err("a disk may not replace the root".into());
+            }
+            let fstype = d
+                .get("fstype")
+                .and_then(|v| v.as_str())
+                .ok_or("disk fstype must be text")?
+                .to_string();
+            if !DISK_FSTYPES.contains(&fstype.as_str()) {
+                return Err(format!(
+                    "disk fstype {fstype:?} is not one of {DISK_FSTYPES:?}"
+                ));
+            }
+            let ro = d
+                .opt("ro")
+                .map(|v| v.as_bool().ok_or("ro must be a boolean"))
+                .transpose()?
+                .unwrap_or(false);
+            disks.push(Disk {
+                serial,
+                target,
+                fstype,
+                ro,
+            });
+        }
+    }
     Ok(Setup {
         hostname,
         entropy,
         time,
         mounts,
         tmpfs,
+        disks,
     })
 }
 
@@ -203,6 +264,13 @@ fn run(s: Setup) -> Result<(), Fail> {
     }
     if !s.entropy.is_empty() {
         add_entropy(&s.entropy)?;
+    }
+    // Disk filesystems' modules come from the initramfs, so load them before it goes.
+    let mut fstypes: Vec<&str> = s.disks.iter().map(|d| d.fstype.as_str()).collect();
+    fstypes.sort_unstable();
+    fstypes.dedup();
+    for fstype in fstypes {
+        crate::load_modules(&format!("order.{fstype}"));
     }
     let root = &s.mounts[0];
     let _ = std::fs::create_dir_all("/newroot");
@@ -305,10 +373,57 @@ fn run(s: Setup) -> Result<(), Fail> {
             )
         })?;
     }
+    for d in &s.disks {
+        let dev = disk_device(&d.serial).ok_or((
+            sys::ENODEV,
+            format!("no virtio-blk disk with serial {:?}", d.serial),
+        ))?;
+        mkdir_p(&d.target)?;
+        sys::mount_fs(
+            &c(dev.as_bytes()),
+            &c(&d.target),
+            &c(d.fstype.as_bytes()),
+            sys::MS_NOSUID | sys::MS_NODEV | if d.ro { sys::MS_RDONLY } else { 0 },
+            None,
+        )
+        .map_err(|e| {
+            fail(
+                e,
+                format!(
+                    "mount {dev} ({}) on {}",
+                    d.fstype,
+                    String::from_utf8_lossy(&d.target)
+                ),
+            )
+        })?;
+    }
     if unsafe { sys::sethostname(s.hostname.as_ptr() as *const _, s.hostname.len()) } != 0 {
         return Err(fail(sys::errno(), "sethostname"));
     }
     Ok(())
+}
+
+/// `/dev/vdX` of the virtio-blk disk whose serial is `serial` (the host sets
+/// serials, so the order in which the guest probed the disks does not matter).
+fn disk_device(serial: &str) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        if let Ok(entries) = std::fs::read_dir("/sys/block") {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let found = std::fs::read_to_string(entry.path().join("serial"))
+                    .map(|s| s.trim_end() == serial)
+                    .unwrap_or(false);
+                if found {
+                    return Some(format!("/dev/{name}"));
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 fn mkdir_p(p: &[u8]) -> Result<(), Fail> {

@@ -2,7 +2,7 @@
 // the seeds' examples as tests: scripts, patches, the fs API with 3 MiB
 // streams, volumes (named kept across sandboxes, bind, memfs, tmpfs, an
 // encrypting backend), timeouts and aborts, streams with stdin.
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { createCipheriv, createHash, randomBytes } from "node:crypto";
 import { createRequire } from "node:module";
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
@@ -207,6 +207,19 @@ describe("Sandbox volumes and lifecycle", () => {
     } finally {
       rmSync(hostDir, { recursive: true, force: true });
     }
+  }, 120_000);
+
+  it("attaches a disk-image volume", async () => {
+    const image = join(mkdtempSync(join(tmpdir(), "msb-disk-")), "disk.img");
+    execFileSync("truncate", ["-s", "16M", image]);
+    execFileSync("mkfs.ext4", ["-q", "-F", image]);
+    {
+      await using box = await Sandbox.builder("disky").volume("/disk", (v) => v.disk(image, "ext4")).create();
+      await box.shell("echo on-disk > /disk/note && sync");
+      expect(await box.fs.readToString("/disk/note")).toBe("on-disk\n");
+    }
+    expect(execFileSync("debugfs", ["-R", "cat /note", image], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] })).toBe("on-disk\n");
+    rmSync(join(image, ".."), { recursive: true, force: true });
   }, 120_000);
 
   it("refuses a duplicate name unless replace, and cleans up after a failed patch", async () => {

@@ -8,7 +8,7 @@ import type { DynFileSystem } from "@msb/fs";
 import { OverlayFs } from "@msb/fs-overlay";
 import { PassthroughFs } from "@msb/fs-passthrough";
 import { ImageStore, OciError, defaultHome, importOciLayout, pull, type ImageConfig, type ImageDetails, type PullOptions } from "@msb/oci";
-import { MicroVm, VmmError, findGuestAssets, type AgentClient, type BootTimings, type ExecExit, type ExecProcess, type VmMount } from "@msb/vmm";
+import { MicroVm, VmmError, findGuestAssets, type AgentClient, type BootTimings, type ExecExit, type ExecProcess, type VmDisk, type VmMount } from "@msb/vmm";
 import { SandboxError } from "./errors.js";
 import { PatchBuilder, SCRIPTS_DIR, applyPatches, scriptPatches, type PatchOp } from "./patch.js";
 import { SandboxFs } from "./sandbox-fs.js";
@@ -404,9 +404,10 @@ export class Sandbox implements AsyncDisposable {
 
       const mounts: VmMount[] = [{ target: "/", fs: root }];
       const tmpfs: { target: string; size?: number }[] = [];
+      const disks: VmDisk[] = [];
       for (const spec of options.volumes ?? []) {
-        if (spec.kind === "disk") throw new SandboxError("ERR_MSB_INVALID_CONFIG", spec.guestPath, "disk volumes are not attached yet; use named, bind, tmpfs, memfs or backend volumes");
         const backend: VolumeBackend = await volumeBackend(spec, { home });
+        if (spec.kind === "disk") disks.push({ path: spec.imagePath, target: spec.guestPath, fstype: spec.fstype, readonly: spec.readonly });
         cleanups.push(() => backend.cleanup());
         if (backend.fs !== undefined) mounts.push({ target: spec.guestPath, fs: backend.fs, readonly: spec.readonly });
         else if (backend.tmpfs !== undefined) tmpfs.push(backend.tmpfs.size === undefined ? { target: backend.tmpfs.target } : { target: backend.tmpfs.target, size: backend.tmpfs.size });
@@ -414,6 +415,7 @@ export class Sandbox implements AsyncDisposable {
       const vm = await MicroVm.start({
         mounts,
         ...(tmpfs.length > 0 ? { tmpfs } : {}),
+        ...(disks.length > 0 ? { disks } : {}),
         memoryMiB: options.memoryMiB ?? 256,
         cpus: options.cpus ?? 1,
         hostname: options.hostname ?? name,

@@ -84,7 +84,7 @@ describe("VolumeBuilder", () => {
     ["a read-only memfs", (v) => v.memfs().readonly(), "/data"],
     ["a quota on a read-only volume", (v) => v.named("a").readonly().quota("1GiB"), "/data"],
     ["hooks on a memfs", (v) => v.memfs().onWrite((d) => d), "/data"],
-    ["hooks on a disk", (v) => v.disk("/img", "xfs").onRead((d) => d), "/data"],
+    ["hooks on a disk", (v) => v.disk("/img", "vfat").onRead((d) => d), "/data"],
     ["a backend that is no filesystem", (v) => v.backend({} as MemFs), "/data"],
   ])("refuses %s", async (_what, configure, input) => {
     const error = await sandboxError(() => volumeSpec("/data", configure));
@@ -211,7 +211,7 @@ describe("volumeBackend", () => {
     expect(disk.fs).toBeUndefined();
     await disk.cleanup();
     for (const path of [join(home, "missing.img"), home]) {
-      const error = await sandboxError(() => volumeBackend(volumeSpec("/disk", (v) => v.disk(path, "xfs")), { home }));
+      const error = await sandboxError(() => volumeBackend(volumeSpec("/disk", (v) => v.disk(path, "vfat")), { home }));
       expect([error.code, error.input]).toEqual(["ERR_MSB_VOLUME", path]);
     }
   });

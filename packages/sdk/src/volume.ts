@@ -25,7 +25,7 @@ import { SandboxError } from "./errors.js";
 import { checkGuestPath, errnoOf, inputOf } from "./patch.js";
 
 /** Filesystem types a disk-image volume may hold (the guest kernel mounts it). */
-export const DISK_FSTYPES = ["ext4", "xfs", "btrfs", "vfat"] as const;
+export const DISK_FSTYPES = ["ext4", "vfat"] as const;
 
 /** A filesystem type of {@link DISK_FSTYPES}. */
 export type DiskFsType = (typeof DISK_FSTYPES)[number];

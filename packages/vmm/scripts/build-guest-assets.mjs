@@ -36,6 +36,15 @@ const KERNEL_METAPACKAGE = "linux-image-cloud-amd64";
 const WANTED_MODULES = ["virtio", "virtio_ring", "virtio_mmio", "virtio_console", "fuse", "overlay", "virtio_blk"];
 
 /**
+ * Filesystems a disk volume may carry, with the modules each needs. They are
+ * not loaded at boot: the agent loads `lib/modules/order.<fstype>` when a
+ * sandbox attaches such a disk, so sandboxes without disks pay nothing.
+ * xfs and btrfs would add 9 MB of modules to every guest's initramfs (and its
+ * memory); they stay out until someone needs them.
+ */
+const DISK_FILESYSTEMS = { ext4: ["ext4"], vfat: ["vfat", "nls_cp437", "nls_iso8859_1"] };
+
+/**
  * Measured on QEMU 7.2 TCG: tsc_early_khz is required (without it about 1 boot
  * in 5 hangs calibrating the TSC); the i8042/8250 options skip probing
  * hardware microvm does not have; panic=-1 turns a guest panic into an exit.
@@ -304,7 +313,7 @@ function moduleDepends(ko, name) {
  * modules built into the kernel are skipped; one neither built in nor shipped
  * is an error (the kernel's config changed under us).
  */
-async function resolveModules(modulesDir) {
+async function resolveModules(modulesDir, wanted = WANTED_MODULES, loaded = new Set()) {
   const builtin = new Set(
     readFileSync(join(modulesDir, "modules.builtin"), "utf8")
       .split("\n")
@@ -315,7 +324,7 @@ async function resolveModules(modulesDir) {
   const ordered = [];
   const visiting = new Set();
   const visit = async (name, wantedBy) => {
-    if (builtin.has(name) || ordered.some((m) => m.name === name)) return;
+    if (builtin.has(name) || loaded.has(name) || ordered.some((m) => m.name === name)) return;
     if (visiting.has(name)) throw new BuildError(`module dependency cycle through ${name}`);
     const path = files.get(name);
     if (path === undefined) throw new BuildError(`module ${name}${wantedBy === undefined ? "" : ` (needed by ${wantedBy})`} is neither built into the kernel nor shipped with it`);
@@ -326,8 +335,8 @@ async function resolveModules(modulesDir) {
     visiting.delete(name);
     ordered.push({ name, ko });
   };
-  for (const name of WANTED_MODULES) await visit(name, undefined);
-  return { modules: ordered, builtin: WANTED_MODULES.filter((name) => builtin.has(name)) };
+  for (const name of wanted) await visit(name, undefined);
+  return { modules: ordered, builtin: wanted.filter((name) => builtin.has(name)) };
 }
 
 // --- cpio (newc) ------------------------------------------------------------------------
@@ -355,7 +364,8 @@ function cpioArchive(entries) {
   return Buffer.concat(parts);
 }
 
-function buildInitramfs(agent, modules) {
+function buildInitramfs(agent, modules, diskModules) {
+  const shipped = new Map([...modules, ...Object.values(diskModules).flat()].map((m) => [m.name, m.ko]));
   const dir = (path, permissions = 0o755) => ({ path, mode: S_IFDIR | permissions });
   return cpioArchive([
     { path: "init", mode: S_IFREG | 0o755, data: agent },
@@ -363,8 +373,9 @@ function buildInitramfs(agent, modules) {
     { path: "dev/console", mode: S_IFCHR | 0o600, rdev: [5, 1] },
     ...["dev", "lib", "lib/modules", "newroot", "proc", "sys"].map((path) => dir(path)),
     dir("tmp", 0o1777),
-    ...modules.map(({ name, ko }) => ({ path: `lib/modules/${name}.ko`, mode: S_IFREG | 0o644, data: ko })),
+    ...[...shipped].map(([name, ko]) => ({ path: `lib/modules/${name}.ko`, mode: S_IFREG | 0o644, data: ko })),
     { path: "lib/modules/order", mode: S_IFREG | 0o644, data: Buffer.from(modules.map(({ name }) => `${name}\n`).join("")) },
+    ...Object.entries(diskModules).map(([fstype, list]) => ({ path: `lib/modules/order.${fstype}`, mode: S_IFREG | 0o644, data: Buffer.from(list.map(({ name }) => `${name}\n`).join("")) })),
   ]);
 }
 
@@ -528,7 +539,12 @@ async function main() {
   const vmlinuxSha256 = sha256Hex(await readFile(kernel.vmlinux));
   const { modules, builtin } = await resolveModules(kernel.modulesDir);
   log(`modules: load ${modules.map((m) => m.name).join(", ")}${builtin.length === 0 ? "" : `; built in: ${builtin.join(", ")}`}`);
-  const initramfs = buildInitramfs(agent, modules);
+  const diskModules = {};
+  for (const [fstype, wanted] of Object.entries(DISK_FILESYSTEMS)) {
+    diskModules[fstype] = (await resolveModules(kernel.modulesDir, wanted, new Set(modules.map((m) => m.name)))).modules;
+  }
+  log(`disk filesystems: ${Object.entries(diskModules).map(([fstype, list]) => `${fstype} (${list.map((m) => m.name).join(", ") || "built in"})`).join("; ")}`);
+  const initramfs = buildInitramfs(agent, modules, diskModules);
   const busybox = installedBusybox();
   const layout = busyboxLayout(busybox);
   log(`busybox ${busybox.version}: ${busybox.applets.length} applets, layout index ${layout.indexDigest}`);

@@ -38,6 +38,8 @@ export interface SetupRequest {
   readonly mounts: readonly SetupMount[];
   /** Guest tmpfs mounts; without `size`, the guest kernel's default (half its memory). */
   readonly tmpfs?: readonly { readonly target: string; readonly size?: number }[];
+  /** virtio-blk disks to mount, by the serial QEMU gave them. */
+  readonly disks?: readonly { readonly serial: string; readonly target: string; readonly fstype: string; readonly readonly?: boolean }[];
 }
 
 /** A resource limit for an exec; `null` is unlimited. */
@@ -476,6 +478,7 @@ export class AgentClient {
         time: [sec, Number(request.timeNs - sec * 1_000_000_000n)],
         mounts: request.mounts.map((m) => ({ tag: m.tag, target: m.target, ro: m.readonly === true })),
         ...(request.tmpfs === undefined ? {} : { tmpfs: request.tmpfs.map((t) => (t.size === undefined ? { target: t.target } : { target: t.target, size: t.size })) }),
+        ...(request.disks === undefined ? {} : { disks: request.disks.map((d) => ({ serial: d.serial, target: d.target, fstype: d.fstype, ro: d.readonly === true })) }),
       },
       "ok",
       "setup",

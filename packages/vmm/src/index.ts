@@ -31,6 +31,6 @@ export {
 } from "./agent.js";
 export { CborError, decodeCbor, encodeCbor, cborDiagnostic, isCborMap, type CborMap, type CborValue } from "./cbor.js";
 export { FLAG_CANCEL, FLAG_END, FrameError, FrameReader, MAX_BODY, MAX_CHUNK, decodeFrame, encodeFrame, type Frame } from "./frame.js";
-export { MicroVm, type BootTimings, type MicroVmOptions, type VmMount } from "./vm.js";
-export { qemuArgs, type QemuConfig, type QemuExit, type SerialPort } from "./qemu.js";
+export { MicroVm, type BootTimings, type MicroVmOptions, type VmDisk, type VmMount } from "./vm.js";
+export { qemuArgs, type QemuConfig, type QemuDisk, type QemuExit, type SerialPort } from "./qemu.js";
 export { defaultStateDir, savedStatePath, type SavedState, type SavedStateKey } from "./snapshot.js";

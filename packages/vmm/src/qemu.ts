@@ -30,8 +30,19 @@ export interface QemuConfig {
    * restored from it). Default: anonymous memory.
    */
   readonly memoryFile?: { readonly path: string; readonly shared: boolean };
+  /** Disk images on virtio-blk, found in the guest by `serial`. */
+  readonly disks?: readonly QemuDisk[];
   /** Extra arguments (e.g. `-incoming` for a saved state), appended last. */
   readonly extraArgs?: readonly string[];
+}
+
+/** A disk image attached as a virtio-blk device. */
+export interface QemuDisk {
+  readonly path: string;
+  readonly format: "raw" | "qcow2";
+  readonly readonly: boolean;
+  /** The serial the guest sees in /sys/block/vdX/serial (ASCII letters, digits, `-`; ≤ 20). */
+  readonly serial: string;
 }
 
 /** Escapes a value for QEMU's comma-separated option lists. */
@@ -69,6 +80,12 @@ export function qemuArgs(config: QemuConfig): string[] {
     "-serial", "chardev:console",
     "-device", "virtio-serial-device",
     ...ports,
+    ...(config.disks ?? []).flatMap((disk, index) => [
+      "-drive",
+      `file=${optionValue(disk.path)},if=none,id=disk${String(index)},format=${disk.format},readonly=${disk.readonly ? "on" : "off"}`,
+      "-device",
+      `virtio-blk-device,drive=disk${String(index)},serial=${disk.serial}`,
+    ]),
     ...(config.extraArgs ?? []),
   ];
 }

@@ -1,8 +1,9 @@
 // Real microVMs (TCG on machines without hardware KVM): the agent, exec and
 // the fs API end to end over a FUSE root served by PassthroughFs/OverlayFs.
+import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, readdir, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { OverlayFs } from "@msb/fs-overlay";
@@ -227,6 +228,35 @@ describe("MicroVm starts", () => {
     } finally {
       await cold.stop();
     }
+  }, 120_000);
+});
+
+describe("MicroVm disks", () => {
+  it("mounts ext4 images on virtio-blk, read-write and read-only", async () => {
+    const rw = join(work, "rw.img");
+    const ro = join(work, "ro.img");
+    const given = join(work, "given.txt");
+    await writeFile(given, "from the image\n");
+    for (const image of [rw, ro]) {
+      execFileSync("truncate", ["-s", "32M", image]);
+      execFileSync("mkfs.ext4", ["-q", "-F", image]);
+    }
+    execFileSync("debugfs", ["-w", "-R", `write ${given} given.txt`, ro], { stdio: "ignore" });
+    const disky = await MicroVm.start({
+      mounts: [{ target: "/", fs: new PassthroughFs({ rootDir }) }],
+      disks: [
+        { path: rw, target: "/mnt/rw", fstype: "ext4" },
+        { path: ro, target: "/mnt/ro", fstype: "ext4", readonly: true },
+      ],
+    });
+    try {
+      expect(disky.timings.restored).toBe(false);
+      const out = await disky.agent.exec({ argv: ["sh", "-c", "echo written > /mnt/rw/f.txt && sync; cat /mnt/ro/given.txt; touch /mnt/ro/x 2>/dev/null || echo refused"], env: [PATH] }).output();
+      expect(text(out.stdout)).toBe("from the image\nrefused\n");
+    } finally {
+      await disky.stop();
+    }
+    expect(execFileSync("debugfs", ["-R", "cat /f.txt", rw], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] })).toBe("written\n");
   }, 120_000);
 });
 

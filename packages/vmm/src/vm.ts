@@ -2,7 +2,7 @@
 // control connection and one FUSE server per filesystem.
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, open, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { DynFileSystem } from "@msb/fs";
@@ -22,12 +22,41 @@ export interface VmMount {
   readonly readonly?: boolean;
 }
 
+/** A disk image the guest mounts. */
+export interface VmDisk {
+  /** Host path of the image. */
+  readonly path: string;
+  /** Default: qcow2 when the image starts with its magic, else raw. */
+  readonly format?: "raw" | "qcow2";
+  /** Absolute guest path. */
+  readonly target: string;
+  /** The filesystem in the image, as the guest kernel names it (`ext4`, `vfat`). */
+  readonly fstype: string;
+  readonly readonly?: boolean;
+}
+
+/** qcow2 images start with "QFI\xfb". */
+async function imageFormat(path: string): Promise<"raw" | "qcow2"> {
+  const handle = await open(path, "r");
+  try {
+    const { buffer, bytesRead } = await handle.read(Buffer.alloc(4), 0, 4, 0);
+    return bytesRead === 4 && buffer.equals(Buffer.from([0x51, 0x46, 0x49, 0xfb])) ? "qcow2" : "raw";
+  } finally {
+    await handle.close();
+  }
+}
+
 /** Options of {@link MicroVm.start}. */
 export interface MicroVmOptions {
   /** Filesystems to serve; the first is the root `/`. */
   readonly mounts: readonly VmMount[];
   /** Guest tmpfs mounts (in guest memory). */
   readonly tmpfs?: readonly { readonly target: string; readonly size?: number }[];
+  /**
+   * Disk images on virtio-blk, mounted by the guest kernel at `target`. A VM
+   * with disks boots cold: a saved state holds the devices it was saved with.
+   */
+  readonly disks?: readonly VmDisk[];
   /** Guest memory in MiB. Default 256. */
   readonly memoryMiB?: number;
   /** vCPUs. Default 1. */
@@ -187,7 +216,10 @@ export class MicroVm implements AsyncDisposable {
       initramfs: assets.initramfs,
       cmdline: assets.cmdline,
     };
-    const savedState = options.savedState === false ? undefined : await ensureSavedState(machine, mounts.length, options.stateDir ?? defaultStateDir(), assets.version);
+    const disks = await Promise.all(
+      (options.disks ?? []).map(async (disk, index) => ({ path: disk.path, format: disk.format ?? (await imageFormat(disk.path)), readonly: disk.readonly === true, serial: `msb-disk${String(index)}` })),
+    );
+    const savedState = options.savedState === false || disks.length > 0 ? undefined : await ensureSavedState(machine, mounts.length, options.stateDir ?? defaultStateDir(), assets.version);
     const listeners = await listenPorts(ports);
     const cleanup: (() => Promise<void> | void)[] = [() => listeners.forEach((l) => l.server.close())];
     let qemu: QemuProcess | undefined;
@@ -198,6 +230,7 @@ export class MicroVm implements AsyncDisposable {
         ...machine,
         consoleLog: join(runDir, "console.log"),
         ports,
+        disks,
         ...(savedState === undefined ? {} : { memoryFile: { path: savedState.ram, shared: false }, extraArgs: restoreArgs(qmpPath) }),
       });
       // QEMU waits on its QMP socket for the device state; the ports connect meanwhile.
@@ -237,6 +270,7 @@ export class MicroVm implements AsyncDisposable {
             timeNs: BigInt(Date.now()) * 1_000_000n,
             mounts: mounts.map((m, i) => ({ tag: `fs${String(i)}`, target: m.target, readonly: m.readonly === true })),
             ...(options.tmpfs === undefined ? {} : { tmpfs: options.tmpfs }),
+            ...(disks.length === 0 ? {} : { disks: (options.disks ?? []).map((d, i) => ({ serial: `msb-disk${String(i)}`, target: d.target, fstype: d.fstype, readonly: d.readonly === true })) }),
           }),
         );
         return new MicroVm(agent, running, servers, runDir, ownsRunDir, accel, { restored: savedState !== undefined, qemuStarted, agentReady, rootMounted: elapsed() }, assets.version);
