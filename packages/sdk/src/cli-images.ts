@@ -208,7 +208,7 @@ export function redraw(previous: number, lines: readonly string[]): string {
 }
 
 /** Draws a {@link PullProgress} in place on a terminal, at most every `intervalMs`. */
-class TtyProgress {
+export class TtyProgress {
   readonly #progress = new PullProgress();
   #drawn = 0;
   #last = 0;

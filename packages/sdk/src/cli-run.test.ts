@@ -103,6 +103,16 @@ describe.skipIf(!existsSync(CLI))("msb run", () => {
     expect(await msb(["volume", "rm", "runvol"])).toMatchObject({ code: 0 });
   }, 120_000);
 
+  it("says what this machine gives msb with doctor", async () => {
+    const result = await msb(["doctor", "--json"]);
+    expect(result.code).toBe(0);
+    const report = JSON.parse(result.stdout) as { ok: boolean; accelerator: { accel: string; reason: string }; qemu: string; guestAssets: { ok: boolean } };
+    expect(report).toMatchObject({ ok: true, guestAssets: { ok: true } });
+    expect(["kvm", "tcg"]).toContain(report.accelerator.accel);
+    expect(report.qemu).toMatch(/QEMU emulator version/);
+    expect((await msb(["doctor"])).stdout).toMatch(/^accelerator: {2}(kvm|tcg) \(/);
+  });
+
   it("manages named volumes and lists sandboxes", async () => {
     expect(await msb(["volume", "create", "cli-vol", "--quota", "1MiB"])).toMatchObject({ code: 0, stdout: "cli-vol\n" });
     const listed = await msb(["volume", "ls", "--json"]);
@@ -122,6 +132,7 @@ describe.skipIf(!existsSync(CLI))("msb run", () => {
     expect(await msb(["exec", "bg-cli", "--", "sh", "-c", "echo hi > /tmp/f; cat /tmp/f; exit 3"])).toMatchObject({ code: 3, stdout: "hi\n" });
     expect(await msb(["exec", "-i", "-e", "X=1", "bg-cli", "--", "sh", "-c", "echo $X; cat /tmp/f; cat"], "piped\n")).toMatchObject({ code: 0, stdout: "1\nhi\npiped\n" });
     expect(JSON.parse((await msb(["ls", "--json"])).stdout)).toEqual([expect.objectContaining({ name: "bg-cli", status: "running" })]);
+    expect(JSON.parse((await msb(["ps", "--json"])).stdout)).toEqual([expect.objectContaining({ name: "bg-cli", detached: true })]);
     const inspected = JSON.parse((await msb(["inspect", "bg-cli"])).stdout) as { status: string; metrics: { accel: string } };
     expect(inspected).toMatchObject({ status: "running", metrics: { accel: expect.stringMatching(/^(kvm|tcg)$/) as unknown } });
     expect((await msb(["logs", "bg-cli"])).code).toBe(0);

@@ -3,7 +3,8 @@
 // `msb exec NAME` does the same in a running detached sandbox; `msb stop` and
 // `msb rm` end sandboxes by name.
 import { parseArgs } from "node:util";
-import { UsageError } from "./cli-images.js";
+import type { PullEvent } from "@msb/oci";
+import { TtyProgress, UsageError } from "./cli-images.js";
 import { SandboxError } from "./errors.js";
 import { Sandbox, imageCommand, type ExecStream, type PullPolicy } from "./sandbox.js";
 import { parseTmpfsFlag, parseVolumeFlag, type VolumeSpec } from "./volume.js";
@@ -31,6 +32,7 @@ export interface RunRequest {
   readonly name: string | undefined;
   readonly detach: boolean;
   readonly volumes: readonly VolumeSpec[];
+  readonly insecure: boolean;
 }
 
 /** A `-v`/`--tmpfs` flag as a volume; a bad one is a usage error. */
@@ -88,6 +90,7 @@ export function parseRunArgs(args: readonly string[]): RunRequest {
         name: { type: "string" },
         detach: { type: "boolean", short: "d" },
         volume: { type: "string", short: "v", multiple: true },
+        insecure: { type: "boolean" },
         tmpfs: { type: "string", multiple: true },
       },
     });
@@ -122,6 +125,7 @@ export function parseRunArgs(args: readonly string[]): RunRequest {
     pull,
     name: values.name,
     detach: values.detach === true,
+    insecure: values.insecure === true,
     volumes: [...(values.volume ?? []).map((flag) => flagVolume(parseVolumeFlag, flag)), ...(values.tmpfs ?? []).map((flag) => flagVolume(parseTmpfsFlag, flag))],
   };
 }
@@ -197,7 +201,10 @@ export async function runCommand(args: string[]): Promise<number> {
   if (request.detach && (request.command.length > 0 || request.tty || request.interactive)) {
     throw new UsageError("run -d starts a sandbox in the background and takes no command, -t or -i; run one with msb exec NAME");
   }
+  // A pull shows progress bars on a terminal's stderr (stdout is the command's).
+  const bars = process.stderr.isTTY ? new TtyProgress((text) => void process.stderr.write(text)) : undefined;
   const sandbox = await Sandbox.create({
+    pull: { ...(request.insecure ? { insecure: true } : {}), ...(bars === undefined ? {} : { onProgress: (event: PullEvent) => bars.event(event) }) },
     ...(request.name === undefined ? {} : { name: request.name }),
     ...(request.image === undefined ? {} : { image: request.image }),
     ...(request.rootfs === undefined ? {} : { rootfs: request.rootfs }),
@@ -208,6 +215,7 @@ export async function runCommand(args: string[]): Promise<number> {
     detached: request.detach,
     volumes: request.volumes,
   });
+  bars?.flush();
   if (request.detach) {
     process.stdout.write(`${sandbox.name}\n`);
     return 0;

@@ -1,5 +1,10 @@
-// The state commands of `msb`: `ls` (sandboxes) and `volume create | ls | rm`.
+// The state commands of `msb`: `ls` and `ps` (sandboxes), `volume create | ls
+// | rm`, and `doctor` (what this machine gives msb).
+import { execFile } from "node:child_process";
+import { existsSync } from "node:fs";
 import { parseBytes } from "@msb/fs";
+import { defaultHome } from "@msb/oci";
+import { detectAccelerator, findGuestAssets } from "@msb/vmm";
 import { Sandbox } from "./sandbox.js";
 import { StateStore } from "./state.js";
 import { UsageError, formatTable, humanSize, parse, timeAgo, type Write } from "./cli-images.js";
@@ -67,4 +72,47 @@ export function volumeCommand(args: string[], write: Write = stdoutWrite): numbe
   } finally {
     store.close();
   }
+}
+
+/** `msb ps [--json]`: the running sandboxes. */
+export function psCommand(args: string[], write: Write = stdoutWrite): number {
+  const { values, positionals } = parse("ps", args, { json: { type: "boolean" } });
+  if (positionals.length > 0) throw new UsageError(`ps takes no arguments, got ${positionals.join(" ")}`);
+  const running = Sandbox.list().filter((r) => r.status === "running" || r.status === "creating");
+  if (values.json === true) {
+    write(`${JSON.stringify(running.map((r) => ({ name: r.name, status: r.status, pid: r.supervisorPid, detached: r.socketPath !== null && r.socketPath !== "" })), null, 2)}\n`);
+    return 0;
+  }
+  const now = Date.now();
+  const rows = running.map((r) => [r.name, r.socketPath !== null && r.socketPath !== "" ? "detached" : "attached", r.supervisorPid === null ? "" : String(r.supervisorPid), timeAgo(r.createdAt, now)]);
+  for (const line of formatTable([["NAME", "MODE", "PID", "CREATED"], ...rows])) write(`${line}\n`);
+  return 0;
+}
+
+/** `msb doctor [--json]`: what this machine gives msb (accelerator, QEMU, guest assets, FUSE); exit 1 when sandboxes cannot run. */
+export async function doctorCommand(args: string[], write: Write = stdoutWrite): Promise<number> {
+  const { values, positionals } = parse("doctor", args, { json: { type: "boolean" } });
+  if (positionals.length > 0) throw new UsageError(`doctor takes no arguments, got ${positionals.join(" ")}`);
+  const accel = await detectAccelerator();
+  const qemuBinary = process.env.MSB_QEMU ?? "qemu-system-x86_64";
+  const qemu = await new Promise<string | undefined>((resolve) =>
+    execFile(qemuBinary, ["--version"], (error, stdout) => resolve(error === null ? stdout.split("\n")[0]?.trim() : undefined)),
+  );
+  const assets = await findGuestAssets().then(
+    (found) => ({ ok: true as const, dir: found.dir, version: found.version, kernel: found.kernelVersion }),
+    (error: unknown) => ({ ok: false as const, error: error instanceof Error ? error.message : String(error) }),
+  );
+  const fuse = existsSync("/dev/fuse");
+  const report = { accelerator: accel, qemu: qemu ?? null, guestAssets: assets, fuse, home: defaultHome() };
+  const ok = qemu !== undefined && assets.ok;
+  if (values.json === true) write(`${JSON.stringify({ ok, ...report }, null, 2)}\n`);
+  else {
+    write(`accelerator:  ${accel.accel} (${accel.reason})\n`);
+    write(`qemu:         ${qemu ?? `${qemuBinary} not found: bash scripts/setup.sh installs qemu-system-x86`}\n`);
+    write(`guest assets: ${assets.ok ? `${assets.version.slice(0, 12)} (kernel ${assets.kernel}) in ${assets.dir}` : assets.error}\n`);
+    write(`fuse:         ${fuse ? "/dev/fuse present (msb mount works)" : "/dev/fuse missing (msb mount cannot work; sandboxes still run)"}\n`);
+    write(`msb home:     ${report.home}\n`);
+    write(ok ? "sandboxes can run here\n" : "sandboxes cannot run here until the above is fixed\n");
+  }
+  return ok ? 0 : 1;
 }

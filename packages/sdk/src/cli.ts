@@ -7,7 +7,7 @@ import { mountFuse, type FuseLogger } from "@msb/fuse";
 import { OciError } from "@msb/oci";
 import { UsageError, imagesCommand, pullCommand, rmiCommand } from "./cli-images.js";
 import { EXIT_MSB_ERROR, execCommand, inspectCommand, logsCommand, removeCommand, runCommand } from "./cli-run.js";
-import { lsCommand, volumeCommand } from "./cli-state.js";
+import { doctorCommand, lsCommand, psCommand, volumeCommand } from "./cli-state.js";
 import { SpecError, fsFromSpecFile } from "./spec.js";
 
 const USAGE = `usage: msb <command> [options]
@@ -19,7 +19,7 @@ commands:
       -e, --env K=V  -w, --workdir DIR  -u, --user USER[:GROUP]  -t, --tty
       -i, --interactive  -m, --memory MIB (256)  --cpus N (1)  --hostname NAME
       --pull always|missing|never  --name NAME  -d, --detach (keep it running; prints NAME)
-      -v, --volume NAME:/path | /host/dir:/path[:ro]  --tmpfs /path[:SIZE]
+      -v, --volume NAME:/path | /host/dir:/path[:ro]  --tmpfs /path[:SIZE]  --insecure (plain-HTTP registry)
   exec [-i] [-t] [-e K=V] [-w DIR] [-u USER] NAME [--] COMMAND [ARG...]
       Run COMMAND in the detached sandbox NAME; exits with its status.
   stop NAME... | rm NAME...
@@ -28,6 +28,10 @@ commands:
       A detached sandbox's guest console; a sandbox's record, image config and metrics (JSON).
   ls [--json] [--label KEY[=VALUE]]
       List sandboxes (of every process); those whose process died show as crashed.
+  ps [--json]
+      List running sandboxes, attached (to their creator) or detached.
+  doctor [--json]
+      Which accelerator (KVM or TCG) and why, QEMU, guest assets, FUSE; exit 1 if sandboxes cannot run.
   volume create NAME [--quota SIZE] | volume ls [--json] | volume rm NAME... [--force]
       Named volumes, kept in $MSB_HOME/volumes/NAME; rm refuses one a running sandbox uses.
   mount --spec SPEC.json MOUNTPOINT [--allow-other] [--debug]
@@ -85,6 +89,8 @@ const COMMANDS: Readonly<Record<string, (args: string[]) => Promise<number>>> = 
   logs: logsCommand,
   inspect: inspectCommand,
   ls: (args) => Promise.resolve(lsCommand(args)),
+  ps: (args) => Promise.resolve(psCommand(args)),
+  doctor: (args) => doctorCommand(args),
   volume: (args) => Promise.resolve(volumeCommand(args)),
   pull: (args) => pullCommand(args),
   images: (args) => imagesCommand(args),

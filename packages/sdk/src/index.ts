@@ -51,11 +51,14 @@ export {
   SandboxBuilder,
   imageCommand,
   mergeEnv,
+  type ExecDefaults,
   type ExecOptions,
   type ExecResult,
   type ExecStreamEvent,
   type ExecStreamOptions,
   type PullPolicy,
+  type SandboxHost,
+  type SandboxMetrics,
   type SandboxOptions,
 } from "./sandbox.js";
 export { SandboxFs, type SandboxDirEntry, type SandboxStat } from "./sandbox-fs.js";
