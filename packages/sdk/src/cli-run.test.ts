@@ -127,7 +127,7 @@ describe.skipIf(!existsSync(CLI))("msb run", () => {
     expect((await msb(["ls"])).stdout).toMatch(/^NAME\s+STATUS\s+IMAGE\s+PID\s+CREATED\n$/);
   }, 60_000);
 
-  it("runs a detached sandbox: run -d, exec by name from other processes, ls, stop", async () => {
+  it("runs a detached sandbox: run -d, exec by name from other processes, ls, stop, start, rm, create", async () => {
     expect(await msb(["run", "-d", "--name", "bg-cli"])).toMatchObject({ code: 0, stdout: "bg-cli\n" });
     expect(await msb(["exec", "bg-cli", "--", "sh", "-c", "echo hi > /tmp/f; cat /tmp/f; exit 3"])).toMatchObject({ code: 3, stdout: "hi\n" });
     expect(await msb(["exec", "-i", "-e", "X=1", "bg-cli", "--", "sh", "-c", "echo $X; cat /tmp/f; cat"], "piped\n")).toMatchObject({ code: 0, stdout: "1\nhi\npiped\n" });
@@ -137,7 +137,14 @@ describe.skipIf(!existsSync(CLI))("msb run", () => {
     expect(inspected).toMatchObject({ status: "running", metrics: { accel: expect.stringMatching(/^(kvm|tcg)$/) as unknown } });
     expect((await msb(["logs", "bg-cli"])).code).toBe(0);
     expect(await msb(["stop", "bg-cli"])).toMatchObject({ code: 0, stdout: "bg-cli\n" });
+    expect(JSON.parse((await msb(["ls", "--json"])).stdout)).toEqual([expect.objectContaining({ name: "bg-cli", status: "stopped" })]);
+    expect(await msb(["start", "bg-cli"])).toMatchObject({ code: 0, stdout: "bg-cli\n" });
+    // The root was kept while it was stopped.
+    expect(await msb(["exec", "bg-cli", "--", "cat", "/tmp/f"])).toMatchObject({ code: 0, stdout: "hi\n" });
+    expect(await msb(["rm", "bg-cli"])).toMatchObject({ code: 0, stdout: "bg-cli\n" });
     expect(JSON.parse((await msb(["ls", "--json"])).stdout)).toEqual([]);
+    expect(await msb(["create", "--name", "made"])).toMatchObject({ code: 0, stdout: "made\n" });
+    expect(await msb(["rm", "made"])).toMatchObject({ code: 0 });
     const gone = await msb(["exec", "bg-cli", "--", "true"]);
     expect(gone.code).toBe(125);
     expect(gone.stderr).toMatch(/ERR_MSB_SANDBOX_NOT_FOUND/);

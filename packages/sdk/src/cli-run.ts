@@ -236,14 +236,41 @@ export async function execCommand(args: string[]): Promise<number> {
   return attach(await Sandbox.get(name), request.command, request);
 }
 
-/** `msb stop NAME...` and `msb rm NAME...`: stop (detached) sandboxes, remove crashed ones' leftovers. */
+/** `msb rm NAME...`: stops sandboxes if they run, then removes them and their files. */
 export async function removeCommand(args: string[]): Promise<number> {
-  if (args.length === 0 || args.some((a) => a.startsWith("-"))) throw new UsageError("stop and rm take sandbox NAMEs");
+  if (args.length === 0 || args.some((a) => a.startsWith("-"))) throw new UsageError("rm takes sandbox NAMEs");
   for (const name of args) {
     await Sandbox.remove(name);
     process.stdout.write(`${name}\n`);
   }
   return 0;
+}
+
+/** `msb stop NAME...`: stops detached sandboxes, keeping them to be started again. */
+export async function stopCommand(args: string[]): Promise<number> {
+  if (args.length === 0 || args.some((a) => a.startsWith("-"))) throw new UsageError("stop takes sandbox NAMEs");
+  for (const name of args) {
+    const record = Sandbox.list().find((r) => r.name === name);
+    if (record === undefined) throw new SandboxError("ERR_MSB_SANDBOX_NOT_FOUND", name, "no such sandbox");
+    if (record.status === "running") await (await Sandbox.get(name)).stop();
+    process.stdout.write(`${name}\n`);
+  }
+  return 0;
+}
+
+/** `msb start NAME...`: starts stopped detached sandboxes again on their kept roots. */
+export async function startCommand(args: string[]): Promise<number> {
+  if (args.length === 0 || args.some((a) => a.startsWith("-"))) throw new UsageError("start takes sandbox NAMEs");
+  for (const name of args) {
+    await Sandbox.start(name);
+    process.stdout.write(`${name}\n`);
+  }
+  return 0;
+}
+
+/** `msb create [OPTIONS] [IMAGE]`: `run -d` without a command: a detached sandbox, started. */
+export function createCommand(args: string[]): Promise<number> {
+  return runCommand(["-d", ...args]);
 }
 
 /** `msb logs NAME`: the guest console of a detached sandbox. */

@@ -6,7 +6,7 @@ import { parseArgs } from "node:util";
 import { mountFuse, type FuseLogger } from "@msb/fuse";
 import { OciError } from "@msb/oci";
 import { UsageError, imagesCommand, pullCommand, rmiCommand } from "./cli-images.js";
-import { EXIT_MSB_ERROR, execCommand, inspectCommand, logsCommand, removeCommand, runCommand } from "./cli-run.js";
+import { EXIT_MSB_ERROR, createCommand, execCommand, inspectCommand, logsCommand, removeCommand, runCommand, startCommand, stopCommand } from "./cli-run.js";
 import { doctorCommand, lsCommand, psCommand, volumeCommand } from "./cli-state.js";
 import { SpecError, fsFromSpecFile } from "./spec.js";
 
@@ -22,8 +22,10 @@ commands:
       -v, --volume NAME:/path | /host/dir:/path[:ro]  --tmpfs /path[:SIZE]  --insecure (plain-HTTP registry)
   exec [-i] [-t] [-e K=V] [-w DIR] [-u USER] NAME [--] COMMAND [ARG...]
       Run COMMAND in the detached sandbox NAME; exits with its status.
-  stop NAME... | rm NAME...
-      Stop detached sandboxes; remove what crashed ones left.
+  create [OPTIONS] [IMAGE]
+      A detached sandbox (run -d): prints its NAME.
+  stop NAME... | start NAME... | rm NAME...
+      Stop detached sandboxes (their roots are kept), start them again, remove them.
   logs NAME | inspect NAME
       A detached sandbox's guest console; a sandbox's record, image config and metrics (JSON).
   ls [--json] [--label KEY[=VALUE]]
@@ -84,7 +86,9 @@ const COMMANDS: Readonly<Record<string, (args: string[]) => Promise<number>>> = 
   mount,
   run: runCommand,
   exec: execCommand,
-  stop: removeCommand,
+  create: createCommand,
+  start: startCommand,
+  stop: stopCommand,
   rm: removeCommand,
   logs: logsCommand,
   inspect: inspectCommand,

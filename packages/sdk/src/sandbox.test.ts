@@ -278,8 +278,8 @@ describe("Sandbox state", () => {
 });
 
 describe("detached sandboxes", () => {
-  it("outlive their creator's handle, are reached from another process, and are removed by name", async () => {
-    const created = await Sandbox.create({ name: "bg", detached: true, env: { ROLE: "daemon" } });
+  it("outlive their creator's handle, are reached from another process, stop, start again and are removed by name", async () => {
+    const created = await Sandbox.builder("bg").detached().env("ROLE", "daemon").create();
     expect((await created.shell("echo $ROLE; hostname")).stdout).toBe("daemon\nbg\n");
     const record = Sandbox.list().find((r) => r.name === "bg");
     expect(record?.status).toBe("running");
@@ -299,6 +299,12 @@ process.exit(0);`;
     // A second handle in this process works too; removing by name stops it through its supervisor.
     const again = await Sandbox.get("bg");
     expect((await again.exec("true")).success).toBe(true);
+    // Stopped, it keeps its root; started again, what it wrote is there.
+    await again.stop();
+    expect(Sandbox.list().find((r) => r.name === "bg")?.status).toBe("stopped");
+    const restarted = await Sandbox.start("bg");
+    expect(await restarted.fs.readToString("/tmp/shared.txt")).toBe("from the creator");
+    expect((await restarted.shell("echo $ROLE")).stdout).toBe("daemon\n");
     await Sandbox.remove("bg");
     expect(Sandbox.list().map((r) => r.name)).not.toContain("bg");
     expect((await sandboxError(() => Sandbox.get("bg"))).code).toBe("ERR_MSB_SANDBOX_NOT_FOUND");

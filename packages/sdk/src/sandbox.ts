@@ -355,86 +355,32 @@ export class Sandbox implements AsyncDisposable {
     }
     if (options.detached === true) {
       checkDetachable(options);
-      const socketPath = await spawnSupervisor({ ...options, name, detached: false });
+      const socketPath = await spawnSupervisor({ ...options, name, detached: false }, false);
       return Sandbox.connect(name, socketPath);
     }
-    const home = defaultHome();
-    const dir = join(home, "sandboxes", name);
-    // The state database makes the name unique across processes and records the named volumes in use.
-    const named = (options.volumes ?? []).flatMap((v) => (v.kind === "named" ? [v] : []));
-    withStore(home, (store) => {
-      for (const volume of named) store.ensureVolume(volume.name, volume.quota === undefined ? {} : { quota: volume.quota });
-      // No `replace` here: what this process held is stopped above, a crashed
-      // one is replaced by the store, and another live process keeps its own.
-      store.createSandbox(name, { image: options.image ?? (options.rootfs === undefined ? BUILTIN_IMAGE : null), rootfs: options.rootfs ?? null, cpus: options.cpus ?? 1, memoryMiB: options.memoryMiB ?? 256 }, { labels: options.labels ?? {}, volumes: named.map((v) => v.name) });
-    });
-    const cleanups: (() => Promise<void>)[] = [() => Promise.resolve(withStore(home, (store) => void store.removeSandbox(name)))];
-    const undo = async (): Promise<void> => {
-      for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
-    };
-    try {
-      await rm(dir, { recursive: true, force: true });
-      await mkdir(join(dir, "upper"), { recursive: true, mode: 0o700 });
-      cleanups.push(() => rm(dir, { recursive: true, force: true }));
-      let makeRoot: () => DynFileSystem;
-      let config: ImageConfig | undefined;
-      if (options.rootfs !== undefined) {
-        const rootDir = options.rootfs;
-        makeRoot = () => new PassthroughFs({ rootDir });
-      } else {
-        const image = await resolveImage(options.image ?? BUILTIN_IMAGE, options.pullPolicy ?? "missing", options.pull ?? {});
-        config = image.imageConfig;
-        const upperDir = join(dir, "upper");
-        makeRoot = () => new OverlayFs({ lowers: image.layerDirs.map((rootDir) => new PassthroughFs({ rootDir, readOnly: true, cache: "always" })), upper: new PassthroughFs({ rootDir: upperDir }) });
-      }
-      const scripts = options.scripts ?? {};
-      const patches = [...scriptPatches(scripts), ...(options.patches ?? [])];
-      if (patches.length > 0) {
-        // Patches go through an instance of their own: the one the guest is
-        // served from is initialised by the FUSE server, and only once.
-        const patchRoot = makeRoot();
-        await patchRoot.init();
-        try {
-          await applyPatches(patchRoot, patches);
-        } finally {
-          await patchRoot.destroy();
-        }
-      }
-      const root = makeRoot();
+    return createHere({ ...options, name }, { persist: false, restart: false });
+  }
 
-      const mounts: VmMount[] = [{ target: "/", fs: root }];
-      const tmpfs: { target: string; size?: number }[] = [];
-      const disks: VmDisk[] = [];
-      for (const spec of options.volumes ?? []) {
-        const backend: VolumeBackend = await volumeBackend(spec, { home });
-        if (spec.kind === "disk") disks.push({ path: spec.imagePath, target: spec.guestPath, fstype: spec.fstype, readonly: spec.readonly });
-        cleanups.push(() => backend.cleanup());
-        if (backend.fs !== undefined) mounts.push({ target: spec.guestPath, fs: backend.fs, readonly: spec.readonly });
-        else if (backend.tmpfs !== undefined) tmpfs.push(backend.tmpfs.size === undefined ? { target: backend.tmpfs.target } : { target: backend.tmpfs.target, size: backend.tmpfs.size });
-      }
-      const vm = await MicroVm.start({
-        mounts,
-        ...(tmpfs.length > 0 ? { tmpfs } : {}),
-        ...(disks.length > 0 ? { disks } : {}),
-        memoryMiB: options.memoryMiB ?? 256,
-        cpus: options.cpus ?? 1,
-        hostname: options.hostname ?? name,
-        // Sockets go to a short temp dir: unix socket paths are limited to 107 bytes.
-      }).catch((error: unknown) => {
-        throw execError(error, name);
-      });
-      const imagePath = config?.env.find((e) => e.startsWith("PATH="))?.slice(5) ?? DEFAULT_PATH;
-      const env = mergeEnv(config?.env ?? [], [`PATH=${Object.keys(scripts).length > 0 ? `${imagePath}:${SCRIPTS_DIR}` : imagePath}`], envList(options.env));
-      const defaults = { env, cwd: options.workdir ?? config?.workingDir, user: options.user ?? config?.user };
-      const sandbox = new Sandbox(name, localHost(vm, defaults, undo), config, options.labels ?? {});
-      live.set(name, sandbox);
-      // An attached sandbox has no socket for other processes: "" says so.
-      withStore(home, (store) => store.markRunning(name, { supervisorPid: process.pid, socketPath: "" }));
-      return sandbox;
-    } catch (error) {
-      await undo();
-      throw error;
-    }
+  /**
+   * Starts a stopped detached sandbox again, on the root it had (its upper
+   * is kept while it is stopped), under a new supervisor.
+   *
+   * @example
+   * ```ts
+   * await (await Sandbox.get("web")).stop();
+   * const web = await Sandbox.start("web"); // what it wrote before is still there
+   * ```
+   */
+  static async start(name: string): Promise<Sandbox> {
+    const record = withStore(defaultHome(), (store) => {
+      store.reconcile();
+      return store.getSandbox(name);
+    });
+    if (record === undefined) throw new SandboxError("ERR_MSB_SANDBOX_NOT_FOUND", name, "no such sandbox");
+    if (record.status === "running" || record.status === "creating") throw new SandboxError("ERR_MSB_SANDBOX_EXISTS", name, "the sandbox is running already");
+    if (record.config.persist !== true) throw new SandboxError("ERR_MSB_INVALID_CONFIG", name, "only detached sandboxes keep their root to be started again");
+    const socketPath = await spawnSupervisor({ ...(record.config.options as SandboxOptions), name }, true);
+    return Sandbox.connect(name, socketPath);
   }
 
   /**
@@ -513,9 +459,10 @@ export class Sandbox implements AsyncDisposable {
   }
 
   /**
-   * Removes a sandbox: stops it if this process holds it, else removes the
-   * record and files of one that is stopped or crashed. One running in
-   * another process is refused with `ERR_MSB_SANDBOX_EXISTS`.
+   * Removes a sandbox: stops it if this process holds it or a supervisor
+   * does, then removes its record and files (also of one stopped or
+   * crashed). One attached to another process is refused with
+   * `ERR_MSB_SANDBOX_EXISTS`.
    *
    * @example
    * ```ts
@@ -537,7 +484,11 @@ export class Sandbox implements AsyncDisposable {
       store.removeSandbox(name);
       return "removed";
     });
-    if (outcome === "detached") return (await Sandbox.get(name)).stop();
+    if (outcome === "detached") {
+      // Its supervisor stops it (keeping it as stopped); then it goes for good.
+      await (await Sandbox.get(name)).stop();
+      return Sandbox.remove(name);
+    }
     await rm(join(home, "sandboxes", name), { recursive: true, force: true });
   }
 
@@ -661,6 +612,99 @@ export class Sandbox implements AsyncDisposable {
 }
 
 /**
+ * Creates a sandbox whose VM runs in this process. `persist` (a supervisor's
+ * sandbox): the record and the root's upper stay when it stops, so it can be
+ * started again; `restart`: start such a stopped sandbox on its kept upper
+ * (patches and scripts are in it already).
+ */
+export async function createHere(options: SandboxOptions & { readonly name: string }, mode: { readonly persist: boolean; readonly restart: boolean }): Promise<Sandbox> {
+  const { name } = options;
+  const home = defaultHome();
+  const dir = join(home, "sandboxes", name);
+  // The state database makes the name unique across processes and records the named volumes in use.
+  const named = (options.volumes ?? []).flatMap((v) => (v.kind === "named" ? [v] : []));
+  withStore(home, (store) => {
+    for (const volume of named) store.ensureVolume(volume.name, volume.quota === undefined ? {} : { quota: volume.quota });
+    // No `replace` here: what this process held is stopped above, a crashed
+    // one is replaced by the store, and another live process keeps its own.
+    const summary = { image: options.image ?? (options.rootfs === undefined ? BUILTIN_IMAGE : null), rootfs: options.rootfs ?? null, cpus: options.cpus ?? 1, memoryMiB: options.memoryMiB ?? 256 };
+    // A persistent sandbox keeps the options it can be started again with (JSON: no functions).
+    const startable: SandboxOptions = { ...options, pull: {} };
+    store.createSandbox(name, mode.persist ? { ...summary, persist: true, options: JSON.parse(JSON.stringify(startable)) as unknown } : summary, { labels: options.labels ?? {}, volumes: named.map((v) => v.name) });
+  });
+  // On failure or stop: a persistent sandbox is marked stopped and keeps its root; any other goes.
+  const forget = (): void => withStore(home, (store) => void (mode.persist ? store.markStopped(name) : store.removeSandbox(name)));
+  const cleanups: (() => Promise<void>)[] = [() => Promise.resolve(forget())];
+  const undo = async (): Promise<void> => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
+  };
+  try {
+    if (!mode.restart) await rm(dir, { recursive: true, force: true });
+    await mkdir(join(dir, "upper"), { recursive: true, mode: 0o700 });
+    if (!mode.persist) cleanups.push(() => rm(dir, { recursive: true, force: true }));
+    let makeRoot: () => DynFileSystem;
+    let config: ImageConfig | undefined;
+    if (options.rootfs !== undefined) {
+      const rootDir = options.rootfs;
+      makeRoot = () => new PassthroughFs({ rootDir });
+    } else {
+      const image = await resolveImage(options.image ?? BUILTIN_IMAGE, options.pullPolicy ?? "missing", options.pull ?? {});
+      config = image.imageConfig;
+      const upperDir = join(dir, "upper");
+      makeRoot = () => new OverlayFs({ lowers: image.layerDirs.map((rootDir) => new PassthroughFs({ rootDir, readOnly: true, cache: "always" })), upper: new PassthroughFs({ rootDir: upperDir }) });
+    }
+    const scripts = options.scripts ?? {};
+    // A restarted sandbox's upper holds its scripts and patches already.
+    const patches = mode.restart ? [] : [...scriptPatches(scripts), ...(options.patches ?? [])];
+    if (patches.length > 0) {
+      // Patches go through an instance of their own: the one the guest is
+      // served from is initialised by the FUSE server, and only once.
+      const patchRoot = makeRoot();
+      await patchRoot.init();
+      try {
+        await applyPatches(patchRoot, patches);
+      } finally {
+        await patchRoot.destroy();
+      }
+    }
+    const root = makeRoot();
+
+    const mounts: VmMount[] = [{ target: "/", fs: root }];
+    const tmpfs: { target: string; size?: number }[] = [];
+    const disks: VmDisk[] = [];
+    for (const spec of options.volumes ?? []) {
+      const backend: VolumeBackend = await volumeBackend(spec, { home });
+      if (spec.kind === "disk") disks.push({ path: spec.imagePath, target: spec.guestPath, fstype: spec.fstype, readonly: spec.readonly });
+      cleanups.push(() => backend.cleanup());
+      if (backend.fs !== undefined) mounts.push({ target: spec.guestPath, fs: backend.fs, readonly: spec.readonly });
+      else if (backend.tmpfs !== undefined) tmpfs.push(backend.tmpfs.size === undefined ? { target: backend.tmpfs.target } : { target: backend.tmpfs.target, size: backend.tmpfs.size });
+    }
+    const vm = await MicroVm.start({
+      mounts,
+      ...(tmpfs.length > 0 ? { tmpfs } : {}),
+      ...(disks.length > 0 ? { disks } : {}),
+      memoryMiB: options.memoryMiB ?? 256,
+      cpus: options.cpus ?? 1,
+      hostname: options.hostname ?? name,
+      // Sockets go to a short temp dir: unix socket paths are limited to 107 bytes.
+    }).catch((error: unknown) => {
+      throw execError(error, name);
+    });
+    const imagePath = config?.env.find((e) => e.startsWith("PATH="))?.slice(5) ?? DEFAULT_PATH;
+    const env = mergeEnv(config?.env ?? [], [`PATH=${Object.keys(scripts).length > 0 ? `${imagePath}:${SCRIPTS_DIR}` : imagePath}`], envList(options.env));
+    const defaults = { env, cwd: options.workdir ?? config?.workingDir, user: options.user ?? config?.user };
+    const sandbox = new Sandbox(name, localHost(vm, defaults, undo), config, options.labels ?? {});
+    live.set(name, sandbox);
+    // An attached sandbox has no socket for other processes: "" says so.
+    withStore(home, (store) => store.markRunning(name, { supervisorPid: process.pid, socketPath: "" }));
+    return sandbox;
+  } catch (error) {
+    await undo();
+    throw error;
+  }
+}
+
+/**
  * Builds {@link SandboxOptions} fluently; {@link SandboxBuilder.create} boots.
  *
  * @example
@@ -742,6 +786,11 @@ export class SandboxBuilder {
   }
   replace(replace = true): this {
     this.options.replace = replace;
+    return this;
+  }
+  /** Keep it running after this process exits (see {@link SandboxOptions.detached}). */
+  detached(detached = true): this {
+    this.options.detached = detached;
     return this;
   }
 

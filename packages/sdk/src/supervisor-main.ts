@@ -1,15 +1,16 @@
 // The supervisor process of a detached sandbox (see supervisor.ts): reads the
-// sandbox's options as JSON on stdin, creates it, serves it, and says
+// sandbox's options as JSON on stdin, creates (or restarts) it, serves it, and says
 // "ready SOCKET" (or "error {code, input, message}") on stdout.
 import { rm } from "node:fs/promises";
 import { text } from "node:stream/consumers";
 import { SandboxError } from "./errors.js";
-import { Sandbox, type SandboxOptions } from "./sandbox.js";
+import { createHere, type SandboxOptions } from "./sandbox.js";
 import { serveSandbox, supervisorSocketPath } from "./supervisor.js";
 
-const options = JSON.parse(await text(process.stdin)) as SandboxOptions & { name: string };
+const { options, restart } = JSON.parse(await text(process.stdin)) as { options: SandboxOptions & { name: string }; restart: boolean };
 try {
-  const sandbox = await Sandbox.create({ ...options, detached: false });
+  // Its record and root outlive a stop, so `msb start` can bring it back.
+  const sandbox = await createHere({ ...options, detached: false }, { persist: true, restart });
   const socketPath = supervisorSocketPath(options.name);
   const serving = serveSandbox(sandbox, sandbox.agentClient, socketPath, () => rm(socketPath, { force: true }));
   sandbox.recordSupervisor(socketPath);

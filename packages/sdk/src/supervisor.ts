@@ -133,12 +133,12 @@ export function supervisorSocketPath(name: string): string {
  * Starts a supervisor process for a detached sandbox and waits until it
  * serves; the supervisor reports a failure as the SandboxError it met.
  */
-export function spawnSupervisor(options: SandboxOptions & { readonly name: string }): Promise<string> {
+export function spawnSupervisor(options: SandboxOptions & { readonly name: string }, restart: boolean): Promise<string> {
   // Built: dist/supervisor-main.js beside this module; from source (tests): the .ts through tsx.
   const built = fileURLToPath(new URL("./supervisor-main.js", import.meta.url));
   const args = existsSync(built) ? [built] : ["--import", pathToFileURL(createRequire(import.meta.url).resolve("tsx")).href, fileURLToPath(new URL("./supervisor-main.ts", import.meta.url))];
   const child = spawn(process.execPath, args, { detached: true, stdio: ["pipe", "pipe", "ignore"], env: process.env });
-  child.stdin.end(JSON.stringify(options));
+  child.stdin.end(JSON.stringify({ options, restart }));
   return new Promise((resolve, reject) => {
     let out = "";
     child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
