@@ -12,7 +12,7 @@ use std::ffi::{CString, c_char, c_int};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::cbor::{self, Value};
 use crate::conn::{Conn, Stream, conn, too_many};
@@ -88,6 +88,10 @@ struct State {
     sent: u64,
     acked: u64,
     status: Option<c_int>,
+    /// fork() to reaping, measured here: the guest's own cost of the process,
+    /// which the host compares with its round trip (the protocol's overhead).
+    forked_at: Option<Instant>,
+    lifetime: Option<Duration>,
     cancelled: bool,
     started: bool,
 }
@@ -126,7 +130,10 @@ impl Exec {
     }
 
     fn on_exit(&self, status: c_int) {
-        lock(&self.state).status = Some(status);
+        let mut st = lock(&self.state);
+        st.status = Some(status);
+        st.lifetime = st.forked_at.map(|t| t.elapsed());
+        drop(st);
         self.wake();
     }
 
@@ -741,6 +748,7 @@ fn run(c: &'static Conn, s: Arc<Exec>, body: Value, stdin_rx: mpsc::Receiver<Std
         if lock(&s.state).cancelled {
             -2
         } else {
+            lock(&s.state).forked_at = Some(Instant::now());
             let pid = unsafe { sys::fork() };
             if pid == 0 {
                 unsafe {
@@ -893,12 +901,16 @@ fn pump(c: &Conn, s: &Exec, out: c_int, err: c_int, tty: bool) {
     let mut err_open = err >= 0;
     let mut buf = vec![0u8; CHUNK];
     loop {
-        let (room, status) = {
+        let (room, status, lifetime) = {
             let st = lock(&s.state);
             if st.cancelled {
                 return;
             }
-            (WINDOW - (st.sent - st.acked).min(WINDOW), st.status)
+            (
+                WINDOW - (st.sent - st.acked).min(WINDOW),
+                st.status,
+                st.lifetime,
+            )
         };
         if !out_open
             && !err_open
@@ -917,6 +929,10 @@ fn pump(c: &Conn, s: &Exec, out: c_int, err: c_int, tty: bool) {
                     ("t", "exited".into()),
                     ("code", code.into()),
                     ("signal", signal),
+                    (
+                        "guest_us",
+                        lifetime.map_or(Value::Null, |d| Value::Int(d.as_micros() as i128)),
+                    ),
                 ]),
             );
             return;

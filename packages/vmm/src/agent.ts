@@ -70,6 +70,8 @@ export interface ExecExit {
   readonly code: number;
   /** The signal that killed it, or null. */
   readonly signal: number | null;
+  /** Microseconds from fork to reaping, as the agent measured them (the guest's own cost of the process). */
+  readonly guestMicros?: number;
 }
 
 /** An event of a running exec, in order. */
@@ -332,7 +334,8 @@ export class ExecProcess implements AsyncIterable<ExecEvent> {
             return;
           case "exited": {
             if (!hasStarted || !end) throw violation("exited before started, or not ending the stream", command);
-            const exit = { code: int(body, "code", 0, 255), signal: optional(body, "signal", (b, k) => int(b, k, 1, 64)) ?? null };
+            const guestMicros = optional(body, "guest_us", int);
+            const exit = { code: int(body, "code", 0, 255), signal: optional(body, "signal", (b, k) => int(b, k, 1, 64)) ?? null, ...(guestMicros === undefined ? {} : { guestMicros }) };
             this.finished = true;
             this.window.fail(new VmmError("ERR_VMM_INVALID", command, "the process has exited"));
             this.events.push({ type: "exited", ...exit });
@@ -363,7 +366,10 @@ export class ExecProcess implements AsyncIterable<ExecEvent> {
     for await (const event of this) {
       if (event.type === "stdout") stdout.push(event.data);
       else if (event.type === "stderr") stderr.push(event.data);
-      else if (event.type === "exited") return { code: event.code, signal: event.signal, stdout: Buffer.concat(stdout), stderr: Buffer.concat(stderr) };
+      else if (event.type === "exited") {
+        const { type: _exited, ...exit } = event;
+        return { ...exit, stdout: Buffer.concat(stdout), stderr: Buffer.concat(stderr) };
+      }
     }
     throw violation("exec stream ended without exited", this.command);
   }
