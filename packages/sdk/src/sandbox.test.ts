@@ -310,6 +310,38 @@ process.exit(0);`;
     expect((await sandboxError(() => Sandbox.get("bg"))).code).toBe("ERR_MSB_SANDBOX_NOT_FOUND");
   }, 120_000);
 
+  it("whose supervisor is SIGKILLed are detected as crashed, take their VM with them, and are cleaned up", async () => {
+    const doomed = await Sandbox.builder("bg-doomed").detached().create();
+    expect((await doomed.exec("true")).success).toBe(true);
+    const pid = Sandbox.list().find((r) => r.name === "bg-doomed")?.supervisorPid;
+    expect(pid).toBeGreaterThan(0);
+    const children = (): number[] =>
+      readdirSync("/proc")
+        .filter((entry) => /^\d+$/.test(entry))
+        .filter((entry) => {
+          try {
+            return readFileSync(`/proc/${entry}/status`, "utf8").includes(`\nPPid:\t${String(pid)}\n`);
+          } catch {
+            return false;
+          }
+        })
+        .map(Number);
+    const vms = children();
+    expect(vms.length).toBeGreaterThan(0);
+    process.kill(pid ?? 0, "SIGKILL");
+    const gone = await doomed.exec("true").catch((error: unknown) => error);
+    expect(SandboxError.isInstance(gone) && gone.code).toBe("ERR_MSB_STATE");
+    for (let i = 0; i < 100 && Sandbox.list().find((r) => r.name === "bg-doomed")?.status !== "crashed"; i++) await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(Sandbox.list().find((r) => r.name === "bg-doomed")?.status).toBe("crashed");
+    // QEMU runs under a parent-death signal: it went with its supervisor.
+    for (let i = 0; i < 100 && vms.some((vm) => existsSync(`/proc/${String(vm)}`)); i++) await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(vms.filter((vm) => existsSync(`/proc/${String(vm)}`))).toEqual([]);
+    expect((await sandboxError(() => Sandbox.get("bg-doomed"))).code).toBe("ERR_MSB_SANDBOX_NOT_FOUND");
+    await Sandbox.remove("bg-doomed");
+    expect(Sandbox.list().map((r) => r.name)).not.toContain("bg-doomed");
+    expect(existsSync(join(home, "sandboxes", "bg-doomed"))).toBe(false);
+  }, 120_000);
+
   it("refuse backend volumes, which cannot cross into the supervisor", async () => {
     const options = Sandbox.builder("bad-bg").volume("/x", (v) => v.backend(new PassthroughFs({ rootDir: home }))).build();
     const error = await sandboxError(() => Sandbox.create({ ...options, detached: true }));
