@@ -236,37 +236,29 @@ export async function execCommand(args: string[]): Promise<number> {
   return attach(await Sandbox.get(name), request.command, request);
 }
 
-/** `msb rm NAME...`: stops sandboxes if they run, then removes them and their files. */
-export async function removeCommand(args: string[]): Promise<number> {
-  if (args.length === 0 || args.some((a) => a.startsWith("-"))) throw new UsageError("rm takes sandbox NAMEs");
+/** Runs `action` on each sandbox NAME of `args` in turn, printing each name once done. */
+async function eachName(command: string, args: readonly string[], action: (name: string) => Promise<unknown>): Promise<number> {
+  if (args.length === 0 || args.some((a) => a.startsWith("-"))) throw new UsageError(`${command} takes sandbox NAMEs`);
   for (const name of args) {
-    await Sandbox.remove(name);
+    await action(name);
     process.stdout.write(`${name}\n`);
   }
   return 0;
 }
 
+/** `msb rm NAME...`: stops sandboxes if they run, then removes them and their files. */
+export const removeCommand = (args: string[]): Promise<number> => eachName("rm", args, (name) => Sandbox.remove(name));
+
 /** `msb stop NAME...`: stops detached sandboxes, keeping them to be started again. */
-export async function stopCommand(args: string[]): Promise<number> {
-  if (args.length === 0 || args.some((a) => a.startsWith("-"))) throw new UsageError("stop takes sandbox NAMEs");
-  for (const name of args) {
+export const stopCommand = (args: string[]): Promise<number> =>
+  eachName("stop", args, async (name) => {
     const record = Sandbox.list().find((r) => r.name === name);
     if (record === undefined) throw new SandboxError("ERR_MSB_SANDBOX_NOT_FOUND", name, "no such sandbox");
     if (record.status === "running") await (await Sandbox.get(name)).stop();
-    process.stdout.write(`${name}\n`);
-  }
-  return 0;
-}
+  });
 
 /** `msb start NAME...`: starts stopped detached sandboxes again on their kept roots. */
-export async function startCommand(args: string[]): Promise<number> {
-  if (args.length === 0 || args.some((a) => a.startsWith("-"))) throw new UsageError("start takes sandbox NAMEs");
-  for (const name of args) {
-    await Sandbox.start(name);
-    process.stdout.write(`${name}\n`);
-  }
-  return 0;
-}
+export const startCommand = (args: string[]): Promise<number> => eachName("start", args, (name) => Sandbox.start(name));
 
 /** `msb create [OPTIONS] [IMAGE]`: `run -d` without a command: a detached sandbox, started. */
 export function createCommand(args: string[]): Promise<number> {

@@ -38,7 +38,10 @@ const errorBody = (code: string, message: string): CborMap => ({ t: "error", cod
  */
 export function serveSandbox(sandbox: Sandbox, agent: AgentClient, socketPath: string, onStop: () => Promise<void>): Promise<void> {
   let stopping: Promise<void> | undefined;
+  const clients = new Set<Socket>();
   const server = createServer((client) => {
+    clients.add(client);
+    client.once("close", () => clients.delete(client));
     const reader = new FrameReader();
     /** Client stream id → the relay stream to the agent. */
     const relays = new Map<number, { send(flags: number, body: CborValue | undefined): Promise<void> }>();
@@ -118,6 +121,11 @@ export function serveSandbox(sandbox: Sandbox, agent: AgentClient, socketPath: s
       void agent.closed.then(async () => {
         server.close();
         await (stopping ?? onStop());
+        // Let the last replies (the `ok` of a shutdown) reach their clients before the process goes.
+        await Promise.race([
+          Promise.all([...clients].map((client) => new Promise((closed) => client.once("close", closed).end()))),
+          new Promise((timeout) => setTimeout(timeout, 1000).unref()),
+        ]);
         resolve();
       });
     });
