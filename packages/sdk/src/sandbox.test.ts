@@ -9,7 +9,9 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSy
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import { createConnection } from "node:net";
 import { FsBackend, type Context } from "@msb/fs";
+import { FLAG_END, FrameReader, encodeFrame, type Frame } from "@msb/vmm";
 import { PassthroughFs } from "@msb/fs-passthrough";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SandboxError } from "./errors.js";
@@ -296,6 +298,21 @@ process.exit(0);`;
     child.stdout.on("data", (chunk: Buffer) => (out += chunk.toString()));
     expect(await new Promise((resolve) => child.once("exit", resolve))).toBe(0);
     expect(out).toBe("from the creator");
+    // A late frame on a stream that ended (an ack after exited) is dropped by the supervisor, not taken for a new request.
+    const raw = createConnection(record?.socketPath ?? "");
+    const reader = new FrameReader();
+    const frames: Frame[] = [];
+    raw.on("data", (chunk: Buffer) => frames.push(...reader.push(chunk)));
+    raw.write(encodeFrame(1, FLAG_END, { t: "hello", versions: [1] }));
+    raw.write(encodeFrame(1, 0, { t: "ack", bytes: 1 }));
+    raw.write(encodeFrame(2, FLAG_END, { t: "ping" }));
+    for (let i = 0; i < 100 && frames.length < 2; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(frames.map((f) => [f.id, (f.body as { t?: string } | undefined)?.t])).toEqual([
+      [1, "hello"],
+      [2, "pong"],
+    ]);
+    raw.destroy();
     // A second handle in this process works too; removing by name stops it through its supervisor.
     const again = await Sandbox.get("bg");
     expect((await again.exec("true")).success).toBe(true);

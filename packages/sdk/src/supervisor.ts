@@ -45,6 +45,10 @@ export function serveSandbox(sandbox: Sandbox, agent: AgentClient, socketPath: s
     const reader = new FrameReader();
     /** Client stream id → the relay stream to the agent. */
     const relays = new Map<number, { send(flags: number, body: CborValue | undefined): Promise<void> }>();
+    // Clients open streams with ids counting up (PROTOCOL.md §1): a frame on an
+    // id at or below the highest seen belongs to a stream that has ended (a
+    // late ack or stdin) and is dropped, as the agent drops such frames.
+    let highestId = 0;
     const local = async (id: number, flags: number, body: CborMap): Promise<void> => {
       switch (body.t) {
         case "hello":
@@ -102,7 +106,8 @@ export function serveSandbox(sandbox: Sandbox, agent: AgentClient, socketPath: s
         if (relay !== undefined) {
           if ((frame.flags & FLAG_CANCEL) !== 0) relays.delete(frame.id);
           void relay.send(frame.flags, frame.body).catch(() => undefined);
-        } else if (isCborMap(frame.body) && typeof frame.body.t === "string" && frame.id !== 0) {
+        } else if (frame.id > highestId && isCborMap(frame.body) && typeof frame.body.t === "string") {
+          highestId = frame.id;
           // A new stream: answered here, or relayed to the agent with its flags.
           void local(frame.id, frame.flags, frame.body).catch((error: unknown) => reply(client, frame.id, FLAG_END, errorBody("EIO", error instanceof Error ? error.message : String(error))));
         }
