@@ -71,6 +71,8 @@ describe("Sandbox exec", () => {
   it("streams events with stdin, and kills", async () => {
     const proc = await sandbox.execStream("sh", ["-c", "read line; echo got $line; echo warn >&2; sleep 30"], { stdin: true });
     await proc.write("ping\n");
+    expect(() => proc.signal("SIGNOPE")).toThrow(/unknown signal/);
+    await proc.signal("SIGCONT");
     const seen: string[] = [];
     for await (const event of proc) {
       if (event.type === "started") seen.push("started");

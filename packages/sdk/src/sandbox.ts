@@ -3,6 +3,7 @@
 // the fs API; stop with `await using`.
 import { randomBytes } from "node:crypto";
 import { mkdir, readFile, rm } from "node:fs/promises";
+import { constants } from "node:os";
 import { join } from "node:path";
 import type { DynFileSystem } from "@msb/fs";
 import { OverlayFs } from "@msb/fs-overlay";
@@ -109,7 +110,6 @@ export type ExecStreamEvent =
   | { readonly type: "stderr"; readonly data: Uint8Array }
   | { readonly type: "exited"; readonly exitCode: number; readonly signal: number | null };
 
-const SIGNALS: Readonly<Record<string, number>> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGUSR1: 10, SIGUSR2: 12, SIGTERM: 15, SIGCONT: 18, SIGSTOP: 19, SIGWINCH: 28 };
 
 /** Turns what the VM layer throws into the SDK's errors; others pass through. */
 function execError(error: unknown, command: string): unknown {
@@ -174,8 +174,9 @@ export class ExecStream implements AsyncIterable<ExecStreamEvent> {
 
   /** Sends a signal by number or name (`"SIGTERM"`). */
   signal(signal: number | string): Promise<void> {
-    const signo = typeof signal === "number" ? signal : SIGNALS[signal];
-    if (signo === undefined) throw new SandboxError("ERR_MSB_INVALID_CONFIG", String(signal), `unknown signal; use a number or one of ${Object.keys(SIGNALS).join(", ")}`);
+    // Linux numbers by name, as Node knows them (the guest is Linux on the same architecture).
+    const signo = typeof signal === "number" ? signal : Object.hasOwn(constants.signals, signal) ? constants.signals[signal as NodeJS.Signals] : undefined;
+    if (signo === undefined) throw new SandboxError("ERR_MSB_INVALID_CONFIG", String(signal), "unknown signal; use a number or a name such as SIGTERM");
     return this.proc.signal(signo);
   }
 

@@ -9,7 +9,7 @@
 import { createHash } from "node:crypto";
 import { mkdir, mkdtemp, readdir, rename, rm } from "node:fs/promises";
 import { createServer, type Server, type Socket } from "node:net";
-import { tmpdir } from "node:os";
+import { homedir, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import type { Accelerator } from "./accel.js";
 import { VmmError } from "./errors.js";
@@ -29,7 +29,8 @@ export interface SavedStateKey {
 
 /** The default directory of saved states: `$MSB_HOME/cache/vm-states` (else `~/.msb/...`). */
 export function defaultStateDir(env: NodeJS.ProcessEnv = process.env): string {
-  const home = env.MSB_HOME !== undefined && env.MSB_HOME !== "" ? env.MSB_HOME : join(env.HOME ?? tmpdir(), ".msb");
+  // The same home as @msb/oci's defaultHome (this package does not depend on that one).
+  const home = env.MSB_HOME !== undefined && env.MSB_HOME !== "" ? env.MSB_HOME : join(homedir(), ".msb");
   return join(home, "cache", "vm-states");
 }
 
