@@ -100,3 +100,22 @@ export {
   type OverrideStat,
 } from "./override-stat.js";
 export { checkCount, isCount, isTimespec, isU32 } from "./args.js";
+export {
+  OPAQUE_MARKER,
+  ROOT_CONTEXT,
+  WHITEOUT_PREFIX,
+  copyObject,
+  copyRangeAcross,
+  discardCopy,
+  ensureMarker,
+  hasEntry,
+  isWhiteoutName,
+  listEntries,
+  lookupIfExists,
+  nameKey,
+  resolveCachePolicy,
+  resolveStagingName,
+  whiteoutOf,
+  type CopyTarget,
+  type OpenFileRef,
+} from "./union.js";

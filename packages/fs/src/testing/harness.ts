@@ -5,6 +5,7 @@ import { expect } from "vitest";
 import { O, ROOT_INO, S } from "../constants.js";
 import { FsError, type ErrnoName } from "../errno.js";
 import { isDotOrDotDot, toBytes } from "../names.js";
+import { PathFs } from "../path-fs.js";
 import type { Attr, Context, DirEntry, DynFileSystem, Entry, MaybePromise } from "../types.js";
 
 /** A temporary host directory for one test, removed by `cleanup`. */
@@ -180,4 +181,23 @@ export function notBefore(a: { sec: number; nsec: number }, b: { sec: number; ns
 /** Sleeps long enough for a timestamp to move on a coarse clock. */
 export function tick(ms = 15): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * Writes `files` (path → content; a path ending in `/` is a directory) into
+ * `fs` as root, parents first, and returns `fs`: a populated layer or backend
+ * for tests of filesystems built from others.
+ */
+export async function populate<T extends DynFileSystem>(fs: T, files: Record<string, string>): Promise<T> {
+  const paths = new PathFs(fs);
+  for (const [path, content] of Object.entries(files)) {
+    if (path.endsWith("/")) {
+      await paths.mkdir(path, { recursive: true });
+      continue;
+    }
+    const dir = path.slice(0, path.lastIndexOf("/"));
+    if (dir !== "") await paths.mkdir(dir, { recursive: true });
+    await paths.writeFile(path, content);
+  }
+  return fs;
 }
