@@ -89,9 +89,13 @@ class Node {
 /** An open file: the backend object and that backend's handle. */
 interface FileHandle {
   readonly node: Node;
-  readonly side: Side;
-  readonly ino: number;
-  readonly fh: number;
+  side: Side;
+  ino: number;
+  fh: number;
+  /** The open flags, to reopen a read handle on the copy once its file was copied across. */
+  readonly flags: number;
+  /** The move over to the copy, while it runs (concurrent reads share it). */
+  following?: Promise<void>;
 }
 
 /** An open directory: the merged listing as it was at opendir, `.` and `..` first. */
@@ -393,13 +397,33 @@ export class DualFs extends FsBackend {
       return { entry: reply.entry, extra: reply };
     });
     const node = this.#node(made.entry.ino, op);
-    const fh = this.#addFile({ node, side: node.home, ino: node.homeIno, fh: made.extra.fh });
+    const fh = this.#addFile({ node, side: node.home, ino: node.homeIno, fh: made.extra.fh, flags });
     return { entry: made.entry, fh, flags: made.extra.flags };
   }
 
   override read(ctx: Context, ino: number, fh: number, size: number, offset: number): Promise<Uint8Array> {
     const h = this.#fileHandle(ino, fh, "read");
+    if (h.side !== h.node.home) {
+      h.following ??= this.#follow(h).finally(() => (h.following = undefined));
+      return h.following.then(() => this.#backends[h.side].read(ctx, h.ino, h.fh, size, offset));
+    }
     return Promise.resolve(this.#backends[h.side].read(ctx, h.ino, h.fh, size, offset));
+  }
+
+  /**
+   * Moves a read handle opened before its file was copied across over to the
+   * copy, so it reads what later writes wrote (as overlayfs does since Linux
+   * 4.19). The caller's rights were checked when it opened the file.
+   */
+  async #follow(h: FileHandle): Promise<void> {
+    const { node } = h;
+    const flags = h.flags & ~(O.CREAT | O.EXCL | O.TRUNC);
+    const reply = await this.#backends[node.home].open(ROOT_CONTEXT, node.homeIno, flags);
+    const old = { side: h.side, ino: h.ino, fh: h.fh };
+    h.side = node.home;
+    h.ino = node.homeIno;
+    h.fh = reply.fh;
+    await this.#backends[old.side].release(ROOT_CONTEXT, old.ino, old.fh, flags);
   }
 
   override write(ctx: Context, ino: number, fh: number, data: Uint8Array, offset: number, flags: number): Promise<number> {
@@ -955,7 +979,7 @@ export class DualFs extends FsBackend {
       }
     }
     const reply = await this.#backends[node.home].open(ctx, node.homeIno, flags);
-    return { fh: this.#addFile({ node, side: node.home, ino: node.homeIno, fh: reply.fh }), flags: reply.flags };
+    return { fh: this.#addFile({ node, side: node.home, ino: node.homeIno, fh: reply.fh, flags }), flags: reply.flags };
   }
 
   // ---- internals: changes -------------------------------------------------

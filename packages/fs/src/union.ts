@@ -216,6 +216,6 @@ export function resolveStagingName(owner: string, staging: string | undefined, f
 /** Checks a cache policy option (`auto` when absent), throwing a `TypeError` that names `owner`. */
 export function resolveCachePolicy(owner: string, cache: unknown): CachePolicy {
   const value = cache ?? "auto";
-  if (value !== "never" && value !== "auto" && value !== "always") throw new TypeError(`${owner}: cache must be never, auto or always, got ${String(value)}`);
+  if (value !== "never" && value !== "auto" && value !== "always") throw new TypeError(`${owner}: cache must be never, auto or always, got ${JSON.stringify(value) ?? typeof value}`);
   return value;
 }

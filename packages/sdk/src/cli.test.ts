@@ -104,6 +104,20 @@ describe.skipIf(why !== undefined)("msb mount", () => {
     expect(await exited).toBe(0);
   });
 
+  it("serves a dual spec: a read-only host directory as b, every change in a memfs a", async () => {
+    const project = join(base, "project");
+    mkdirSync(join(project, "src"), { recursive: true });
+    writeFileSync(join(project, "src", "main.c"), "int main;\n");
+    const { spec, mnt } = scratch({ type: "dual", a: { type: "memfs" }, b: { type: "passthrough", rootDir: project, readOnly: true }, policy: "MergeReadsBackendAPrecedence" });
+    const { child, exited } = await start(spec, mnt);
+    expect(await sh(`cat ${mnt}/src/main.c; echo '// edited' >> ${mnt}/src/main.c; cat ${mnt}/src/main.c; touch ${mnt}/src/new.c; rm ${mnt}/src/main.c; ls -A ${mnt}/src`)).toBe(
+      "int main;\nint main;\n// edited\nnew.c\n",
+    );
+    expect(readFileSync(join(project, "src", "main.c"), "utf8")).toBe("int main;\n");
+    child.kill("SIGTERM");
+    expect(await exited).toBe(0);
+  });
+
   it.skipIf(testbedMissing !== undefined)("mounts a pulled image: its layers under a memfs upper", async () => {
     const env = { ...process.env, MSB_HOME: join(base, "home") };
     const ref = `${TESTBED.plain}/busybox:latest`;

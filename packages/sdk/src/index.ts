@@ -6,7 +6,18 @@
  *
  * @packageDocumentation
  */
-export { SpecError, fsFromSpec, fsFromSpecFile, parseSpec, type FsSpec, type MemFsSpec, type ImageSpec, type OverlaySpec, type PassthroughSpec } from "./spec.js";
+export {
+  SpecError,
+  fsFromSpec,
+  fsFromSpecFile,
+  parseSpec,
+  type DualSpec,
+  type FsSpec,
+  type MemFsSpec,
+  type ImageSpec,
+  type OverlaySpec,
+  type PassthroughSpec,
+} from "./spec.js";
 export { SandboxError, type SandboxErrorCode } from "./errors.js";
 export {
   PatchBuilder,

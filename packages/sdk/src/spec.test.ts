@@ -2,6 +2,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PathFs } from "@msb/fs";
+import { DualFs } from "@msb/fs-dual";
 import { MemFs } from "@msb/fs-memfs";
 import { OverlayFs } from "@msb/fs-overlay";
 import { PassthroughFs } from "@msb/fs-passthrough";
@@ -50,7 +51,7 @@ describe("parseSpec", () => {
   it.each<[unknown, string, RegExp]>([
     [null, "$", /expected an object/],
     [[], "$", /expected an object/],
-    [{}, "$.type", /expected one of "memfs", "passthrough", "overlay", "image", got nothing/],
+    [{}, "$.type", /expected one of "memfs", "passthrough", "overlay", "dual", "image", got nothing/],
     [{ type: "zfs" }, "$.type", /got "zfs"/],
     [{ type: "toString" }, "$.type", /got "toString"/],
     [{ type: "memfs", capcity: 1 }, "$.capcity", /unknown field \(a memfs spec has type, cache, capacity, maxInodes\)/],
@@ -126,6 +127,30 @@ describe("fsFromSpec", () => {
     expect(await files.readFile("/base.txt", "utf8")).toBe("changed");
     expect(readFileSync(join(dir, "base.txt"), "utf8")).toBe("from the lower");
     await fs.destroy();
+  });
+
+  it("builds a DualFs whose reads fall through to b and whose changes land in a, with its cache policy", async () => {
+    writeFileSync(join(dir, "project.txt"), "from b");
+    const fs = await fsFromSpec({ type: "dual", a: { type: "memfs" }, b: { type: "passthrough", rootDir: dir, readOnly: true }, cache: "never" });
+    expect(fs).toBeInstanceOf(DualFs);
+    expect(fs.cachePolicy).toBe("never");
+    await fs.init();
+    const files = new PathFs(fs);
+    expect(await files.readFile("/project.txt", "utf8")).toBe("from b");
+    await files.writeFile("/project.txt", "changed in a");
+    expect(await files.readFile("/project.txt", "utf8")).toBe("changed in a");
+    expect(readFileSync(join(dir, "project.txt"), "utf8")).toBe("from b");
+    await fs.destroy();
+  });
+
+  it("checks a dual spec's backends and policy where they sit", () => {
+    const at = (value: unknown): string => specError(() => parseSpec(value)).path;
+    expect(parseSpec({ type: "dual", a: { type: "memfs" }, b: { type: "memfs" }, policy: "BackendAOnly" })).toMatchObject({ type: "dual", policy: "BackendAOnly" });
+    expect(at({ type: "dual", b: { type: "memfs" } })).toBe("$.a");
+    expect(at({ type: "dual", a: { type: "memfs" }, b: { type: "memfs", capacity: "x" } })).toBe("$.b.capacity");
+    expect(specError(() => parseSpec({ type: "dual", a: { type: "memfs" }, b: { type: "memfs" }, policy: "ReadAll" })).message).toMatch(
+      /\$\.policy: expected one of "ReadBackendBWriteBackendA", "BackendAOnly"/,
+    );
   });
 
   it("reports a nested backend's refusal at its own path", async () => {

@@ -3,6 +3,7 @@
 // path of the bad field) and then built into one DynFileSystem.
 import { readFile } from "node:fs/promises";
 import { parseBytes, type CachePolicy, type DynFileSystem } from "@msb/fs";
+import { DualFs, DUAL_POLICIES, type DualPolicyName } from "@msb/fs-dual";
 import { MemFs } from "@msb/fs-memfs";
 import { OverlayFs } from "@msb/fs-overlay";
 import { PassthroughFs } from "@msb/fs-passthrough";
@@ -61,8 +62,22 @@ export interface ImageSpec extends CommonSpec {
   readonly staging?: string;
 }
 
+/**
+ * Two backends under one root (`DualFs` of `@msb/fs-dual`), with a built-in
+ * policy routing reads and changes between them; each backend is itself a spec.
+ */
+export interface DualSpec extends CommonSpec {
+  readonly type: "dual";
+  readonly a: FsSpec;
+  readonly b: FsSpec;
+  /** `ReadBackendBWriteBackendA` by default. */
+  readonly policy?: DualPolicyName;
+  /** Name of the directory at a backend's root where copies across are assembled (`.msb-dual-staging` by default). */
+  readonly staging?: string;
+}
+
 /** Any filesystem composition msb can build from JSON. */
-export type FsSpec = MemFsSpec | PassthroughSpec | OverlaySpec | ImageSpec;
+export type FsSpec = MemFsSpec | PassthroughSpec | OverlaySpec | ImageSpec | DualSpec;
 
 const SPEC_ERROR_BRAND = Symbol.for("msb.SpecError");
 
@@ -155,6 +170,12 @@ function optionalName(fields: Fields, key: string, path: string): string | undef
   throw new SpecError(`${path}.${key}`, `expected a directory name, got ${show(value)}`);
 }
 
+function dualPolicy(fields: Fields, path: string): DualPolicyName | undefined {
+  const value = fields.policy;
+  if (value === undefined || (typeof value === "string" && Object.hasOwn(DUAL_POLICIES, value))) return value as DualPolicyName | undefined;
+  throw new SpecError(`${path}.policy`, `expected one of ${Object.keys(DUAL_POLICIES).map((p) => JSON.stringify(p)).join(", ")}, got ${show(value)}`);
+}
+
 const TYPES: Readonly<Record<string, SpecType>> = {
   memfs: {
     fields: ["capacity", "maxInodes"],
@@ -192,6 +213,23 @@ const TYPES: Readonly<Record<string, SpecType>> = {
       const layers: DynFileSystem[] = [];
       for (const [i, lower] of lowers.entries()) layers.push(await build(lower, `${path}.lowers[${i}]`));
       return overlayOver(layers, spec as OverlaySpec, path);
+    },
+  },
+  dual: {
+    fields: ["a", "b", "policy", "staging"],
+    check: (f, path) => ({
+      type: "dual",
+      cache: cache(f, path),
+      a: parseSpec(f.a, `${path}.a`),
+      b: parseSpec(f.b, `${path}.b`),
+      policy: dualPolicy(f, path),
+      staging: optionalName(f, "staging", path),
+    }),
+    build: async (spec, path) => {
+      const { a, b, policy, staging, cache: policyCache } = spec as DualSpec;
+      const backendA = await build(a, `${path}.a`);
+      const backendB = await build(b, `${path}.b`);
+      return construct(path, () => new DualFs({ backendA, backendB, policy, staging, cache: policyCache }));
     },
   },
   image: {

@@ -5,6 +5,7 @@ import { expect } from "vitest";
 import { O, ROOT_INO, S } from "../constants.js";
 import { FsError, type ErrnoName } from "../errno.js";
 import { isDotOrDotDot, toBytes } from "../names.js";
+import { FsBackend } from "../backend.js";
 import { PathFs } from "../path-fs.js";
 import type { Attr, Context, DirEntry, DynFileSystem, Entry, MaybePromise } from "../types.js";
 
@@ -200,4 +201,18 @@ export async function populate<T extends DynFileSystem>(fs: T, files: Record<str
     await paths.writeFile(path, content);
   }
   return fs;
+}
+
+/**
+ * `fs` with every `read` delayed by `ms` milliseconds: makes a copy between
+ * backends slow enough for a test to catch (and kill) it half-way.
+ */
+export function withSlowReads(fs: DynFileSystem, ms: number): DynFileSystem {
+  class SlowReads extends FsBackend {
+    override async read(ctx: Context, ino: number, fh: number, size: number, offset: number): Promise<Uint8Array> {
+      await new Promise((resolve) => setTimeout(resolve, ms));
+      return super.read(ctx, ino, fh, size, offset);
+    }
+  }
+  return new SlowReads(fs);
 }
