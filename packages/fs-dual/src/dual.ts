@@ -48,7 +48,7 @@ import {
   type StatFs,
 } from "@msb/fs";
 import { DUAL_WHITEOUT_PREFIX, resolveDualOptions, type DualFsOptions } from "./options.js";
-import type { DualBackendId, DualOperationKind, DualPolicyFunction } from "./policy.js";
+import { DUAL_POLICIES, type DualBackendId, type DualOperationKind, type DualPolicyFunction } from "./policy.js";
 
 /** A backend by index: 0 is backend A, 1 is backend B. */
 type Side = 0 | 1;
@@ -155,6 +155,8 @@ function checkName(name: Uint8Array, op: string): void {
 export class DualFs extends FsBackend {
   readonly #backends: readonly [DynFileSystem, DynFileSystem];
   readonly #policy: DualPolicyFunction;
+  /** A built-in policy's answers, which do not depend on the path: no path is built for them. */
+  readonly #fixed: Readonly<Record<DualOperationKind, readonly Side[]>> | undefined;
   readonly #stagingName: Uint8Array;
   readonly #cache: CachePolicy;
   /** Each backend's staging directory, made on its first copy. */
@@ -177,6 +179,10 @@ export class DualFs extends FsBackend {
     const resolved = resolveDualOptions(options);
     this.#backends = resolved.backends;
     this.#policy = resolved.policy;
+    if (Object.values(DUAL_POLICIES).includes(resolved.policy)) {
+      const answers = (kind: DualOperationKind): readonly Side[] => this.#checkOrder(kind, "/", resolved.policy(kind, "/"));
+      this.#fixed = { lookup: answers("lookup"), readdir: answers("readdir"), create: answers("create"), write: answers("write") };
+    }
     this.#stagingName = resolved.staging;
     this.#cache = resolved.cache;
   }
@@ -192,7 +198,7 @@ export class DualFs extends FsBackend {
     const root = new Node(ROOT_INO, true, 0, undefined, new Uint8Array(0));
     root.objs[0] = ROOT_INO;
     root.objs[1] = ROOT_INO;
-    root.home = this.#target("write", "/");
+    root.home = this.#target("write", root);
     root.nlookup = 1;
     this.#nodes.set(ROOT_INO, root);
     this.#inoByKey.set(objKey(0, ROOT_INO), ROOT_INO);
@@ -244,7 +250,7 @@ export class DualFs extends FsBackend {
     const op = "setattr";
     const node = this.#node(ino, op);
     if (typeof req !== "object" || (req as unknown) === null || !Number.isInteger(req.valid)) throw new FsError("EINVAL", { op, ino, detail: "malformed request" });
-    const side = this.#target("write", this.#path(node));
+    const side = this.#target("write", node);
     let sideReq = req;
     if ((req.valid & SetattrValid.FH) !== 0) {
       const handle = this.#fileHandle(ino, req.fh, op);
@@ -349,7 +355,7 @@ export class DualFs extends FsBackend {
         if (exchange && dst?.node.isDir === true) checkAccess(dst.attr, ctx, ACCESS.W_OK, op);
       }
       if (!exchange && dst?.node.isDir === true && (await this.#merged(dst.node, "lookup")).length > 0) throw new FsError("ENOTEMPTY", { op, path, dest });
-      const side = this.#target("create", this.#childPath(ddir, newName));
+      const side = this.#target("create", ddir, newName);
       this.#checkSameSide(src.node, side, op, newName);
       if (exchange) this.#checkSameSide(dst!.node, side, op, name);
       await this.#move(ctx, sdir, name, src.node, ddir, newName, dst?.node, flags, side);
@@ -364,7 +370,7 @@ export class DualFs extends FsBackend {
   override open(ctx: Context, ino: number, flags: number): Promise<OpenReply> {
     const node = this.#node(ino, "open");
     // Only an open that copies across changes the namespace.
-    if ((openAccess(flags) & ACCESS.W_OK) !== 0 && !this.#livesOn(node, this.#target("write", this.#path(node)))) {
+    if ((openAccess(flags) & ACCESS.W_OK) !== 0 && !this.#livesOn(node, this.#target("write", node))) {
       return this.#exclusive(() => this.#open(ctx, node, flags, "open"));
     }
     return this.#open(ctx, node, flags, "open");
@@ -458,7 +464,7 @@ export class DualFs extends FsBackend {
   }
 
   override async statfs(ctx: Context, _ino: number): Promise<StatFs> {
-    return this.#backends[this.#target("write", "/")].statfs(ctx, ROOT_INO);
+    return this.#backends[this.#target("write", this.#nodes.get(ROOT_INO)!)].statfs(ctx, ROOT_INO);
   }
 
   override async lseek(ctx: Context, ino: number, fh: number, offset: number, whence: number): Promise<number> {
@@ -524,7 +530,7 @@ export class DualFs extends FsBackend {
 
   /** The backend a change to `node` goes to, after `check` and the copy across it may need. */
   async #prepareChange(node: Node, check: () => Promise<void>): Promise<Side> {
-    const side = this.#target("write", this.#path(node));
+    const side = this.#target("write", node);
     if (!this.#livesOn(node, side)) {
       await check();
       await this.#exclusive(() => this.#copyAcross(node, side));
@@ -607,7 +613,7 @@ export class DualFs extends FsBackend {
 
   override async access(ctx: Context, ino: number, mask: number): Promise<void> {
     const node = this.#node(ino, "access");
-    if (node.home === this.#target("write", this.#path(node))) {
+    if (node.home === this.#target("write", node)) {
       await this.#backends[node.home].access(ctx, node.homeIno, mask);
       return;
     }
@@ -620,9 +626,28 @@ export class DualFs extends FsBackend {
 
   // ---- internals: policy ------------------------------------------------
 
-  /** The backends the policy names for `kind` at `path`, in order of precedence, checked. */
-  #order(kind: DualOperationKind, path: string): readonly Side[] {
+  /**
+   * The backends the policy names for `kind` at `name` in `dir` (at `dir`
+   * itself without a name), in order of precedence, checked.
+   */
+  #order(kind: DualOperationKind, dir: Node, name?: Uint8Array): readonly Side[] {
+    const fixed = this.#fixed?.[kind];
+    if (fixed !== undefined) return fixed;
+    const path = name === undefined ? this.#path(dir) : this.#childPath(dir, name);
+    return this.#checkOrder(kind, path, this.#ask(kind, path));
+  }
+
+  /** The one backend the policy names for `kind` at `name` in `dir` (at `dir` itself without a name). */
+  #target(kind: DualOperationKind, dir: Node, name?: Uint8Array): Side {
+    const fixed = this.#fixed?.[kind];
+    if (fixed !== undefined) return fixed[0]!;
+    const path = name === undefined ? this.#path(dir) : this.#childPath(dir, name);
     const answer = this.#ask(kind, path);
+    const side = SIDE_IDS.indexOf(answer as DualBackendId);
+    return side < 0 ? this.#badPolicy(kind, path, answer) : (side as Side);
+  }
+
+  #checkOrder(kind: DualOperationKind, path: string, answer: unknown): readonly Side[] {
     const list = typeof answer === "string" ? [answer] : answer;
     const sides: Side[] = [];
     if (Array.isArray(list)) {
@@ -634,13 +659,6 @@ export class DualFs extends FsBackend {
     }
     if (sides.length === 0) return this.#badPolicy(kind, path, answer);
     return sides;
-  }
-
-  /** The one backend the policy names for `kind` at `path`. */
-  #target(kind: DualOperationKind, path: string): Side {
-    const answer = this.#ask(kind, path);
-    const side = SIDE_IDS.indexOf(answer as DualBackendId);
-    return side < 0 ? this.#badPolicy(kind, path, answer) : (side as Side);
   }
 
   #ask(kind: DualOperationKind, path: string): unknown {
@@ -675,7 +693,7 @@ export class DualFs extends FsBackend {
    * (`mv` then copies and removes).
    */
   #checkSameSide(node: Node, side: Side, op: string, newName: Uint8Array): void {
-    if (this.#target("write", this.#path(node)) !== side) {
+    if (this.#target("write", node) !== side) {
       throw new FsError("EXDEV", { op, path: this.#path(node), dest: bytesToString(newName), detail: "the policy puts the two names on different backends" });
     }
   }
@@ -757,14 +775,18 @@ export class DualFs extends FsBackend {
    */
   async #lookupNode(dir: Node, name: Uint8Array): Promise<{ node: Node; attr: Attr } | undefined> {
     if (dir.removed || this.#hidden(dir, name)) return undefined;
-    const path = this.#childPath(dir, name);
     const found: { side: Side; entry: Entry }[] = [];
     try {
-      for (const side of this.#order("lookup", path)) {
+      for (const side of this.#order("lookup", dir, name)) {
         const dirIno = dir.objs[side];
-        if (dirIno === undefined || (await this.#whitedOut(dir, side, name))) continue;
+        if (dirIno === undefined) continue;
         const entry = await lookupIfExists(this.#backends[side], dirIno, name);
         if (entry === undefined) continue;
+        // Checked only for a hit: a miss costs a backend error, and most names are on one backend.
+        if (await this.#whitedOut(dir, side, name)) {
+          await this.#backends[side].forget(ROOT_CONTEXT, entry.ino, 1);
+          continue;
+        }
         const isDir = isDirectory(entry.attr.mode);
         if (found.length === 0 || (isDir && isDirectory(found[0]!.entry.attr.mode))) {
           found.push({ side, entry });
@@ -803,7 +825,7 @@ export class DualFs extends FsBackend {
         this.#inoByKey.set(objKey(f.side, f.entry.ino), ino);
       }
       if (isDir) {
-        const writeSide = this.#target("write", path);
+        const writeSide = this.#target("write", dir, name);
         if (node.objs[writeSide] !== undefined) node.home = writeSide;
       }
       this.#nodes.set(ino, node);
@@ -891,7 +913,6 @@ export class DualFs extends FsBackend {
    * what they hide, and the staging directories.
    */
   async #merged(node: Node, kind: "readdir" | "lookup"): Promise<MergedEntry[]> {
-    const path = this.#path(node);
     const listed: (DirEntry[] | undefined)[] = [undefined, undefined];
     const whiteouts: [Set<string>, Set<string>] = [new Set(), new Set()];
     for (const side of [0, 1] as const) {
@@ -901,7 +922,7 @@ export class DualFs extends FsBackend {
       listed[side] = entries;
       for (const e of entries) if (isWhiteoutName(e.name, DUAL_WHITEOUT_PREFIX)) whiteouts[side].add(nameKey(e.name.subarray(DUAL_WHITEOUT_PREFIX.length)));
     }
-    const order = kind === "readdir" ? this.#order("readdir", path) : this.#order("lookup", path);
+    const order = this.#order(kind, node);
     const seen = new Set<string>();
     const out: MergedEntry[] = [];
     for (const side of order) {
@@ -967,7 +988,7 @@ export class DualFs extends FsBackend {
     if (!Number.isInteger(flags)) throw new FsError("EINVAL", { op, ino: node.ino, detail: `flags ${String(flags)}` });
     const mask = openAccess(flags);
     if ((mask & ACCESS.W_OK) !== 0) {
-      const side = this.#target("write", this.#path(node));
+      const side = this.#target("write", node);
       if (!this.#livesOn(node, side)) {
         const attr = await this.#attr(node);
         const type = attr.mode & S.IFMT;
@@ -1008,7 +1029,7 @@ export class DualFs extends FsBackend {
       throw new FsError("EEXIST", { op, path: bytesToString(name), ino: parent });
     }
     checkAccess(attr, ctx, ACCESS.W_OK, op);
-    const side = this.#target("create", this.#childPath(dir, name));
+    const side = this.#target("create", dir, name);
     await this.#ensureDir(dir, side);
     const made = await make(this.#backends[side], dir.objs[side]!, side);
     const objIno = made.entry.ino;
@@ -1031,7 +1052,7 @@ export class DualFs extends FsBackend {
   async #hideOther(dir: Node, name: Uint8Array, side: Side): Promise<void> {
     const otherSide = other(side);
     const otherDir = dir.objs[otherSide];
-    if (otherDir === undefined || !this.#order("lookup", this.#childPath(dir, name)).includes(otherSide)) return;
+    if (otherDir === undefined || !this.#order("lookup", dir, name).includes(otherSide)) return;
     if (!(await hasEntry(this.#backends[otherSide], otherDir, name))) return;
     const whiteout = whiteoutOf(name, DUAL_WHITEOUT_PREFIX);
     if (whiteout === undefined) {
@@ -1058,7 +1079,7 @@ export class DualFs extends FsBackend {
       if (!isRmdir && node.isDir) throw new FsError("EISDIR", { op, path: bytesToString(name), ino: parent });
       if (isRmdir && !node.isDir) throw new FsError("ENOTDIR", { op, path: bytesToString(name), ino: parent });
       if (isRmdir && (await this.#merged(node, "lookup")).length > 0) throw new FsError("ENOTEMPTY", { op, path: bytesToString(name), ino: parent });
-      const side = this.#target("write", this.#childPath(dir, name));
+      const side = this.#target("write", dir, name);
       // The whiteout comes first: until the removal the name's own object still shows.
       await this.#hideOther(dir, name, side);
       if (node.objs[side] !== undefined) {
