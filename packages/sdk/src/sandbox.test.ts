@@ -356,6 +356,12 @@ process.exit(0);`;
     for (let i = 0; i < 100 && vms.some((vm) => existsSync(`/proc/${String(vm)}`)); i++) await new Promise((resolve) => setTimeout(resolve, 50));
     expect(vms.filter((vm) => existsSync(`/proc/${String(vm)}`))).toEqual([]);
     expect((await sandboxError(() => Sandbox.get("bg-doomed"))).code).toBe("ERR_MSB_SANDBOX_NOT_FOUND");
+    // Its log outlives it; its VM's run directory stays until the next VM start sweeps it.
+    expect(readFileSync(join(home, "sandboxes", "bg-doomed", "supervisor.log"), "utf8")).toMatch(new RegExp(`supervisor ${String(pid)} of bg-doomed: started, serving `));
+    const runDirs = (): string[] => readdirSync(tmpdir()).filter((entry) => entry.startsWith(`msb-vm-${String(pid)}-`));
+    expect(runDirs()).toHaveLength(1);
+    await (await Sandbox.create({ name: "sweeper" })).stop();
+    expect(runDirs()).toEqual([]);
     await Sandbox.remove("bg-doomed");
     expect(Sandbox.list().map((r) => r.name)).not.toContain("bg-doomed");
     expect(existsSync(join(home, "sandboxes", "bg-doomed"))).toBe(false);

@@ -640,7 +640,8 @@ export async function createHere(options: SandboxOptions & { readonly name: stri
     for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
   };
   try {
-    if (!mode.restart) await rm(dir, { recursive: true, force: true });
+    // A new sandbox starts from an empty root; the directory itself stays (a supervisor's log is in it already).
+    if (!mode.restart) await rm(join(dir, "upper"), { recursive: true, force: true });
     await mkdir(join(dir, "upper"), { recursive: true, mode: 0o700 });
     if (!mode.persist) cleanups.push(() => rm(dir, { recursive: true, force: true }));
     let makeRoot: () => DynFileSystem;

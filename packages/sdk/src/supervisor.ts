@@ -3,14 +3,15 @@
 // it and any process can reconnect (`Sandbox.get`, `msb exec NAME`). Clients
 // speak the agent protocol itself (PROTOCOL.md) plus a few `sandbox.*`
 // messages; each client stream is relayed to the agent on a stream of its own.
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { createConnection, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { existsSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { closeSync, existsSync, mkdirSync, openSync } from "node:fs";
 import { createRequire } from "node:module";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import { defaultHome } from "@msb/oci";
 import { AgentClient, FLAG_CANCEL, FLAG_END, FrameReader, VmmError, encodeFrame, isCborMap, type CborMap, type CborValue } from "@msb/vmm";
 import { SandboxError, type SandboxErrorCode } from "./errors.js";
 import type { ExecDefaults, Sandbox, SandboxHost, SandboxMetrics, SandboxOptions } from "./sandbox.js";
@@ -142,6 +143,11 @@ export function supervisorSocketPath(name: string): string {
   return join(tmpdir(), `msb-${name.slice(0, 40)}-${randomBytes(4).toString("hex")}.sock`);
 }
 
+/** Where a detached sandbox's supervisor writes its stderr: `MSB_HOME/sandboxes/NAME/supervisor.log`. */
+export function supervisorLogPath(name: string): string {
+  return join(defaultHome(), "sandboxes", name, "supervisor.log");
+}
+
 /**
  * Starts a supervisor process for a detached sandbox and waits until it
  * serves; the supervisor reports a failure as the SandboxError it met.
@@ -150,15 +156,25 @@ export function spawnSupervisor(options: SandboxOptions & { readonly name: strin
   // Built: dist/supervisor-main.js beside this module; from source (tests): the .ts through tsx.
   const built = fileURLToPath(new URL("./supervisor-main.js", import.meta.url));
   const args = existsSync(built) ? [built] : ["--import", pathToFileURL(createRequire(import.meta.url).resolve("tsx")).href, fileURLToPath(new URL("./supervisor-main.ts", import.meta.url))];
-  const child = spawn(process.execPath, args, { detached: true, stdio: ["pipe", "pipe", "ignore"], env: process.env });
-  child.stdin.end(JSON.stringify({ options, restart }));
+  // What the supervisor writes to stderr (a crash, a FUSE server's log lines) outlives it, beside the sandbox's root.
+  const log = supervisorLogPath(options.name);
+  mkdirSync(dirname(log), { recursive: true, mode: 0o700 });
+  const logFd = openSync(log, "a", 0o600);
+  let child: ChildProcess;
+  try {
+    child = spawn(process.execPath, args, { detached: true, stdio: ["pipe", "pipe", logFd], env: process.env });
+  } finally {
+    closeSync(logFd);
+  }
+  child.stdin!.end(JSON.stringify({ options, restart }));
+  const stdout = child.stdout!;
   return new Promise((resolve, reject) => {
     let out = "";
-    child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
+    stdout.setEncoding("utf8").on("data", (chunk: string) => {
       out += chunk;
       const line = out.split("\n")[0];
       if (!out.includes("\n") || line === undefined) return;
-      child.stdout.destroy();
+      stdout.destroy();
       child.unref();
       if (line.startsWith("ready ")) resolve(line.slice("ready ".length));
       else {
@@ -166,7 +182,7 @@ export function spawnSupervisor(options: SandboxOptions & { readonly name: strin
         reject(new SandboxError(failure.code ?? "ERR_MSB_STATE", failure.input ?? options.name, failure.message ?? "the supervisor failed"));
       }
     });
-    child.once("exit", (code) => reject(new SandboxError("ERR_MSB_STATE", options.name, `the supervisor exited with ${String(code)} before serving: ${out}`)));
+    child.once("exit", (code) => reject(new SandboxError("ERR_MSB_STATE", options.name, `the supervisor exited with ${String(code)} before serving (its log: ${log}): ${out}`)));
   });
 }
 

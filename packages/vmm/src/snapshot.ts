@@ -7,13 +7,14 @@
 // of the guest's memory, and idle sandboxes share the template's pages.
 // Every restored guest gets fresh entropy and the clock at `setup`.
 import { createHash } from "node:crypto";
-import { mkdir, mkdtemp, readdir, rename, rm } from "node:fs/promises";
+import { mkdir, readdir, rename, rm } from "node:fs/promises";
 import { createServer, type Server, type Socket } from "node:net";
-import { homedir, tmpdir } from "node:os";
+import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import type { Accelerator } from "./accel.js";
 import { VmmError } from "./errors.js";
 import { QmpClient } from "./qmp.js";
+import { makeRunDir } from "./run-dir.js";
 import { consoleTail, qemuFailed, startQemu, type QemuConfig, type SerialPort } from "./qemu.js";
 
 /** What a saved state is only valid for: restoring needs the same machine. */
@@ -139,7 +140,7 @@ export async function listenPorts(ports: readonly SerialPort[]): Promise<PortLis
  */
 export async function saveVmState(config: Omit<QemuConfig, "extraArgs" | "consoleLog" | "ports" | "memoryFile">, fsPorts: number, state: SavedState, timeoutMs = 60_000): Promise<void> {
   await mkdir(dirname(state.devices), { recursive: true });
-  const runDir = await mkdtemp(join(tmpdir(), "msb-save-"));
+  const runDir = await makeRunDir("msb-save");
   const suffix = `.${String(process.pid)}.tmp`;
   const temp = { ram: state.ram + suffix, devices: state.devices + suffix };
   const ports = vmPorts(runDir, fsPorts);

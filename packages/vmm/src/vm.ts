@@ -2,8 +2,7 @@
 // control connection and one FUSE server per filesystem.
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, open, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, open, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { DynFileSystem } from "@msb/fs";
 import { serveStream, type FuseLogger, type FuseStream } from "@msb/fuse";
@@ -11,6 +10,7 @@ import { detectAccelerator, type Accelerator } from "./accel.js";
 import { AgentClient } from "./agent.js";
 import { findGuestAssets, type GuestAssets } from "./assets.js";
 import { VmmError } from "./errors.js";
+import { makeRunDir } from "./run-dir.js";
 import { consoleTail, defaultQemuBinary, qemuFailed, startQemu, type QemuConfig, type QemuExit, type QemuProcess } from "./qemu.js";
 import { defaultStateDir, listenPorts, loadSavedState, pruneSavedStates, restoreArgs, saveVmState, savedStatePath, vmPorts, type SavedState } from "./snapshot.js";
 
@@ -199,7 +199,7 @@ export class MicroVm implements AsyncDisposable {
     const assets = options.assets ?? (await findGuestAssets());
     const accel = options.accel === undefined ? await detectAccelerator() : { accel: options.accel, reason: "chosen by the caller" };
     const ownsRunDir = options.runDir === undefined;
-    const runDir = options.runDir ?? (await mkdtemp(join(tmpdir(), "msb-vm-")));
+    const runDir = options.runDir ?? (await makeRunDir("msb-vm"));
     await mkdir(runDir, { recursive: true, mode: 0o700 });
     const binary = options.qemuBinary ?? defaultQemuBinary();
 
