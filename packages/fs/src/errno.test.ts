@@ -93,4 +93,17 @@ describe("FsError", () => {
     const same = new FsError("EBADF");
     expect(FsError.from(same)).toBe(same);
   });
+
+  it("carries no stack frames unless captureStacks asks for them, and restores the stack limit", () => {
+    const limit = Error.stackTraceLimit;
+    expect(new FsError("ENOENT", { op: "lookup" }).stack).toBe("FsError: ENOENT: No such file or directory, lookup");
+    FsError.captureStacks = true;
+    try {
+      expect(new FsError("ENOENT").stack).toMatch(/\n\s+at /);
+    } finally {
+      FsError.captureStacks = false;
+    }
+    expect(Error.stackTraceLimit).toBe(limit);
+    expect(new Error("plain").stack).toMatch(/\n\s+at /);
+  });
 });

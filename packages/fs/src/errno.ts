@@ -93,12 +93,29 @@ export class FsError extends Error {
   /** The inode involved, if known. */
   readonly ino: number | undefined;
 
+  /**
+   * Whether new FsErrors capture a stack trace: off by default (errors are
+   * part of normal filesystem traffic and a stack costs ~10x the rest), on
+   * when `MSB_FS_ERROR_STACKS=1` is in the environment; settable at run time
+   * to debug where an errno comes from.
+   */
+  static captureStacks: boolean = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.MSB_FS_ERROR_STACKS === "1";
+
   constructor(code: ErrnoName | number, details: FsErrorDetails = {}) {
     const name = typeof code === "number" ? errnoName(code) : canonicalErrnoName(code);
     if (name === undefined) {
       throw new TypeError(`FsError: ${String(code)} is not a Linux errno`);
     }
-    super(formatMessage(name, details), details.cause === undefined ? undefined : { cause: details.cause });
+    // An errno is an answer (a lookup of a missing name is routine), not a
+    // crash: capturing a stack is about 90% of what constructing one costs,
+    // so FsErrors carry none unless FsError.captureStacks asks for them.
+    const stackTraceLimit = Error.stackTraceLimit;
+    if (!FsError.captureStacks) Error.stackTraceLimit = 0;
+    try {
+      super(formatMessage(name, details), details.cause === undefined ? undefined : { cause: details.cause });
+    } finally {
+      Error.stackTraceLimit = stackTraceLimit;
+    }
     this.name = "FsError";
     this.code = name;
     this.errno = ERRNO_TABLE[name][0];
