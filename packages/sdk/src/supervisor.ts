@@ -3,12 +3,13 @@
 // it and any process can reconnect (`Sandbox.get`, `msb exec NAME`). Clients
 // speak the agent protocol itself (PROTOCOL.md) plus a few `sandbox.*`
 // messages; each client stream is relayed to the agent on a stream of its own.
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn } from "node:child_process";
+import type { Readable, Writable } from "node:stream";
 import { randomBytes } from "node:crypto";
 import { createConnection, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { closeSync, existsSync, mkdirSync, openSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { defaultHome } from "@msb/oci";
@@ -160,21 +161,25 @@ export function spawnSupervisor(options: SandboxOptions & { readonly name: strin
   const log = supervisorLogPath(options.name);
   mkdirSync(dirname(log), { recursive: true, mode: 0o700 });
   const logFd = openSync(log, "a", 0o600);
-  let child: ChildProcess;
-  try {
-    child = spawn(process.execPath, args, { detached: true, stdio: ["pipe", "pipe", logFd], env: process.env });
-  } finally {
-    closeSync(logFd);
-  }
-  child.stdin!.end(JSON.stringify({ options, restart }));
-  const stdout = child.stdout!;
+  const child = (() => {
+    try {
+      return spawn(process.execPath, args, { detached: true, stdio: ["pipe", "pipe", logFd], env: process.env });
+    } finally {
+      closeSync(logFd);
+    }
+  })();
+  // Typed nullable since stderr is a file descriptor; both are pipes as asked.
+  const { stdin, stdout } = child as { stdin: Writable; stdout: Readable };
+  stdin.end(JSON.stringify({ options, restart }));
   return new Promise((resolve, reject) => {
     let out = "";
+    let reported = false;
     stdout.setEncoding("utf8").on("data", (chunk: string) => {
       out += chunk;
       const line = out.split("\n")[0];
       if (!out.includes("\n") || line === undefined) return;
       stdout.destroy();
+      reported = true;
       child.unref();
       if (line.startsWith("ready ")) resolve(line.slice("ready ".length));
       else {
@@ -182,7 +187,18 @@ export function spawnSupervisor(options: SandboxOptions & { readonly name: strin
         reject(new SandboxError(failure.code ?? "ERR_MSB_STATE", failure.input ?? options.name, failure.message ?? "the supervisor failed"));
       }
     });
-    child.once("exit", (code) => reject(new SandboxError("ERR_MSB_STATE", options.name, `the supervisor exited with ${String(code)} before serving (its log: ${log}): ${out}`)));
+    // "close", not "exit": a report written just before exiting is read first.
+    child.once("close", (code) => {
+      // After a report the promise is settled and the supervisor lives on.
+      if (reported) return;
+      let lastLogLine = "";
+      try {
+        lastLogLine = readFileSync(log, "utf8").trimEnd().split("\n").at(-1) ?? "";
+      } catch {
+        // The log went with its directory.
+      }
+      reject(new SandboxError("ERR_MSB_STATE", options.name, `the supervisor exited with ${String(code)} before serving; its log (${log}) ends: ${lastLogLine}`));
+    });
   });
 }
 
