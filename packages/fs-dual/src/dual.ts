@@ -1,21 +1,18 @@
 import {
   ACCESS,
-  bytesEqual,
   bytesToString,
   checkAccess,
   checkXattrAccess,
   checkXattrValue,
+  CompositeFs,
+  CompositeNode,
   copyObject,
-  copyRangeAcross,
   discardCopy,
   DT,
-  dtFromMode,
   ensureMarker,
-  FsBackend,
   FsError,
   hasEntry,
   isDirectory,
-  isDotOrDotDot,
   isWhiteoutName,
   listEntries,
   lookupIfExists,
@@ -24,25 +21,24 @@ import {
   O,
   openAccess,
   PathFs,
-  planSetattr,
   RENAME,
+  planSetattr,
   ROOT_CONTEXT,
   ROOT_INO,
   S,
   SetattrValid,
-  stickyAllows,
-  validateEntryName,
-  validateName,
   whiteoutOf,
   xattrNamespace,
   type Attr,
   type CachePolicy,
+  type CompositeFile,
   type Context,
   type CreateReply,
   type DirEntry,
-  type DirEntryPlus,
   type DynFileSystem,
   type Entry,
+  type MaybePromise,
+  type MergedName,
   type OpenReply,
   type SetattrRequest,
   type StatFs,
@@ -54,75 +50,48 @@ import { DUAL_POLICIES, type DualBackendId, type DualOperationKind, type DualPol
 type Side = 0 | 1;
 const SIDE_IDS: readonly DualBackendId[] = ["a", "b"];
 const other = (side: Side): Side => (side === 0 ? 1 : 0);
-const DIRENT_HEADER = 24;
-const DIRENTPLUS_HEADER = 152;
-const RENAME_FLAGS = RENAME.NOREPLACE | RENAME.EXCHANGE | RENAME.WHITEOUT;
 
 /**
  * A DualFs inode: the object on each backend it is made of (one lookup held
  * on each). A non-directory lives on one backend; a directory may exist on
  * both, and then lists and looks up names in both.
  */
-class Node {
+class Node extends CompositeNode {
   readonly objs: [number | undefined, number | undefined] = [undefined, undefined];
-  nlookup = 0;
-  opens = 0;
-  children = 0;
-  /** A directory removed through the DualFs: it answers nlink 0 and holds nothing. */
-  removed = false;
-  copying: Promise<void> | undefined;
 
   constructor(
-    readonly ino: number,
-    readonly isDir: boolean,
+    ino: number,
+    isDir: boolean,
     /** The backend whose object shows: attributes, data, link target, xattrs. */
     public home: Side,
-    public parent: Node | undefined,
-    public name: Uint8Array,
-  ) {}
+    parent: Node | undefined,
+    name: Uint8Array,
+  ) {
+    super(ino, isDir, parent, name);
+  }
 
   get homeIno(): number {
     return this.objs[this.home]!;
   }
 }
 
-/** An open file: the backend object and that backend's handle. */
-interface FileHandle {
-  readonly node: Node;
+/** An open file of DualFs. */
+interface FileHandle extends CompositeFile<Node> {
   side: Side;
-  ino: number;
-  fh: number;
   /** The open flags, to reopen a read handle on the copy once its file was copied across. */
   readonly flags: number;
   /** The move over to the copy, while it runs (concurrent reads share it). */
   following?: Promise<void>;
 }
 
-/** An open directory: the merged listing as it was at opendir, `.` and `..` first. */
-interface DirHandle {
-  readonly node: Node;
-  readonly entries: { readonly name: Uint8Array; readonly key: string; readonly ino: number; readonly type: number }[];
-  /** Names removed through the DualFs since opendir: later batches leave them out. */
-  readonly gone: Set<string>;
-}
-
-/** One entry of a merged listing: the name, the backend whose entry shows, and that entry. */
-interface MergedEntry {
-  readonly name: Uint8Array;
-  readonly key: string;
+/** One entry of a merged listing and the backend whose entry shows. */
+interface SideEntry extends MergedName {
   readonly side: Side;
   readonly entry: DirEntry;
 }
 
-const withIno = (attr: Attr, ino: number, removed = false): Attr => ({ ...attr, ino, nlink: removed ? 0 : attr.nlink });
 const objKey = (side: Side, ino: number): string => `${side}:${ino}`;
 const isNoEntry = (error: unknown): boolean => FsError.isInstance(error) && error.code === "ENOENT";
-
-/** A name from the caller: bytes, not empty, no `/` or NUL, at most 255 bytes (`.` and `..` allowed). */
-function checkName(name: Uint8Array, op: string): void {
-  if (!(name instanceof Uint8Array)) throw new FsError("EINVAL", { op, detail: "name is not bytes" });
-  validateName(name, op, true);
-}
 
 /**
  * Two filesystems under one root, with a policy that routes each operation:
@@ -152,7 +121,7 @@ function checkName(name: Uint8Array, op: string): void {
  * await new PathFs(fs).writeFile("/README.md", "changed"); // copied into scratch, then changed
  * ```
  */
-export class DualFs extends FsBackend {
+export class DualFs extends CompositeFs<Node, FileHandle> {
   readonly #backends: readonly [DynFileSystem, DynFileSystem];
   readonly #policy: DualPolicyFunction;
   /** A built-in policy's answers, which do not depend on the path: no path is built for them. */
@@ -161,22 +130,16 @@ export class DualFs extends FsBackend {
   readonly #cache: CachePolicy;
   /** Each backend's staging directory, made on its first copy. */
   readonly #staging: [Promise<number> | undefined, Promise<number> | undefined] = [undefined, undefined];
-  readonly #nodes = new Map<number, Node>();
   /** DualFs inode numbers by backend object (`side:ino`); numbers are never reused. */
   readonly #inoByKey = new Map<string, number>();
   /** Objects with several names already copied across (`side:ino` → the copy on the other side), so their other names link to the copy. */
   readonly #copied = new Map<string, number>();
-  readonly #files = new Map<number, FileHandle>();
-  readonly #dirs = new Map<number, DirHandle>();
   #nextIno = ROOT_INO + 1;
-  #nextFh = 1;
   #nextTemp = 1;
-  /** The end of the queue of namespace changes, run one at a time. */
-  #tail: Promise<unknown> = Promise.resolve();
 
   constructor(options: DualFsOptions) {
-    super();
     const resolved = resolveDualOptions(options);
+    super({ whiteoutPrefix: DUAL_WHITEOUT_PREFIX, stagingName: resolved.staging });
     this.#backends = resolved.backends;
     this.#policy = resolved.policy;
     if (Object.values(DUAL_POLICIES).includes(resolved.policy)) {
@@ -200,7 +163,7 @@ export class DualFs extends FsBackend {
     root.objs[1] = ROOT_INO;
     root.home = this.#target("write", root);
     root.nlookup = 1;
-    this.#nodes.set(ROOT_INO, root);
+    this.nodes.set(ROOT_INO, root);
     this.#inoByKey.set(objKey(0, ROOT_INO), ROOT_INO);
     this.#inoByKey.set(objKey(1, ROOT_INO), ROOT_INO);
   }
@@ -211,209 +174,77 @@ export class DualFs extends FsBackend {
     await this.#backends[1].destroy();
   }
 
-  // ---- names ------------------------------------------------------------
-
-  override async lookup(ctx: Context, parent: number, name: Uint8Array): Promise<Entry> {
-    const op = "lookup";
-    const dir = this.#dirNode(parent, op);
-    checkName(name, op);
-    checkAccess(await this.#attr(dir), ctx, ACCESS.X_OK, op);
-    if (isDotOrDotDot(name)) {
-      if (dir.removed && name.length === 2) throw new FsError("ENOENT", { op, path: "..", ino: parent });
-      const node = name.length === 1 ? dir : (dir.parent ?? dir);
-      node.nlookup++;
-      return this.#entry(node, await this.#attr(node));
-    }
-    const found = await this.#lookupNode(dir, name);
-    if (found === undefined) throw new FsError("ENOENT", { op, path: bytesToString(name), ino: parent });
-    return this.#entry(found.node, found.attr);
-  }
-
-  override async forget(_ctx: Context, ino: number, nlookup: number): Promise<void> {
-    if (!Number.isSafeInteger(nlookup) || nlookup < 0) throw new FsError("EINVAL", { op: "forget", ino, detail: `nlookup ${String(nlookup)}` });
-    const node = this.#nodes.get(ino);
-    if (node === undefined || ino === ROOT_INO) return;
-    node.nlookup = Math.max(0, node.nlookup - nlookup);
-    await this.#maybeFree(node);
-  }
-
-  override async getattr(ctx: Context, ino: number, fh?: number): Promise<Attr> {
-    const node = this.#node(ino, "getattr");
-    const handle = fh === undefined ? undefined : this.#files.get(fh);
-    if (handle !== undefined && handle.node === node) {
-      return withIno(await this.#backends[handle.side].getattr(ctx, handle.ino, handle.fh), ino);
-    }
-    return this.#attr(node);
-  }
+  // ---- attributes and names ------------------------------------------------
 
   override async setattr(ctx: Context, ino: number, req: SetattrRequest): Promise<Attr> {
     const op = "setattr";
-    const node = this.#node(ino, op);
+    const node = this.node(ino, op);
     if (typeof req !== "object" || (req as unknown) === null || !Number.isInteger(req.valid)) throw new FsError("EINVAL", { op, ino, detail: "malformed request" });
     const side = this.#target("write", node);
     let sideReq = req;
     if ((req.valid & SetattrValid.FH) !== 0) {
-      const handle = this.#fileHandle(ino, req.fh, op);
+      const handle = this.fileHandle(ino, req.fh, op);
       sideReq = handle.side === side && node.home === side ? { ...req, fh: handle.fh } : { ...req, valid: req.valid & ~SetattrValid.FH };
     }
     if (!this.#livesOn(node, side)) {
       // The caller's rights are checked before the copy they would cause.
-      planSetattr(await this.#attr(node), ctx, sideReq, { now: nowTimespec() });
-      await this.#exclusive(() => this.#copyAcross(node, side));
+      planSetattr(await this.nodeAttr(node), ctx, sideReq, { now: nowTimespec() });
+      await this.exclusive(() => this.#copyAcross(node, side));
     }
-    return withIno(await this.#backends[side].setattr(ctx, node.objs[side]!, sideReq), ino);
+    return this.asNodeAttr(await this.#backends[side].setattr(ctx, node.objs[side]!, sideReq), node);
   }
 
   override async readlink(ctx: Context, ino: number): Promise<Uint8Array> {
-    const node = this.#node(ino, "readlink");
+    const node = this.node(ino, "readlink");
     return this.#backends[node.home].readlink(ctx, node.homeIno);
   }
 
-  override async symlink(ctx: Context, target: Uint8Array, parent: number, name: Uint8Array): Promise<Entry> {
-    const made = await this.#exclusive(() =>
-      this.#make(ctx, parent, name, "symlink", async (fs, dir) => ({ entry: await fs.symlink(ctx, target, dir, name), extra: undefined })),
-    );
-    return made.entry;
+  override symlink(ctx: Context, target: Uint8Array, parent: number, name: Uint8Array): Promise<Entry> {
+    return this.exclusive(() => this.#make(ctx, parent, name, "symlink", (fs, dir) => fs.symlink(ctx, target, dir, name)));
   }
 
-  override async mknod(ctx: Context, parent: number, name: Uint8Array, mode: number, rdev: number, umask: number): Promise<Entry> {
-    const made = await this.#exclusive(() =>
-      this.#make(ctx, parent, name, "mknod", async (fs, dir) => ({ entry: await fs.mknod(ctx, dir, name, mode, rdev, umask), extra: undefined })),
-    );
-    return made.entry;
+  override mknod(ctx: Context, parent: number, name: Uint8Array, mode: number, rdev: number, umask: number): Promise<Entry> {
+    return this.exclusive(() => this.#make(ctx, parent, name, "mknod", (fs, dir) => fs.mknod(ctx, dir, name, mode, rdev, umask)));
   }
 
-  override async mkdir(ctx: Context, parent: number, name: Uint8Array, mode: number, umask: number): Promise<Entry> {
-    const made = await this.#exclusive(() =>
-      this.#make(ctx, parent, name, "mkdir", async (fs, dir) => ({ entry: await fs.mkdir(ctx, dir, name, mode, umask), extra: undefined })),
-    );
-    return made.entry;
+  override mkdir(ctx: Context, parent: number, name: Uint8Array, mode: number, umask: number): Promise<Entry> {
+    return this.exclusive(() => this.#make(ctx, parent, name, "mkdir", (fs, dir) => fs.mkdir(ctx, dir, name, mode, umask)));
   }
 
-  override async unlink(ctx: Context, parent: number, name: Uint8Array): Promise<void> {
-    await this.#exclusive(() => this.#remove(ctx, parent, name, false));
-  }
-
-  override async rmdir(ctx: Context, parent: number, name: Uint8Array): Promise<void> {
-    await this.#exclusive(() => this.#remove(ctx, parent, name, true));
-  }
-
-  override rename(ctx: Context, parent: number, name: Uint8Array, newParent: number, newName: Uint8Array, flags: number): Promise<void> {
-    return this.#exclusive(() => this.#rename(ctx, parent, name, newParent, newName, flags));
-  }
-
-  override async link(ctx: Context, ino: number, newParent: number, newName: Uint8Array): Promise<Entry> {
-    const node = this.#node(ino, "link");
+  override link(ctx: Context, ino: number, newParent: number, newName: Uint8Array): Promise<Entry> {
+    const node = this.node(ino, "link");
     if (node.isDir) throw new FsError("EPERM", { op: "link", ino, detail: "hard link to a directory" });
-    const made = await this.#exclusive(() =>
+    return this.exclusive(() =>
       this.#make(ctx, newParent, newName, "link", async (fs, dir, side) => {
         this.#checkSameSide(node, side, "link", newName);
         await this.#copyAcross(node, side);
-        return { entry: await fs.link(ctx, node.objs[side]!, dir, newName), extra: undefined };
+        return fs.link(ctx, node.objs[side]!, dir, newName);
       }),
     );
-    return made.entry;
-  }
-
-  async #rename(ctx: Context, parent: number, name: Uint8Array, newParent: number, newName: Uint8Array, flags: number): Promise<void> {
-    const op = "rename";
-    if (!Number.isInteger(flags) || flags < 0 || (flags & ~RENAME_FLAGS) !== 0) throw new FsError("EINVAL", { op, detail: `flags ${String(flags)}` });
-    const exchange = (flags & RENAME.EXCHANGE) !== 0;
-    if (exchange && (flags & (RENAME.NOREPLACE | RENAME.WHITEOUT)) !== 0) throw new FsError("EINVAL", { op, detail: "RENAME_EXCHANGE with other flags" });
-    if ((flags & RENAME.WHITEOUT) !== 0 && ctx.uid !== 0) throw new FsError("EPERM", { op, detail: "RENAME_WHITEOUT needs root" });
-    const sdir = this.#dirNode(parent, op);
-    const ddir = this.#dirNode(newParent, op);
-    validateEntryName(name, op, "EBUSY");
-    validateEntryName(newName, op, (flags & RENAME.NOREPLACE) !== 0 ? "EEXIST" : "EBUSY");
-    const path = bytesToString(name);
-    const dest = bytesToString(newName);
-    this.#checkGuestName(ddir, newName, op);
-    const sattr = await this.#attr(sdir);
-    const dattr = ddir === sdir ? sattr : await this.#attr(ddir);
-    checkAccess(sattr, ctx, ACCESS.X_OK, op);
-    checkAccess(dattr, ctx, ACCESS.X_OK, op);
-    const src = this.#hidden(sdir, name) ? undefined : await this.#lookupNode(sdir, name);
-    if (src === undefined) throw new FsError("ENOENT", { op, path, ino: parent });
-    const dst = await this.#lookupNode(ddir, newName);
-    try {
-      if (dst !== undefined && (flags & RENAME.NOREPLACE) !== 0) throw new FsError("EEXIST", { op, path, dest });
-      if (dst === undefined && exchange) throw new FsError("ENOENT", { op, path, dest });
-      if (ddir.removed) throw new FsError("ENOENT", { op, path, dest, detail: "the directory was removed" });
-      if (src.node.isDir && this.#isAncestor(src.node, ddir)) throw new FsError("EINVAL", { op, path, dest, detail: "into its own subtree" });
-      if (dst?.node.isDir === true && this.#isAncestor(dst.node, sdir)) throw new FsError(exchange ? "EINVAL" : "ENOTEMPTY", { op, path, dest });
-      if (src.node === dst?.node) return;
-      checkAccess(sattr, ctx, ACCESS.W_OK, op);
-      if (!stickyAllows(sattr, src.attr, ctx)) throw new FsError("EPERM", { op, path, dest, detail: "sticky directory" });
-      if (ddir !== sdir) checkAccess(dattr, ctx, ACCESS.W_OK, op);
-      if (dst !== undefined && !stickyAllows(dattr, dst.attr, ctx)) throw new FsError("EPERM", { op, path, dest, detail: "sticky directory" });
-      if (dst !== undefined && !exchange) {
-        if (src.node.isDir && !dst.node.isDir) throw new FsError("ENOTDIR", { op, path, dest });
-        if (!src.node.isDir && dst.node.isDir) throw new FsError("EISDIR", { op, path, dest });
-      }
-      if (ddir !== sdir) {
-        if (src.node.isDir) checkAccess(src.attr, ctx, ACCESS.W_OK, op);
-        if (exchange && dst?.node.isDir === true) checkAccess(dst.attr, ctx, ACCESS.W_OK, op);
-      }
-      if (!exchange && dst?.node.isDir === true && (await this.#merged(dst.node, "lookup")).length > 0) throw new FsError("ENOTEMPTY", { op, path, dest });
-      const side = this.#target("create", ddir, newName);
-      this.#checkSameSide(src.node, side, op, newName);
-      if (exchange) this.#checkSameSide(dst!.node, side, op, name);
-      await this.#move(ctx, sdir, name, src.node, ddir, newName, dst?.node, flags, side);
-    } finally {
-      await this.#release(src.node, 1);
-      if (dst !== undefined) await this.#release(dst.node, 1);
-    }
   }
 
   // ---- files ------------------------------------------------------------
 
   override open(ctx: Context, ino: number, flags: number): Promise<OpenReply> {
-    const node = this.#node(ino, "open");
+    const node = this.node(ino, "open");
     // Only an open that copies across changes the namespace.
     if ((openAccess(flags) & ACCESS.W_OK) !== 0 && !this.#livesOn(node, this.#target("write", node))) {
-      return this.#exclusive(() => this.#open(ctx, node, flags, "open"));
+      return this.exclusive(() => this.openNode(ctx, node, flags, "open"));
     }
-    return this.#open(ctx, node, flags, "open");
-  }
-
-  override create(ctx: Context, parent: number, name: Uint8Array, mode: number, flags: number, umask: number): Promise<CreateReply> {
-    return this.#exclusive(() => this.#create(ctx, parent, name, mode, flags, umask));
-  }
-
-  async #create(ctx: Context, parent: number, name: Uint8Array, mode: number, flags: number, umask: number): Promise<CreateReply> {
-    const op = "create";
-    const dir = this.#dirNode(parent, op);
-    validateEntryName(name, op, "EISDIR");
-    this.#checkGuestName(dir, name, op);
-    checkAccess(await this.#attr(dir), ctx, ACCESS.X_OK, op);
-    const existing = dir.removed ? undefined : await this.#lookupNode(dir, name);
-    if (existing !== undefined) {
-      try {
-        if ((flags & O.EXCL) !== 0) throw new FsError("EEXIST", { op, path: bytesToString(name), ino: parent });
-        if (existing.node.isDir) throw new FsError("EISDIR", { op, path: bytesToString(name), ino: parent });
-        const reply = await this.#open(ctx, existing.node, flags, op);
-        return { ...reply, entry: this.#entry(existing.node, await this.#attr(existing.node)) };
-      } catch (error) {
-        await this.#release(existing.node, 1);
-        throw error;
-      }
-    }
-    const made = await this.#make(ctx, parent, name, op, async (fs, dirIno) => {
-      const reply = await fs.create(ctx, dirIno, name, mode, flags, umask);
-      return { entry: reply.entry, extra: reply };
-    });
-    const node = this.#node(made.entry.ino, op);
-    const fh = this.#addFile({ node, side: node.home, ino: node.homeIno, fh: made.extra.fh, flags });
-    return { entry: made.entry, fh, flags: made.extra.flags };
+    return this.openNode(ctx, node, flags, "open");
   }
 
   override read(ctx: Context, ino: number, fh: number, size: number, offset: number): Promise<Uint8Array> {
-    const h = this.#fileHandle(ino, fh, "read");
+    const h = this.fileHandle(ino, fh, "read");
     if (h.side !== h.node.home) {
       h.following ??= this.#follow(h).finally(() => (h.following = undefined));
-      return h.following.then(() => this.#backends[h.side].read(ctx, h.ino, h.fh, size, offset));
+      return h.following.then(() => h.fs.read(ctx, h.ino, h.fh, size, offset));
     }
-    return Promise.resolve(this.#backends[h.side].read(ctx, h.ino, h.fh, size, offset));
+    return super.read(ctx, ino, fh, size, offset);
+  }
+
+  override async statfs(ctx: Context, _ino: number): Promise<StatFs> {
+    return this.#backends[this.#target("write", this.node(ROOT_INO, "statfs"))].statfs(ctx, ROOT_INO);
   }
 
   /**
@@ -425,105 +256,73 @@ export class DualFs extends FsBackend {
     const { node } = h;
     const flags = h.flags & ~(O.CREAT | O.EXCL | O.TRUNC);
     const reply = await this.#backends[node.home].open(ROOT_CONTEXT, node.homeIno, flags);
-    const old = { side: h.side, ino: h.ino, fh: h.fh };
+    const old = { fs: h.fs, ino: h.ino, fh: h.fh };
     h.side = node.home;
+    h.fs = this.#backends[node.home];
     h.ino = node.homeIno;
     h.fh = reply.fh;
-    await this.#backends[old.side].release(ROOT_CONTEXT, old.ino, old.fh, flags);
+    await old.fs.release(ROOT_CONTEXT, old.ino, old.fh, flags);
   }
 
-  override write(ctx: Context, ino: number, fh: number, data: Uint8Array, offset: number, flags: number): Promise<number> {
-    const h = this.#fileHandle(ino, fh, "write");
-    return Promise.resolve(this.#backends[h.side].write(ctx, h.ino, h.fh, data, offset, flags));
-  }
-
-  override async flush(ctx: Context, ino: number, fh: number, lockOwner: number): Promise<void> {
-    const h = this.#fileHandle(ino, fh, "flush");
-    await this.#backends[h.side].flush(ctx, h.ino, h.fh, lockOwner);
-  }
-
-  override async fsync(ctx: Context, ino: number, fh: number, datasync: boolean): Promise<void> {
-    const h = this.#fileHandle(ino, fh, "fsync");
-    await this.#backends[h.side].fsync(ctx, h.ino, h.fh, datasync);
-  }
-
-  override async fallocate(ctx: Context, ino: number, fh: number, mode: number, offset: number, length: number): Promise<void> {
-    const h = this.#fileHandle(ino, fh, "fallocate");
-    await this.#backends[h.side].fallocate(ctx, h.ino, h.fh, mode, offset, length);
-  }
-
-  override async release(ctx: Context, ino: number, fh: number, flags: number): Promise<void> {
-    const h = this.#fileHandle(ino, fh, "release");
-    this.#files.delete(fh);
-    try {
-      await this.#backends[h.side].release(ctx, h.ino, h.fh, flags);
-    } finally {
-      h.node.opens--;
-      await this.#maybeFree(h.node);
+  protected override async openNode(ctx: Context, node: Node, flags: number, op: string): Promise<OpenReply> {
+    if (!Number.isInteger(flags)) throw new FsError("EINVAL", { op, ino: node.ino, detail: `flags ${String(flags)}` });
+    const mask = openAccess(flags);
+    if ((mask & ACCESS.W_OK) !== 0) {
+      const side = this.#target("write", node);
+      if (!this.#livesOn(node, side)) {
+        this.checkOpenForWrite(await this.nodeAttr(node), ctx, mask, op);
+        await this.#copyAcross(node, side, (flags & O.TRUNC) !== 0);
+      }
     }
+    const reply = await this.#backends[node.home].open(ctx, node.homeIno, flags);
+    return { fh: this.#addFile(node, reply.fh, flags), flags: reply.flags };
   }
 
-  override async statfs(ctx: Context, _ino: number): Promise<StatFs> {
-    return this.#backends[this.#target("write", this.#nodes.get(ROOT_INO)!)].statfs(ctx, ROOT_INO);
+  protected override async createNew(ctx: Context, dir: Node, name: Uint8Array, mode: number, flags: number, umask: number): Promise<CreateReply> {
+    let created: CreateReply | undefined;
+    const entry = await this.#make(ctx, dir.ino, name, "create", async (fs, dirIno) => {
+      created = await fs.create(ctx, dirIno, name, mode, flags, umask);
+      return created.entry;
+    });
+    const node = this.node(entry.ino, "create");
+    return { entry, fh: this.#addFile(node, created!.fh, flags), flags: created!.flags };
   }
 
-  override async lseek(ctx: Context, ino: number, fh: number, offset: number, whence: number): Promise<number> {
-    const h = this.#fileHandle(ino, fh, "lseek");
-    return this.#backends[h.side].lseek(ctx, h.ino, h.fh, offset, whence);
-  }
-
-  override async copyFileRange(
-    ctx: Context,
-    inoIn: number,
-    fhIn: number,
-    offsetIn: number,
-    inoOut: number,
-    fhOut: number,
-    offsetOut: number,
-    length: number,
-    flags: number,
-  ): Promise<number> {
-    const from = this.#fileHandle(inoIn, fhIn, "copyFileRange");
-    const to = this.#fileHandle(inoOut, fhOut, "copyFileRange");
-    if (from.side === to.side) {
-      return this.#backends[to.side].copyFileRange(ctx, from.ino, from.fh, offsetIn, to.ino, to.fh, offsetOut, length, flags);
-    }
-    if (flags !== 0) throw new FsError("EINVAL", { op: "copyFileRange", detail: `flags ${flags}` });
-    const fs = (h: FileHandle) => ({ fs: this.#backends[h.side], ino: h.ino, fh: h.fh });
-    return copyRangeAcross(ctx, fs(from), offsetIn, fs(to), offsetOut, length);
+  #addFile(node: Node, fh: number, flags: number): number {
+    return this.addFile({ node, side: node.home, fs: this.#backends[node.home], ino: node.homeIno, fh, flags });
   }
 
   // ---- xattrs -----------------------------------------------------------
 
   override async setxattr(ctx: Context, ino: number, name: Uint8Array, value: Uint8Array, flags: number): Promise<void> {
     const op = "setxattr";
-    const node = this.#node(ino, op);
+    const node = this.node(ino, op);
     if (!(name instanceof Uint8Array) || !(value instanceof Uint8Array)) throw new FsError("EINVAL", { op, ino, detail: "name or value is not bytes" });
     const side = await this.#prepareChange(node, async () => {
       checkXattrValue(value, op);
-      checkXattrAccess(await this.#attr(node), ctx, xattrNamespace(name, op), true, op);
+      checkXattrAccess(await this.nodeAttr(node), ctx, xattrNamespace(name, op), true, op);
     });
     await this.#backends[side].setxattr(ctx, node.objs[side]!, name, value, flags);
   }
 
   override async getxattr(ctx: Context, ino: number, name: Uint8Array): Promise<Uint8Array> {
-    const node = this.#node(ino, "getxattr");
+    const node = this.node(ino, "getxattr");
     return this.#backends[node.home].getxattr(ctx, node.homeIno, name);
   }
 
   override async listxattr(ctx: Context, ino: number): Promise<Uint8Array[]> {
-    const node = this.#node(ino, "listxattr");
+    const node = this.node(ino, "listxattr");
     return this.#backends[node.home].listxattr(ctx, node.homeIno);
   }
 
   override async removexattr(ctx: Context, ino: number, name: Uint8Array): Promise<void> {
     const op = "removexattr";
-    const node = this.#node(ino, op);
+    const node = this.node(ino, op);
     if (!(name instanceof Uint8Array)) throw new FsError("EINVAL", { op, ino, detail: "name is not bytes" });
     const side = await this.#prepareChange(node, async () => {
       // Refuses what the caller may not do, and ENODATA, before any copy.
       await this.#backends[node.home].getxattr(ctx, node.homeIno, name);
-      checkXattrAccess(await this.#attr(node), ctx, xattrNamespace(name, op), true, op);
+      checkXattrAccess(await this.nodeAttr(node), ctx, xattrNamespace(name, op), true, op);
     });
     await this.#backends[side].removexattr(ctx, node.objs[side]!, name);
   }
@@ -533,70 +332,15 @@ export class DualFs extends FsBackend {
     const side = this.#target("write", node);
     if (!this.#livesOn(node, side)) {
       await check();
-      await this.#exclusive(() => this.#copyAcross(node, side));
+      await this.exclusive(() => this.#copyAcross(node, side));
     }
     return side;
   }
 
   // ---- directories ------------------------------------------------------
 
-  override async opendir(ctx: Context, ino: number, flags: number): Promise<OpenReply> {
-    const op = "opendir";
-    const node = this.#node(ino, op);
-    if (!node.isDir) throw new FsError("ENOTDIR", { op, ino });
-    const mask = openAccess(flags);
-    if ((mask & ACCESS.W_OK) !== 0) throw new FsError("EISDIR", { op, ino });
-    checkAccess(await this.#attr(node), ctx, mask, op);
-    const entries: DirHandle["entries"] = [
-      { name: new Uint8Array([0x2e]), key: ".", ino, type: dtFromMode(S.IFDIR) },
-      { name: new Uint8Array([0x2e, 0x2e]), key: "..", ino: (node.parent ?? node).ino, type: dtFromMode(S.IFDIR) },
-    ];
-    if (!node.removed) {
-      for (const e of await this.#merged(node, "readdir")) entries.push({ name: e.name, key: e.key, ino: this.#inoFor(e.side, e.entry.ino), type: e.entry.type });
-    }
-    const fh = this.#nextFh++;
-    this.#dirs.set(fh, { node, entries, gone: new Set() });
-    node.opens++;
-    return { fh, flags: 0 };
-  }
-
-  override async readdir(_ctx: Context, ino: number, fh: number, offset: number, size: number): Promise<DirEntry[]> {
-    const out: DirEntry[] = [];
-    await this.#list(ino, fh, offset, size, DIRENT_HEADER, (e, cookie) => {
-      out.push({ ino: e.ino, offset: cookie, type: e.type, name: e.name });
-      return Promise.resolve(true);
-    });
-    return out;
-  }
-
-  override async readdirplus(_ctx: Context, ino: number, fh: number, offset: number, size: number): Promise<DirEntryPlus[]> {
-    const out: DirEntryPlus[] = [];
-    const dir = this.#dirHandle(ino, fh, "readdirplus").node;
-    await this.#list(ino, fh, offset, size, DIRENTPLUS_HEADER, async (e, cookie) => {
-      let entry: Entry;
-      if (isDotOrDotDot(e.name)) {
-        const node = e.name.length === 1 ? dir : (dir.parent ?? dir);
-        entry = { ino: node.ino, generation: 0, attr: withIno(await this.#attr(node), node.ino, node.removed) };
-      } else {
-        const found = await this.#lookupNode(dir, e.name);
-        if (found === undefined) return false;
-        entry = { ino: found.node.ino, generation: 0, attr: withIno(found.attr, found.node.ino) };
-      }
-      out.push({ ino: entry.ino, offset: cookie, type: e.type, name: e.name, entry });
-      return true;
-    });
-    return out;
-  }
-
-  override async releasedir(_ctx: Context, ino: number, fh: number, _flags: number): Promise<void> {
-    const handle = this.#dirHandle(ino, fh, "releasedir");
-    this.#dirs.delete(fh);
-    handle.node.opens--;
-    await this.#maybeFree(handle.node);
-  }
-
   override async fsyncdir(ctx: Context, ino: number, fh: number, datasync: boolean): Promise<void> {
-    const { node } = this.#dirHandle(ino, fh, "fsyncdir");
+    const node = this.dirHandleNode(ino, fh, "fsyncdir");
     if (node.removed) return;
     for (const side of [0, 1] as const) {
       const dirIno = node.objs[side];
@@ -612,7 +356,7 @@ export class DualFs extends FsBackend {
   }
 
   override async access(ctx: Context, ino: number, mask: number): Promise<void> {
-    const node = this.#node(ino, "access");
+    const node = this.node(ino, "access");
     if (node.home === this.#target("write", node)) {
       await this.#backends[node.home].access(ctx, node.homeIno, mask);
       return;
@@ -621,7 +365,7 @@ export class DualFs extends FsBackend {
     if (!Number.isInteger(mask) || (mask & ~(ACCESS.R_OK | ACCESS.W_OK | ACCESS.X_OK)) !== 0) {
       throw new FsError("EINVAL", { op: "access", ino, detail: `mask ${String(mask)}` });
     }
-    checkAccess(await this.#attr(node), ctx, mask, "access");
+    checkAccess(await this.nodeAttr(node), ctx, mask, "access");
   }
 
   // ---- internals: policy ------------------------------------------------
@@ -705,36 +449,8 @@ export class DualFs extends FsBackend {
 
   // ---- internals: nodes ---------------------------------------------------
 
-  /**
-   * Runs `change` after every change queued before it. Namespace changes
-   * (create, remove, rename, copies across) span many backend calls and node
-   * updates; one at a time, a guest racing them cannot interleave two.
-   */
-  #exclusive<T>(change: () => Promise<T>): Promise<T> {
-    const run = this.#tail.then(change, change);
-    this.#tail = run.catch(() => undefined);
-    return run;
-  }
-
-  #node(ino: number, op: string): Node {
-    const node = this.#nodes.get(ino);
-    if (node === undefined) throw new FsError("ENOENT", { op, ino });
-    return node;
-  }
-
-  #dirNode(ino: number, op: string): Node {
-    const node = this.#node(ino, op);
-    if (!node.isDir) throw new FsError("ENOTDIR", { op, ino });
-    return node;
-  }
-
-  async #attr(node: Node): Promise<Attr> {
-    return withIno(await this.#backends[node.home].getattr(ROOT_CONTEXT, node.homeIno), node.ino, node.removed);
-  }
-
-  /** `node` as an Entry (its lookup already counted). */
-  #entry(node: Node, attr: Attr): Entry {
-    return { ino: node.ino, generation: 0, attr: withIno(attr, node.ino, node.removed) };
+  protected override async nodeAttr(node: Node): Promise<Attr> {
+    return this.asNodeAttr(await this.#backends[node.home].getattr(ROOT_CONTEXT, node.homeIno), node);
   }
 
   /** The DualFs inode number of a backend object, allocated on first sight. */
@@ -748,19 +464,6 @@ export class DualFs extends FsBackend {
     return dualIno;
   }
 
-  /** Names the guest never sees: whiteouts, and the staging directories at the root. */
-  #hidden(dir: Node, name: Uint8Array): boolean {
-    return isWhiteoutName(name, DUAL_WHITEOUT_PREFIX) || (dir.ino === ROOT_INO && bytesEqual(name, this.#stagingName));
-  }
-
-  /** Refuses a new guest name in the whiteout namespace (EINVAL) or the staging name (EPERM). */
-  #checkGuestName(dir: Node, name: Uint8Array, op: string): void {
-    if (isWhiteoutName(name, DUAL_WHITEOUT_PREFIX)) throw new FsError("EINVAL", { op, path: bytesToString(name), detail: "names starting with .msb-wh. are reserved for DualFs whiteouts" });
-    if (dir.ino === ROOT_INO && bytesEqual(name, this.#stagingName)) {
-      throw new FsError("EPERM", { op, path: bytesToString(name), detail: "reserved for the DualFs staging directory" });
-    }
-  }
-
   /** True when a whiteout in the other backend's copy of `dir` hides `name` of `side`. */
   async #whitedOut(dir: Node, side: Side, name: Uint8Array): Promise<boolean> {
     const otherDir = dir.objs[other(side)];
@@ -768,13 +471,8 @@ export class DualFs extends FsBackend {
     return otherDir !== undefined && whiteout !== undefined && hasEntry(this.#backends[other(side)], otherDir, whiteout);
   }
 
-  /**
-   * Finds `name` in `dir` on the backends the policy names, in its order,
-   * and counts one lookup of its node (the caller gives it back), or
-   * `undefined` when it does not exist.
-   */
-  async #lookupNode(dir: Node, name: Uint8Array): Promise<{ node: Node; attr: Attr } | undefined> {
-    if (dir.removed || this.#hidden(dir, name)) return undefined;
+  /** Finds `name` in `dir` on the backends the policy names, in its order. */
+  protected override async lookupNode(dir: Node, name: Uint8Array): Promise<{ node: Node; attr: Attr } | undefined> {
     const found: { side: Side; entry: Entry }[] = [];
     try {
       for (const side of this.#order("lookup", dir, name)) {
@@ -804,19 +502,10 @@ export class DualFs extends FsBackend {
     const top = found[0];
     if (top === undefined) return undefined;
     const ino = this.#inoFor(top.side, top.entry.ino);
-    let node = this.#nodes.get(ino);
+    let node = this.nodes.get(ino);
     if (node !== undefined) {
       for (const f of found) await this.#backends[f.side].forget(ROOT_CONTEXT, f.entry.ino, 1);
-      if (node.parent !== dir) {
-        dir.children++;
-        const old = node.parent;
-        node.parent = dir;
-        if (old !== undefined) {
-          old.children--;
-          await this.#maybeFree(old);
-        }
-      }
-      node.name = name;
+      await this.relocate(node, dir, name);
     } else {
       const isDir = isDirectory(top.entry.attr.mode);
       node = new Node(ino, isDir, top.side, dir, name);
@@ -828,8 +517,7 @@ export class DualFs extends FsBackend {
         const writeSide = this.#target("write", dir, name);
         if (node.objs[writeSide] !== undefined) node.home = writeSide;
       }
-      this.#nodes.set(ino, node);
-      dir.children++;
+      this.adopt(node, dir);
     }
     node.nlookup++;
     if (!node.isDir && node.home !== top.side) {
@@ -839,7 +527,7 @@ export class DualFs extends FsBackend {
       const copy = this.#copied.get(objKey(top.side, top.entry.ino));
       if (copy !== undefined) await this.#linkAcross(dir, name, copy, other(top.side), node);
     }
-    return { node, attr: await this.#attr(node) };
+    return { node, attr: await this.nodeAttr(node) };
   }
 
   /**
@@ -870,24 +558,9 @@ export class DualFs extends FsBackend {
     await this.#dropSide(node, old);
   }
 
-  async #release(node: Node, count: number): Promise<void> {
-    if (node.ino === ROOT_INO) return;
-    node.nlookup = Math.max(0, node.nlookup - count);
-    await this.#maybeFree(node);
-  }
-
-  /** Drops a node nothing holds any more, giving its backend lookups back. */
-  async #maybeFree(node: Node): Promise<void> {
-    if (node.nlookup > 0 || node.opens > 0 || node.children > 0 || node.ino === ROOT_INO || node.copying !== undefined) return;
-    if (this.#nodes.get(node.ino) !== node) return;
-    this.#nodes.delete(node.ino);
+  protected override async dropRefs(node: Node): Promise<void> {
     await this.#dropSide(node, 0);
     await this.#dropSide(node, 1);
-    const parent = node.parent;
-    if (parent !== undefined) {
-      parent.children--;
-      await this.#maybeFree(parent);
-    }
   }
 
   /** Gives back the lookup `node` holds on `side`. */
@@ -898,13 +571,11 @@ export class DualFs extends FsBackend {
     await this.#backends[side].forget(ROOT_CONTEXT, ino, 1);
   }
 
-  /** True when `node` is `dir` or one of its ancestors. */
-  #isAncestor(node: Node, dir: Node): boolean {
-    for (let at: Node | undefined = dir; at !== undefined; at = at.parent) if (at === node) return true;
-    return false;
-  }
-
   // ---- internals: directories --------------------------------------------
+
+  protected override async mergedNames(node: Node, all: boolean): Promise<MergedName[]> {
+    return this.#merged(node, all ? "lookup" : "readdir");
+  }
 
   /**
    * The visible entries of directory `node`: for `readdir`, those of the
@@ -912,7 +583,7 @@ export class DualFs extends FsBackend {
    * directory is on (what lookups can reach). Without `.`, `..`, whiteouts,
    * what they hide, and the staging directories.
    */
-  async #merged(node: Node, kind: "readdir" | "lookup"): Promise<MergedEntry[]> {
+  async #merged(node: Node, kind: "readdir" | "lookup"): Promise<SideEntry[]> {
     const listed: (DirEntry[] | undefined)[] = [undefined, undefined];
     const whiteouts: [Set<string>, Set<string>] = [new Set(), new Set()];
     for (const side of [0, 1] as const) {
@@ -922,130 +593,44 @@ export class DualFs extends FsBackend {
       listed[side] = entries;
       for (const e of entries) if (isWhiteoutName(e.name, DUAL_WHITEOUT_PREFIX)) whiteouts[side].add(nameKey(e.name.subarray(DUAL_WHITEOUT_PREFIX.length)));
     }
-    const order = this.#order(kind, node);
     const seen = new Set<string>();
-    const out: MergedEntry[] = [];
-    for (const side of order) {
+    const out: SideEntry[] = [];
+    for (const side of this.#order(kind, node)) {
       for (const e of listed[side] ?? []) {
-        if (this.#hidden(node, e.name)) continue;
+        if (this.isHidden(node, e.name)) continue;
         const key = nameKey(e.name);
         if (seen.has(key) || whiteouts[other(side)].has(key)) continue;
         seen.add(key);
-        out.push({ name: e.name, key, side, entry: e });
+        out.push({ name: e.name, key, ino: this.#inoFor(side, e.ino), type: e.type, side, entry: e });
       }
     }
     return out;
-  }
-
-  async #list(
-    ino: number,
-    fh: number,
-    offset: number,
-    size: number,
-    header: number,
-    add: (e: DirHandle["entries"][number], cookie: number) => Promise<boolean>,
-  ): Promise<void> {
-    const op = "readdir";
-    const handle = this.#dirHandle(ino, fh, op);
-    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(size) || size < 0) {
-      throw new FsError("EINVAL", { op, ino, detail: `offset ${offset}, size ${size}` });
-    }
-    // Entries removed since opendir are not listed any more; new ones are not added (POSIX allows either).
-    const removed = handle.node.removed;
-    let used = 0;
-    let added = 0;
-    for (let i = offset; i < handle.entries.length; i++) {
-      const e = handle.entries[i]!;
-      if (i >= 2 && (removed || handle.gone.has(e.key))) continue;
-      const bytes = (header + e.name.length + 7) & ~7;
-      if (added > 0 && used + bytes > size) return;
-      if (!(await add(e, i + 1))) continue;
-      used += bytes;
-      added++;
-    }
-  }
-
-  #dirHandle(ino: number, fh: number, op: string): DirHandle {
-    const handle = this.#dirs.get(fh);
-    if (handle?.node.ino !== ino) throw new FsError("EBADF", { op, ino, detail: `handle ${String(fh)}` });
-    return handle;
-  }
-
-  #fileHandle(ino: number, fh: number, op: string): FileHandle {
-    const handle = this.#files.get(fh);
-    if (handle?.node.ino !== ino) throw new FsError("EBADF", { op, ino, detail: `handle ${String(fh)}` });
-    return handle;
-  }
-
-  #addFile(handle: FileHandle): number {
-    const fh = this.#nextFh++;
-    this.#files.set(fh, handle);
-    handle.node.opens++;
-    return fh;
-  }
-
-  async #open(ctx: Context, node: Node, flags: number, op: string): Promise<OpenReply> {
-    if (!Number.isInteger(flags)) throw new FsError("EINVAL", { op, ino: node.ino, detail: `flags ${String(flags)}` });
-    const mask = openAccess(flags);
-    if ((mask & ACCESS.W_OK) !== 0) {
-      const side = this.#target("write", node);
-      if (!this.#livesOn(node, side)) {
-        const attr = await this.#attr(node);
-        const type = attr.mode & S.IFMT;
-        // The checks open would make, before the copy they would otherwise follow.
-        if (type === S.IFLNK) throw new FsError("ELOOP", { op, ino: node.ino, detail: "a symlink" });
-        if (type === S.IFDIR) throw new FsError("EISDIR", { op, ino: node.ino });
-        checkAccess(attr, ctx, mask, op);
-        await this.#copyAcross(node, side, (flags & O.TRUNC) !== 0);
-      }
-    }
-    const reply = await this.#backends[node.home].open(ctx, node.homeIno, flags);
-    return { fh: this.#addFile({ node, side: node.home, ino: node.homeIno, fh: reply.fh, flags }), flags: reply.flags };
   }
 
   // ---- internals: changes -------------------------------------------------
 
   /**
    * Creates a name with `make` (given the backend the policy creates in and
-   * the directory there), after DualFs's checks and the directory's copy
-   * to that backend.
+   * the directory there), after the checks and the directory's copy to that
+   * backend.
    */
-  async #make<T>(
-    ctx: Context,
-    parent: number,
-    name: Uint8Array,
-    op: string,
-    make: (fs: DynFileSystem, dirIno: number, side: Side) => Promise<{ entry: Entry; extra: T }>,
-  ): Promise<{ entry: Entry; extra: T }> {
-    const dir = this.#dirNode(parent, op);
-    validateEntryName(name, op, "EEXIST");
-    this.#checkGuestName(dir, name, op);
-    const attr = await this.#attr(dir);
-    checkAccess(attr, ctx, ACCESS.X_OK, op);
-    if (dir.removed) throw new FsError("ENOENT", { op, ino: parent, detail: "the directory was removed" });
-    const existing = await this.#lookupNode(dir, name);
-    if (existing !== undefined) {
-      await this.#release(existing.node, 1);
-      throw new FsError("EEXIST", { op, path: bytesToString(name), ino: parent });
-    }
-    checkAccess(attr, ctx, ACCESS.W_OK, op);
+  async #make(ctx: Context, parent: number, name: Uint8Array, op: string, make: (fs: DynFileSystem, dirIno: number, side: Side) => MaybePromise<Entry>): Promise<Entry> {
+    const dir = await this.checkNewName(ctx, parent, name, op);
     const side = this.#target("create", dir, name);
     await this.#ensureDir(dir, side);
     const made = await make(this.#backends[side], dir.objs[side]!, side);
-    const objIno = made.entry.ino;
-    const ino = this.#inoFor(side, objIno);
-    let node = this.#nodes.get(ino);
+    const ino = this.#inoFor(side, made.ino);
+    let node = this.nodes.get(ino);
     if (node === undefined) {
-      node = new Node(ino, isDirectory(made.entry.attr.mode), side, dir, name);
-      node.objs[side] = objIno;
-      this.#nodes.set(ino, node);
-      dir.children++;
+      node = new Node(ino, isDirectory(made.attr.mode), side, dir, name);
+      node.objs[side] = made.ino;
+      this.adopt(node, dir);
     } else {
       // A new name of a node DualFs knows (link): its lookup on the backend is held once already.
-      await this.#backends[side].forget(ROOT_CONTEXT, objIno, 1);
+      await this.#backends[side].forget(ROOT_CONTEXT, made.ino, 1);
     }
     node.nlookup++;
-    return { entry: this.#entry(node, made.entry.attr), extra: made.extra };
+    return this.entryOf(node, made.attr);
   }
 
   /** Writes a whiteout of `name` in `dir` on `side` when the other backend still shows it there. */
@@ -1062,36 +647,20 @@ export class DualFs extends FsBackend {
     await ensureMarker(this.#backends[side], dir.objs[side]!, whiteout);
   }
 
-  /** unlink and rmdir: DualFs's checks on the merged view, then the removal and the whiteout that hides the other backend's entry. */
-  async #remove(ctx: Context, parent: number, name: Uint8Array, isRmdir: boolean): Promise<void> {
-    const op = isRmdir ? "rmdir" : "unlink";
-    const dir = this.#dirNode(parent, op);
-    if (isRmdir && name.length === 2 && isDotOrDotDot(name)) throw new FsError("ENOTEMPTY", { op, path: "..", ino: parent });
-    validateEntryName(name, op, isRmdir ? "EINVAL" : "EISDIR");
-    const dattr = await this.#attr(dir);
-    checkAccess(dattr, ctx, ACCESS.X_OK, op);
-    const found = await this.#lookupNode(dir, name);
-    if (found === undefined) throw new FsError("ENOENT", { op, path: bytesToString(name), ino: parent });
-    const { node, attr } = found;
-    try {
-      checkAccess(dattr, ctx, ACCESS.W_OK, op);
-      if (!stickyAllows(dattr, attr, ctx)) throw new FsError("EPERM", { op, path: bytesToString(name), ino: parent, detail: "sticky directory" });
-      if (!isRmdir && node.isDir) throw new FsError("EISDIR", { op, path: bytesToString(name), ino: parent });
-      if (isRmdir && !node.isDir) throw new FsError("ENOTDIR", { op, path: bytesToString(name), ino: parent });
-      if (isRmdir && (await this.#merged(node, "lookup")).length > 0) throw new FsError("ENOTEMPTY", { op, path: bytesToString(name), ino: parent });
-      const side = this.#target("write", dir, name);
-      // The whiteout comes first: until the removal the name's own object still shows.
-      await this.#hideOther(dir, name, side);
-      if (node.objs[side] !== undefined) {
-        // Whiteouts inside a directory that is empty in the merged view would keep the backend's rmdir from working.
-        if (isRmdir) await this.#clearWhiteouts(side, node.objs[side]);
-        const fs = this.#backends[side];
-        await (isRmdir ? fs.rmdir(ctx, dir.objs[side]!, name) : fs.unlink(ctx, dir.objs[side]!, name));
-      }
-      if (isRmdir) node.removed = true;
-      this.#gone(dir, name);
-    } finally {
-      await this.#release(node, 1);
+  /** The removal itself: the whiteout that hides the other backend's entry, then the entry on the backend that takes the change. */
+  protected override async removeChecked(ctx: Context, dir: Node, name: Uint8Array, node: Node, isRmdir: boolean): Promise<void> {
+    const side = this.#target("write", dir, name);
+    // The whiteout comes first: until the removal the name's own object still shows.
+    await this.#hideOther(dir, name, side);
+    const objIno = node.objs[side];
+    if (objIno === undefined) return;
+    const fs = this.#backends[side];
+    if (isRmdir) {
+      // Whiteouts inside a directory that is empty in the merged view would keep the backend's rmdir from working.
+      await this.#clearWhiteouts(side, objIno);
+      await fs.rmdir(ctx, dir.objs[side]!, name);
+    } else {
+      await fs.unlink(ctx, dir.objs[side]!, name);
     }
   }
 
@@ -1101,9 +670,12 @@ export class DualFs extends FsBackend {
     for (const e of await listEntries(fs, ino)) if (isWhiteoutName(e.name, DUAL_WHITEOUT_PREFIX)) await fs.unlink(ROOT_CONTEXT, ino, e.name);
   }
 
-  /** The rename itself, once checked: everything involved copied to the backend the destination is created on, renamed there, then whiteouts. */
-  async #move(ctx: Context, sdir: Node, name: Uint8Array, src: Node, ddir: Node, newName: Uint8Array, dst: Node | undefined, flags: number, side: Side): Promise<void> {
+  /** The rename itself: everything involved copied to the backend the destination is created on, renamed there, then whiteouts. */
+  protected override async renameChecked(ctx: Context, sdir: Node, name: Uint8Array, src: Node, ddir: Node, newName: Uint8Array, dst: Node | undefined, flags: number): Promise<void> {
     const exchange = (flags & RENAME.EXCHANGE) !== 0;
+    const side = this.#target("create", ddir, newName);
+    this.#checkSameSide(src, side, "rename", newName);
+    if (exchange) this.#checkSameSide(dst!, side, "rename", name);
     const otherSide = other(side);
     await this.#ensureDir(sdir, side);
     await this.#ensureDir(ddir, side);
@@ -1126,32 +698,12 @@ export class DualFs extends FsBackend {
     // The moved trees now live whole on `side`; what the other backend has under the old names is hidden.
     await this.#dropSubtree(src, otherSide);
     if (exchange) await this.#dropSubtree(dst!, otherSide);
-    this.#reparent(src, ddir, newName);
-    if (exchange) this.#reparent(dst!, sdir, name);
-    else if (dst?.isDir === true) dst.removed = true;
-    if (!exchange) this.#gone(sdir, name);
   }
 
   /** Gives back what `node` and every known node below it hold on `side`. */
   async #dropSubtree(node: Node, side: Side): Promise<void> {
-    const below = [...this.#nodes.values()].filter((n) => this.#isAncestor(node, n));
+    const below = [...this.nodes.values()].filter((n) => this.isAncestor(node, n));
     for (const n of below) await this.#dropSide(n, side);
-  }
-
-  /** Tells the open listings of `dir` that `name` went. */
-  #gone(dir: Node, name: Uint8Array): void {
-    if (dir.opens === 0) return;
-    const key = nameKey(name);
-    for (const handle of this.#dirs.values()) if (handle.node === dir) handle.gone.add(key);
-  }
-
-  #reparent(node: Node, dir: Node, name: Uint8Array): void {
-    if (node.parent !== dir) {
-      node.parent!.children--;
-      dir.children++;
-      node.parent = dir;
-    }
-    node.name = name;
   }
 
   // ---- internals: copies across --------------------------------------------
@@ -1168,12 +720,12 @@ export class DualFs extends FsBackend {
     if (!node.isDir) return;
     for (const e of await this.#merged(node, "lookup")) {
       if (e.side === side && e.entry.type !== DT.DIR) continue;
-      const child = await this.#lookupNode(node, e.name);
+      const child = await this.lookupNode(node, e.name);
       if (child === undefined) continue;
       try {
         await this.#copyTree(child.node, side);
       } finally {
-        await this.#release(child.node, 1);
+        await this.releaseNode(child.node, 1);
       }
     }
   }
@@ -1195,7 +747,7 @@ export class DualFs extends FsBackend {
     node.copying ??= this.#doCopyAcross(node, side, skipData).finally(() => {
       node.copying = undefined;
       // Released while copying: the node may go now.
-      void this.#maybeFree(node);
+      void this.maybeFree(node);
     });
     return node.copying;
   }
@@ -1230,12 +782,9 @@ export class DualFs extends FsBackend {
       if (!node.isDir && attr.nlink > 1) this.#copied.set(key, entry.ino);
     }
     node.objs[side] = entry.ino;
-    this.#inoByKey.set(objKey(side, entry.ino), node.ino);
-    if (node.isDir) {
-      node.home = side;
-      return;
-    }
     node.home = side;
+    this.#inoByKey.set(objKey(side, entry.ino), node.ino);
+    if (node.isDir) return;
     await this.#hideOther(parent, node.name, side);
     await this.#dropSide(node, from);
   }
