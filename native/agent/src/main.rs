@@ -13,6 +13,7 @@ mod sys;
 mod users;
 
 use std::ffi::c_int;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// A console line prefixed `msb-agent:`.
@@ -132,19 +133,33 @@ pub fn load_modules(order: &str) {
     }
 }
 
-/// The /dev node of the virtio-serial port named `name`, or None.
+/// The /dev node of the virtio-serial port named `name`, or None. Every
+/// scan of /sys/class/virtio-ports remembers all the names it saw: the ports
+/// exist from boot, so the setup of a VM restored from a saved state (taken
+/// after the boot's scan) opens its ports without reading sysfs again.
 pub fn port_device(name: &str) -> Option<String> {
+    static KNOWN: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+    let mut known = KNOWN.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, dev)) = known.iter().find(|(n, _)| n == name) {
+        return Some(dev.clone());
+    }
     let dir = std::fs::read_dir("/sys/class/virtio-ports").ok()?;
     for entry in dir.flatten() {
-        let dev = entry.file_name();
         let Ok(n) = std::fs::read_to_string(entry.path().join("name")) else {
             continue;
         };
-        if n.trim_end_matches('\n') == name {
-            return Some(format!("/dev/{}", dev.to_string_lossy()));
+        let n = n.trim_end_matches('\n');
+        if !n.is_empty() && !known.iter().any(|(k, _)| k == n) {
+            known.push((
+                n.to_string(),
+                format!("/dev/{}", entry.file_name().to_string_lossy()),
+            ));
         }
     }
-    None
+    known
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, dev)| dev.clone())
 }
 
 /// Opens the port named `name` (O_RDWR|O_CLOEXEC), waiting up to `wait` for it to appear.

@@ -503,7 +503,6 @@ fn fuse_mount(tag: &str, target: &std::ffi::CStr, ro: bool) -> Result<(), Fail> 
     if a.is_err() || b.is_err() {
         return Err((sys::EAGAIN, "cannot start the FUSE relay threads".into()));
     }
-    // After the relay runs: finding the mount's device stats through it.
     raise_readahead(tag, target);
     Ok(())
 }
@@ -515,20 +514,38 @@ const FUSE_READAHEAD_KB: u32 = 1024;
 
 /// Raises the readahead of the filesystem mounted at `target` through its
 /// backing device's sysfs knob. Best effort: a failure only costs speed.
+/// The device number comes from /proc/self/mountinfo, not a stat: a stat of
+/// a fresh FUSE mount waits for INIT and a GETATTR round trip to the host,
+/// which the guest can overlap with the rest of its setup instead.
 fn raise_readahead(tag: &str, target: &std::ffi::CStr) {
-    use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::MetadataExt;
-    let path = std::path::Path::new(std::ffi::OsStr::from_bytes(target.to_bytes()));
-    let dev = match std::fs::metadata(path) {
-        Ok(meta) => meta.dev(),
-        Err(e) => return log!("{tag}: readahead: stat: {e}"),
+    let mountinfo = match std::fs::read_to_string("/proc/self/mountinfo") {
+        Ok(text) => text,
+        Err(e) => return log!("{tag}: readahead: mountinfo: {e}"),
     };
-    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
-    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
-    let knob = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
+    let Some(dev) = mount_device(&mountinfo, &target.to_string_lossy()) else {
+        return log!(
+            "{tag}: readahead: {} is not in mountinfo",
+            target.to_string_lossy()
+        );
+    };
+    let knob = format!("/sys/class/bdi/{dev}/read_ahead_kb");
     if let Err(e) = std::fs::write(&knob, FUSE_READAHEAD_KB.to_string()) {
         log!("{tag}: readahead: {knob}: {e}");
     }
+}
+
+/// The `major:minor` of the last mount at `target` in a mountinfo text
+/// (fields: id, parent, major:minor, root, mount point, ...).
+fn mount_device<'a>(mountinfo: &'a str, target: &str) -> Option<&'a str> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(' ');
+            let dev = fields.nth(2)?;
+            let point = fields.nth(1)?;
+            (unescape_mount(point) == target).then_some(dev)
+        })
+        .last()
 }
 
 /// Kernel requests → host: one read is one whole request.
@@ -690,4 +707,23 @@ fn user_processes() -> usize {
         }
     }
     n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mount_device;
+
+    const MOUNTINFO: &str = "22 1 0:21 / / rw - rootfs rootfs rw\n\
+        30 22 0:5 / /dev rw,nosuid - devtmpfs devtmpfs rw\n\
+        41 22 0:40 / /newroot rw - fuse root rw,user_id=0\n\
+        43 41 0:42 / /new\\040dir rw - fuse vol rw\n\
+        44 22 0:43 / /newroot rw - fuse again rw\n";
+
+    #[test]
+    fn finds_the_last_mount_at_a_target_with_escapes() {
+        assert_eq!(mount_device(MOUNTINFO, "/newroot"), Some("0:43"));
+        assert_eq!(mount_device(MOUNTINFO, "/new dir"), Some("0:42"));
+        assert_eq!(mount_device(MOUNTINFO, "/dev"), Some("0:5"));
+        assert_eq!(mount_device(MOUNTINFO, "/missing"), None);
+    }
 }
