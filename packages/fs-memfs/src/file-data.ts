@@ -16,12 +16,41 @@ const NO_PAGES: ReadonlyMap<number, Uint8Array> = new Map();
 const roundUp = (n: number): number => (n + GRAIN - 1) & ~(GRAIN - 1);
 const pageOf = (pos: number): number => Math.floor(pos / PAGE_SIZE);
 
+/**
+ * Whole pages that files let go of (truncated, punched), kept for the next
+ * writes of any file of one filesystem, so rewriting a file allocates
+ * nothing: a new 64 KiB array costs several times more than clearing one,
+ * and each becomes garbage to collect. Holds at most `limit` pages, which
+ * count in no file's `allocated`.
+ */
+export class PagePool {
+  readonly #pages: Uint8Array[] = [];
+
+  constructor(readonly limit: number) {}
+
+  /** Keeps `page` (a whole one, no longer used by its file) for reuse, if there is room. */
+  give(page: Uint8Array): void {
+    if (page.length === PAGE_SIZE && this.#pages.length < this.limit) this.#pages.push(page);
+  }
+
+  /** A page of `PAGE_SIZE` bytes, zeroed unless `dirty` allows old bytes (the caller overwrites all of it). */
+  take(dirty: boolean): Uint8Array {
+    const page = this.#pages.pop();
+    if (page === undefined) return new Uint8Array(PAGE_SIZE);
+    if (!dirty) page.fill(0);
+    return page;
+  }
+}
+
 /** The pages of one file. Positions are safe integers; callers clip reads to the file size. */
 export class FileData {
   /** Page index → the page's bytes from its start; made on the first allocation (most files are small or empty). */
   #map: Map<number, Uint8Array> | undefined;
   /** Bytes held by all pages: what the file costs in memory. */
   allocated = 0;
+
+  /** `pool` lends whole pages and takes back those freed; none: each page is a new array. */
+  constructor(private readonly pool?: PagePool) {}
 
   get #pages(): ReadonlyMap<number, Uint8Array> {
     return this.#map ?? NO_PAGES;
@@ -59,7 +88,7 @@ export class FileData {
       const idx = pageOf(pos);
       const from = pos - idx * PAGE_SIZE;
       const to = Math.min(PAGE_SIZE, from + data.length - done);
-      const page = this.#reserve(idx, to, budget - (this.allocated - before), true);
+      const page = this.#reserve(idx, to, budget - (this.allocated - before), true, from === 0);
       const end = Math.min(to, page?.length ?? 0);
       if (page === undefined || end <= from) break;
       page.set(end - from === data.length ? data : data.subarray(done, done + end - from), from);
@@ -92,7 +121,7 @@ export class FileData {
     if (this.allocationNeeded(start, end) > budget) return false;
     if (this.#pages.size + (last - first + 1 - this.#indicesIn(first, last).length) > MAX_MAP_ENTRIES) return false;
     for (let idx = first; idx <= last; idx++) {
-      this.#reserve(idx, idx === last ? end - last * PAGE_SIZE : PAGE_SIZE, Infinity, false);
+      this.#reserve(idx, idx === last ? end - last * PAGE_SIZE : PAGE_SIZE, Infinity, false, false);
     }
     return true;
   }
@@ -113,6 +142,7 @@ export class FileData {
       this.allocated -= page.length - keep;
       if (keep === 0) {
         this.#map!.delete(idx);
+        this.pool?.give(page);
       } else {
         const shorter = keep < page.length ? page.slice(0, keep) : page;
         shorter.fill(0, from);
@@ -186,9 +216,11 @@ export class FileData {
   /**
    * Makes page `idx` at least `need` bytes long within `budget` new bytes
    * (shorter when the budget is smaller; `grow` doubles the page when that
-   * fits, so appends copy little). Returns the page, if one exists now.
+   * fits, so appends copy little). `overwritten`: the caller writes the
+   * page's first `need` bytes at once, so a new page of just that length
+   * may hold old bytes. Returns the page, if one exists now.
    */
-  #reserve(idx: number, need: number, budget: number, grow: boolean): Uint8Array | undefined {
+  #reserve(idx: number, need: number, budget: number, grow: boolean, overwritten: boolean): Uint8Array | undefined {
     const pages = (this.#map ??= new Map<number, Uint8Array>());
     const page = pages.get(idx);
     const have = page === undefined ? 0 : page.length;
@@ -198,7 +230,7 @@ export class FileData {
     let size = grow ? Math.min(PAGE_SIZE, Math.max(exact, have * 2)) : exact;
     if (size - have > budget) size = exact - have <= budget ? exact : have + Math.floor(budget / GRAIN) * GRAIN;
     if (size <= have) return page;
-    const next = new Uint8Array(size);
+    const next = size === PAGE_SIZE && this.pool !== undefined ? this.pool.take(overwritten && page === undefined && need === PAGE_SIZE) : new Uint8Array(size);
     if (page !== undefined) next.set(page);
     pages.set(idx, next);
     this.allocated += size - have;

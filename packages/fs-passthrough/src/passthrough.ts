@@ -1100,9 +1100,7 @@ export class PassthroughFs extends FsBackend {
   override read(_ctx: Context, ino: number, fh: number, size: number, offset: number): Uint8Array {
     const op = "read";
     try {
-      const handle = this.#fileHandle(ino, fh, op, ACCESS.R_OK);
-      checkCount(size, "size", op, ino);
-      checkCount(offset, "offset", op, ino);
+      const handle = this.#readHandle(ino, fh, size, offset, op);
       let length = Math.min(size, MAX_RW);
       if (length > READ_PROBE) length = Math.min(length, Math.max(0, fstat(handle.fd).size - offset));
       if (length === 0) return EMPTY;
@@ -1114,6 +1112,27 @@ export class PassthroughFs extends FsBackend {
     } catch (error) {
       throw failed(error, op, ino);
     }
+  }
+
+  /** `read` into the caller's `target`, so no array is made (the optional `readInto` of the contract). */
+  readInto(_ctx: Context, ino: number, fh: number, target: Uint8Array, offset: number): number {
+    const op = "read";
+    try {
+      checkBytes(target, "target", op, ino);
+      const handle = this.#readHandle(ino, fh, target.length, offset, op);
+      const length = Math.min(target.length, MAX_RW);
+      return length === 0 ? 0 : readSync(handle.fd, target, 0, length, offset);
+    } catch (error) {
+      throw failed(error, op, ino);
+    }
+  }
+
+  /** The handle a read of `size` bytes at `offset` goes through, or the kernel's error. */
+  #readHandle(ino: number, fh: number, size: number, offset: number, op: string): FileHandle {
+    const handle = this.#fileHandle(ino, fh, op, ACCESS.R_OK);
+    checkCount(size, "size", op, ino);
+    checkCount(offset, "offset", op, ino);
+    return handle;
   }
 
   override write(ctx: Context, ino: number, fh: number, data: Uint8Array, offset: number, flags: number): number {
