@@ -131,7 +131,7 @@ describe("FileData", () => {
 
 describe("PagePool", () => {
   it("lends freed pages to the next writes of any file, never showing their old bytes", () => {
-    const pool = new PagePool(8);
+    const pool = new PagePool(8 * PAGE_SIZE);
     const old = new FileData(pool);
     old.write(bytes(3 * PAGE_SIZE, 0xff), 0, Infinity);
     old.truncate(0);
@@ -149,13 +149,16 @@ describe("PagePool", () => {
     expect(file.allocated).toBe(PAGE_SIZE + GRAIN + PAGE_SIZE);
   });
 
-  it("keeps at most its limit of pages, and only whole ones", () => {
-    const pool = new PagePool(1);
-    const first = new Uint8Array(PAGE_SIZE);
-    pool.give(first);
-    pool.give(new Uint8Array(PAGE_SIZE));
+  it("keeps at most its limit of bytes, and gives pages back by length", () => {
+    const pool = new PagePool(PAGE_SIZE + GRAIN);
+    const whole = new Uint8Array(PAGE_SIZE).fill(7);
+    const small = new Uint8Array(GRAIN).fill(7);
+    pool.give(whole);
+    pool.give(small);
     pool.give(new Uint8Array(GRAIN));
-    expect(pool.take(true)).toBe(first);
-    expect(pool.take(true)).not.toBe(first);
+    expect(pool.take(GRAIN, true)).toBe(small);
+    expect(pool.take(PAGE_SIZE, false)).toBe(whole);
+    expect(whole.every((b) => b === 0)).toBe(true);
+    expect(pool.take(GRAIN, true)).not.toBe(small);
   });
 });

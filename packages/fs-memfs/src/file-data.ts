@@ -17,26 +17,32 @@ const roundUp = (n: number): number => (n + GRAIN - 1) & ~(GRAIN - 1);
 const pageOf = (pos: number): number => Math.floor(pos / PAGE_SIZE);
 
 /**
- * Whole pages that files let go of (truncated, punched), kept for the next
- * writes of any file of one filesystem, so rewriting a file allocates
- * nothing: a new 64 KiB array costs several times more than clearing one,
- * and each becomes garbage to collect. Holds at most `limit` pages, which
- * count in no file's `allocated`.
+ * Pages that files let go of (truncated, punched, outgrown), kept for the
+ * next writes of any file of one filesystem, so rewriting a file allocates
+ * nothing: a new array costs several times more than clearing one, and each
+ * becomes garbage to collect. Pages are kept by length, at most `limit`
+ * bytes of them, and count in no file's `allocated`.
  */
 export class PagePool {
-  readonly #pages: Uint8Array[] = [];
+  readonly #byLength = new Map<number, Uint8Array[]>();
+  #bytes = 0;
 
   constructor(readonly limit: number) {}
 
-  /** Keeps `page` (a whole one, no longer used by its file) for reuse, if there is room. */
+  /** Keeps `page` (no longer used by its file) for reuse, if there is room. */
   give(page: Uint8Array): void {
-    if (page.length === PAGE_SIZE && this.#pages.length < this.limit) this.#pages.push(page);
+    if (this.#bytes + page.length > this.limit) return;
+    let pages = this.#byLength.get(page.length);
+    if (pages === undefined) this.#byLength.set(page.length, (pages = []));
+    pages.push(page);
+    this.#bytes += page.length;
   }
 
-  /** A page of `PAGE_SIZE` bytes, zeroed unless `dirty` allows old bytes (the caller overwrites all of it). */
-  take(dirty: boolean): Uint8Array {
-    const page = this.#pages.pop();
-    if (page === undefined) return new Uint8Array(PAGE_SIZE);
+  /** A page of `length` bytes, zeroed unless `dirty` allows old bytes (the caller overwrites all of it). */
+  take(length: number, dirty: boolean): Uint8Array {
+    const page = this.#byLength.get(length)?.pop();
+    if (page === undefined) return new Uint8Array(length);
+    this.#bytes -= length;
     if (!dirty) page.fill(0);
     return page;
   }
@@ -147,6 +153,7 @@ export class FileData {
         const shorter = keep < page.length ? page.slice(0, keep) : page;
         shorter.fill(0, from);
         this.#map!.set(idx, shorter);
+        if (shorter !== page) this.pool?.give(page);
       }
     }
   }
@@ -230,8 +237,11 @@ export class FileData {
     let size = grow ? Math.min(PAGE_SIZE, Math.max(exact, have * 2)) : exact;
     if (size - have > budget) size = exact - have <= budget ? exact : have + Math.floor(budget / GRAIN) * GRAIN;
     if (size <= have) return page;
-    const next = size === PAGE_SIZE && this.pool !== undefined ? this.pool.take(overwritten && page === undefined && need === PAGE_SIZE) : new Uint8Array(size);
-    if (page !== undefined) next.set(page);
+    const next = this.pool?.take(size, overwritten && page === undefined && need === size) ?? new Uint8Array(size);
+    if (page !== undefined) {
+      next.set(page);
+      this.pool?.give(page);
+    }
     pages.set(idx, next);
     this.allocated += size - have;
     return next;

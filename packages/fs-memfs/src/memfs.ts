@@ -71,8 +71,8 @@ const WHITEOUT_DEV = 0;
 const RENAME_FLAGS = RENAME.NOREPLACE | RENAME.EXCHANGE | RENAME.WHITEOUT;
 const FALLOC_MODES = FALLOC.KEEP_SIZE | FALLOC.PUNCH_HOLE | FALLOC.ZERO_RANGE;
 const EMPTY = new Uint8Array(0);
-/** Freed 64 KiB pages kept for reuse: 4 MiB, enough to rewrite a few MiB without allocating. */
-const POOL_PAGES = 64;
+/** Bytes of freed pages kept for reuse: enough to rewrite a few MiB without allocating. */
+const POOL_BYTES = 4 * 1024 * 1024;
 const DAY = 86_400;
 
 /** An open file or directory. */
@@ -136,8 +136,8 @@ export class MemFs extends FsBackend {
   readonly #handles = new Map<number, Handle>();
   /** Where the byte arrays handed to callers come from (read data, names). */
   readonly #bytes = new ByteSlab();
-  /** Freed whole pages kept for the next writes (at most POOL_PAGES). */
-  readonly #pool = new PagePool(POOL_PAGES);
+  /** Freed pages kept for the next writes (at most POOL_BYTES). */
+  readonly #pool = new PagePool(POOL_BYTES);
   #nextIno = ROOT_INO + 1;
   #nextFh = 1;
   #used = 0;
