@@ -125,7 +125,13 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
     export_fn(env, exports, "makedev", Some(js_makedev), ptr::null_mut());
     export_fn(env, exports, "major", Some(js_major), ptr::null_mut());
     export_fn(env, exports, "minor", Some(js_minor), ptr::null_mut());
-    export_fn(env, exports, "statxInto", Some(stat::js_statx_into), ptr::null_mut());
+    export_fn(
+        env,
+        exports,
+        "statxInto",
+        Some(stat::js_statx_into),
+        ptr::null_mut(),
+    );
     export_fn(
         env,
         exports,

@@ -9,8 +9,8 @@ use crate::sys::{self, StatFsBuf, Statx};
 use crate::value::{Args, Env};
 use crate::work::{Call, Out, Spec};
 
-fn statx(dirfd: c_int, path: &CString, flags: c_int) -> SysResult<Out> {
-    let mut buf = Box::<Statx>::default();
+/// statx(2) of the basic fields into `buf`.
+fn statx_into(dirfd: c_int, path: &CString, flags: c_int, buf: &mut Statx) -> SysResult<()> {
     let rc = unsafe {
         sys::syscall(
             sys::SYS_STATX,
@@ -18,14 +18,20 @@ fn statx(dirfd: c_int, path: &CString, flags: c_int) -> SysResult<Out> {
             path.as_ptr() as c_long,
             flags as c_long,
             sys::STATX_BASIC_STATS as c_long,
-            &mut *buf as *mut Statx as c_long,
+            buf as *mut Statx as c_long,
         )
     };
     if rc < 0 {
         Err(SysErr::last("statx"))
     } else {
-        Ok(Out::Stat(buf))
+        Ok(())
     }
+}
+
+fn statx(dirfd: c_int, path: &CString, flags: c_int) -> SysResult<Out> {
+    let mut buf = Box::<Statx>::default();
+    statx_into(dirfd, path, flags, &mut buf)?;
+    Ok(Out::Stat(buf))
 }
 
 /// `fstatat(dirfd, path, flags = 0)`; `""` + AT_EMPTY_PATH stats `dirfd`.
@@ -54,7 +60,15 @@ fn f64_out(env: Env, v: napi_value, what: &str) -> Result<*mut f64, ArgErr> {
     let mut len = 0usize;
     let mut data: *mut c_void = ptr::null_mut();
     let status = unsafe {
-        napi_get_typedarray_info(env.0, v, &mut kind, &mut len, &mut data, ptr::null_mut(), ptr::null_mut())
+        napi_get_typedarray_info(
+            env.0,
+            v,
+            &mut kind,
+            &mut len,
+            &mut data,
+            ptr::null_mut(),
+            ptr::null_mut(),
+        )
     };
     if status != NAPI_OK || kind != NAPI_FLOAT64_ARRAY {
         return Err(env.type_err(v, what, "an instance of Float64Array"));
@@ -90,22 +104,12 @@ pub unsafe extern "C" fn js_statx_into(env: napi_env, info: napi_callback_info) 
         Err(e) => return env.throw(env.arg_error(e)),
     };
     let mut s = Statx::default();
-    let rc = unsafe {
-        sys::syscall(
-            sys::SYS_STATX,
-            dirfd as c_long,
-            path.as_ptr() as c_long,
-            flags as c_long,
-            sys::STATX_BASIC_STATS as c_long,
-            &mut s as *mut Statx as c_long,
-        )
-    };
-    if rc < 0 {
-        let e = SysErr::last("statx");
-        if e.errno == sys::ENOENT {
-            return env.boolean(false);
-        }
-        return env.throw(env.sys_error(e, Some(path.as_bytes()), None));
+    match statx_into(dirfd, &path, flags, &mut s) {
+        Ok(()) => {}
+        Err(SysErr {
+            errno: sys::ENOENT, ..
+        }) => return env.boolean(false),
+        Err(e) => return env.throw(env.sys_error(e, Some(path.as_bytes()), None)),
     }
     let fields = [
         s.dev_major as f64,

@@ -102,7 +102,14 @@ fn parse_get<const K: u8>(env: Env, args: &Args) -> Result<Call, ArgErr> {
 static HAVE_GETXATTRAT: AtomicBool = AtomicBool::new(true);
 
 /// `getxattrat(2)` into `buf` (`size` 0 asks for the length).
-fn getxattrat(dirfd: c_int, path: &CString, at_flags: c_int, name: &CString, buf: *mut c_void, size: usize) -> isize {
+fn getxattrat(
+    dirfd: c_int,
+    path: &CString,
+    at_flags: c_int,
+    name: &CString,
+    buf: *mut c_void,
+    size: usize,
+) -> isize {
     let mut args = sys::XattrArgs {
         value: buf as u64,
         size: size as u32,
@@ -124,7 +131,12 @@ fn getxattrat(dirfd: c_int, path: &CString, at_flags: c_int, name: &CString, buf
 /// The same lookup as `getxattrat(dirfd, path, at_flags)` through procfs:
 /// `/proc/self/fd/<dirfd>/<path>`, or the magic link `/proc/self/fd/<dirfd>`
 /// itself for an empty path (followed to the inode, never further).
-fn getxattr_via_proc(dirfd: c_int, path: &CString, at_flags: c_int, name: &CString) -> SysResult<Vec<u8>> {
+fn getxattr_via_proc(
+    dirfd: c_int,
+    path: &CString,
+    at_flags: c_int,
+    name: &CString,
+) -> SysResult<Vec<u8>> {
     let mut full = format!("/proc/self/fd/{dirfd}").into_bytes();
     let relative = path.as_bytes();
     if !relative.is_empty() {
@@ -132,11 +144,18 @@ fn getxattr_via_proc(dirfd: c_int, path: &CString, at_flags: c_int, name: &CStri
         full.extend_from_slice(relative);
     }
     // `path` has no NUL (it is a CString), nor has the prefix.
-    let full = CString::new(full).map_err(|_| SysErr { errno: sys::ENOENT, syscall: "getxattr" })?;
+    let full = CString::new(full).map_err(|_| SysErr {
+        errno: sys::ENOENT,
+        syscall: "getxattr",
+    })?;
     if !relative.is_empty() && at_flags & sys::AT_SYMLINK_NOFOLLOW != 0 {
-        read_growing("lgetxattr", |b, s| unsafe { sys::lgetxattr(full.as_ptr(), name.as_ptr(), b, s) })
+        read_growing("lgetxattr", |b, s| unsafe {
+            sys::lgetxattr(full.as_ptr(), name.as_ptr(), b, s)
+        })
     } else {
-        read_growing("getxattr", |b, s| unsafe { sys::getxattr(full.as_ptr(), name.as_ptr(), b, s) })
+        read_growing("getxattr", |b, s| unsafe {
+            sys::getxattr(full.as_ptr(), name.as_ptr(), b, s)
+        })
     }
 }
 
@@ -150,17 +169,31 @@ fn parse_getat(env: Env, args: &Args) -> Result<Call, ArgErr> {
     let at_flags = env.opt_flags(args.get(3), "flags")? as c_int;
     let p = path.clone();
     Ok(Call::new(move || {
-        let mut value = Err(SysErr { errno: sys::ENOSYS, syscall: "getxattrat" });
+        let mut value = Err(SysErr {
+            errno: sys::ENOSYS,
+            syscall: "getxattrat",
+        });
         if HAVE_GETXATTRAT.load(Ordering::Relaxed) {
-            value = read_growing("getxattrat", |b, s| getxattrat(dirfd, &p, at_flags, &name, b, s));
+            value = read_growing("getxattrat", |b, s| {
+                getxattrat(dirfd, &p, at_flags, &name, b, s)
+            });
         }
-        if matches!(value, Err(SysErr { errno: sys::ENOSYS, .. })) {
+        if matches!(
+            value,
+            Err(SysErr {
+                errno: sys::ENOSYS,
+                ..
+            })
+        ) {
             HAVE_GETXATTRAT.store(false, Ordering::Relaxed);
             value = getxattr_via_proc(dirfd, &p, at_flags, &name);
         }
         match value {
             Ok(bytes) => Ok(Out::Buf(bytes)),
-            Err(SysErr { errno: sys::ENODATA, .. }) => Ok(Out::Undefined),
+            Err(SysErr {
+                errno: sys::ENODATA,
+                ..
+            }) => Ok(Out::Undefined),
             Err(e) => Err(e),
         }
     })
