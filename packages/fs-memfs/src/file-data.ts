@@ -74,7 +74,8 @@ export class FileData {
       const n = Math.min(PAGE_SIZE - from, length - done);
       const page = pages.get(idx);
       const have = page === undefined ? 0 : Math.max(0, Math.min(n, page.length - from));
-      if (have > 0) out.set(page!.subarray(from, from + have), done);
+      // A whole page goes without a view of it (making one costs more than copying a small page).
+      if (have > 0) out.set(have === page!.length ? page! : page!.subarray(from, from + have), done);
       if (have < n) out.fill(0, done + have, done + n);
       done += n;
     }
