@@ -212,7 +212,9 @@ export class FileData {
       if (dataStart >= dataEnd) continue;
       if (dataStart > pos) dest.punch(to + (pos - from), to + (dataStart - from));
       const n = dataEnd - dataStart;
-      const chunk = page.subarray(dataStart - base, dataEnd - base);
+      // Within one file, writing may retire this very page to the pool and take it back for
+      // another page (zeroed) before the chunk is read: copy the chunk out first.
+      const chunk = dest === this ? page.slice(dataStart - base, dataEnd - base) : page.subarray(dataStart - base, dataEnd - base);
       const written = dest.write(chunk, to + (dataStart - from), budget - (dest.allocated - before));
       if (written < n) return dataStart - from + written;
       pos = dataEnd;
