@@ -117,8 +117,8 @@ export interface StatFs {
   flags: number;
 }
 
-/** One entry from {@link getdents}. */
-export interface Dirent {
+/** One entry from {@link getdents}; `Name` is the type of the records' buffer (see {@link parseDirents}). */
+export interface Dirent<Name extends Uint8Array = Buffer> {
   /** Inode number. */
   ino: bigint;
   /**
@@ -130,7 +130,7 @@ export interface Dirent {
   /** `DT_*` file type (`DT_UNKNOWN` if the filesystem does not say). */
   type: number;
   /** The entry name, raw bytes. */
-  name: Buffer;
+  name: Name;
 }
 
 /** A timestamp for {@link utimensat}. */
@@ -377,6 +377,39 @@ export declare function major(dev: number | bigint): number;
 /** The minor number of a device number (glibc `minor(3)`). */
 export declare function minor(dev: number | bigint): number;
 
+/** Where {@link statxInto} puts each field in its `out` array; `length` is the size `out` needs. */
+export declare const STATX_FIELDS: {
+  readonly devMajor: 0;
+  readonly devMinor: 1;
+  /** The inode number's upper 32 bits: `ino = inoHigh * 2 ** 32 + inoLow`, exact as a bigint. */
+  readonly inoHigh: 2;
+  readonly inoLow: 3;
+  readonly mode: 4;
+  readonly nlink: 5;
+  readonly uid: 6;
+  readonly gid: 7;
+  readonly rdevMajor: 8;
+  readonly rdevMinor: 9;
+  readonly size: 10;
+  readonly blksize: 11;
+  readonly blocks: 12;
+  readonly atimeSec: 13;
+  readonly atimeNsec: 14;
+  readonly mtimeSec: 15;
+  readonly mtimeNsec: 16;
+  readonly ctimeSec: 17;
+  readonly ctimeNsec: 18;
+  readonly length: 19;
+};
+/**
+ * `statx(dirfd, path, flags)` written into `out` (a `Float64Array` of at least
+ * `STATX_FIELDS.length` numbers, laid out as {@link STATX_FIELDS}), with no
+ * object or bigint made: for hot paths. `""` with `AT_EMPTY_PATH` stats
+ * `dirfd` itself (`O_PATH` fds included). Returns `false` (and leaves `out`
+ * alone) when `path` does not exist; throws any other error. Synchronous only.
+ */
+export declare function statxInto(dirfd: number, path: PathLike, flags: number, out: Float64Array): boolean;
+
 // --------------------------------------------------------------------- zstd --
 
 /** An opaque streaming zstd decompressor (libzstd `ZSTD_DStream`), freed by the garbage collector. */
@@ -421,6 +454,18 @@ export declare function lgetxattrAsync(path: PathLike, name: PathLike): Promise<
 export declare function fgetxattr(fd: number, name: PathLike): Buffer;
 /** Async {@link fgetxattr}. */
 export declare function fgetxattrAsync(fd: number, name: PathLike): Promise<Buffer>;
+/**
+ * Value of extended attribute `name` of `path` relative to `dirfd`
+ * (`getxattrat(2)`, Linux 6.13; earlier kernels are served through
+ * `/proc/self/fd/<dirfd>/<path>`), or `undefined` when there is no such
+ * attribute (ENODATA), so an absent value costs no exception. `flags`:
+ * `AT_SYMLINK_NOFOLLOW`, `AT_EMPTY_PATH` (with `""`: `dirfd` itself; the
+ * kernel refuses `O_PATH` fds there with EBADF, so for an `O_PATH` fd pass an
+ * fd of `/proc/self/fd` as `dirfd` and the fd's number as `path`).
+ */
+export declare function getxattrat(dirfd: number, path: PathLike, name: PathLike, flags?: number): Buffer | undefined;
+/** Async {@link getxattrat}. */
+export declare function getxattratAsync(dirfd: number, path: PathLike, name: PathLike, flags?: number): Promise<Buffer | undefined>;
 
 /**
  * Sets extended attribute `name` of `path` (follows symlinks).
@@ -598,9 +643,12 @@ export declare function getdentsRaw(fd: number, bufferSize?: number): Buffer;
 export declare function getdentsRawAsync(fd: number, bufferSize?: number): Promise<Buffer>;
 /**
  * Parses `linux_dirent64` records as {@link getdentsRaw} returns them,
- * stopping at a malformed record; each name is a view into `records`.
+ * stopping at a malformed record; each name is a view into `records`, of its
+ * type: Buffers from a Buffer, plain Uint8Arrays (cheaper to make) from a
+ * plain Uint8Array view of it.
  */
-export declare function parseDirents(records: Uint8Array): Dirent[];
+export declare function parseDirents(records: Buffer): Dirent[];
+export declare function parseDirents(records: Uint8Array): Dirent<Uint8Array>[];
 
 // ---------------------------------------------------------------- file data --
 

@@ -35,6 +35,13 @@ module.exports.UTIME_OMIT = binding.UTIME_OMIT;
 module.exports.makedev = binding.makedev;
 module.exports.major = binding.major;
 module.exports.minor = binding.minor;
+module.exports.statxInto = binding.statxInto;
+/** Where `statxInto` puts each field in its `out` array. */
+module.exports.STATX_FIELDS = Object.freeze({
+  devMajor: 0, devMinor: 1, inoHigh: 2, inoLow: 3, mode: 4, nlink: 5, uid: 6, gid: 7, rdevMajor: 8, rdevMinor: 9,
+  size: 10, blksize: 11, blocks: 12, atimeSec: 13, atimeNsec: 14, mtimeSec: 15, mtimeNsec: 16, ctimeSec: 17, ctimeNsec: 18,
+  length: 19,
+});
 
 // zstd streaming decompression (libzstd)
 module.exports.zstdDecompressor = binding.zstdDecompressor;
@@ -47,6 +54,8 @@ module.exports.lgetxattr = binding.lgetxattr;
 module.exports.lgetxattrAsync = binding.lgetxattrAsync;
 module.exports.fgetxattr = binding.fgetxattr;
 module.exports.fgetxattrAsync = binding.fgetxattrAsync;
+module.exports.getxattrat = binding.getxattrat;
+module.exports.getxattratAsync = binding.getxattratAsync;
 module.exports.setxattr = binding.setxattr;
 module.exports.setxattrAsync = binding.setxattrAsync;
 module.exports.lsetxattr = binding.lsetxattr;

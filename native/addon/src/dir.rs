@@ -19,7 +19,8 @@ fn parse_getdents_raw(env: Env, args: &Args) -> Result<Call, ArgErr> {
     let fd = env.fd(args.get(0), "fd")?;
     let size = env.opt_int(args.get(1), "bufferSize", 1, MAX_BUFFER, DEFAULT_BUFFER)? as usize;
     Ok(Call::new(move || {
-        let mut buf = vec![0u8; size];
+        // Not zeroed: the kernel writes the first `n` bytes, and only those are kept.
+        let mut buf: Vec<u8> = Vec::with_capacity(size);
         let n = unsafe {
             sys::syscall(
                 sys::SYS_GETDENTS64,
@@ -31,7 +32,8 @@ fn parse_getdents_raw(env: Env, args: &Args) -> Result<Call, ArgErr> {
         if n < 0 {
             return Err(SysErr::last("getdents64"));
         }
-        buf.truncate(n as usize);
+        // SAFETY: the kernel initialised exactly `n` (<= capacity) bytes.
+        unsafe { buf.set_len(n as usize) };
         Ok(Out::Buf(buf))
     }))
 }

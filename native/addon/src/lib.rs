@@ -128,6 +128,13 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
     export_fn(
         env,
         exports,
+        "statxInto",
+        Some(stat::js_statx_into),
+        ptr::null_mut(),
+    );
+    export_fn(
+        env,
+        exports,
         "zstdDecompressor",
         Some(zstd::js_decompressor),
         ptr::null_mut(),

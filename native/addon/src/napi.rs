@@ -52,9 +52,10 @@ pub const NAPI_FUNCTION: napi_valuetype = 7;
 pub const NAPI_EXTERNAL: napi_valuetype = 8;
 pub const NAPI_BIGINT: napi_valuetype = 9;
 
-/// `napi_typedarray_type`; only `Uint8Array` (which includes `Buffer`) is accepted.
+/// `napi_typedarray_type`: `Uint8Array` (which includes `Buffer`) for bytes, `Float64Array` for `statxInto`.
 pub type napi_typedarray_type = c_int;
 pub const NAPI_UINT8_ARRAY: napi_typedarray_type = 1;
+pub const NAPI_FLOAT64_ARRAY: napi_typedarray_type = 8;
 
 pub type napi_callback = Option<unsafe extern "C" fn(napi_env, napi_callback_info) -> napi_value>;
 pub type napi_async_execute_callback = Option<unsafe extern "C" fn(napi_env, *mut c_void)>;
@@ -107,6 +108,7 @@ unsafe extern "C" {
         result: *mut u64,
         lossless: *mut bool,
     ) -> napi_status;
+    pub fn napi_get_boolean(env: napi_env, value: bool, result: *mut napi_value) -> napi_status;
     pub fn napi_is_typedarray(env: napi_env, value: napi_value, result: *mut bool) -> napi_status;
     pub fn napi_get_typedarray_info(
         env: napi_env,

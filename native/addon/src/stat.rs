@@ -1,15 +1,16 @@
 //! fstatat / fstat (via statx(2)) and statfs / fstatfs.
 
-use std::ffi::{CString, c_int, c_long};
+use std::ffi::{CString, c_int, c_long, c_void};
+use std::ptr;
 
 use crate::error::{ArgErr, SysErr, SysResult};
-use crate::napi::napi_value;
+use crate::napi::*;
 use crate::sys::{self, StatFsBuf, Statx};
 use crate::value::{Args, Env};
 use crate::work::{Call, Out, Spec};
 
-fn statx(dirfd: c_int, path: &CString, flags: c_int) -> SysResult<Out> {
-    let mut buf = Box::<Statx>::default();
+/// statx(2) of the basic fields into `buf`.
+fn statx_into(dirfd: c_int, path: &CString, flags: c_int, buf: &mut Statx) -> SysResult<()> {
     let rc = unsafe {
         sys::syscall(
             sys::SYS_STATX,
@@ -17,14 +18,20 @@ fn statx(dirfd: c_int, path: &CString, flags: c_int) -> SysResult<Out> {
             path.as_ptr() as c_long,
             flags as c_long,
             sys::STATX_BASIC_STATS as c_long,
-            &mut *buf as *mut Statx as c_long,
+            buf as *mut Statx as c_long,
         )
     };
     if rc < 0 {
         Err(SysErr::last("statx"))
     } else {
-        Ok(Out::Stat(buf))
+        Ok(())
     }
+}
+
+fn statx(dirfd: c_int, path: &CString, flags: c_int) -> SysResult<Out> {
+    let mut buf = Box::<Statx>::default();
+    statx_into(dirfd, path, flags, &mut buf)?;
+    Ok(Out::Stat(buf))
 }
 
 /// `fstatat(dirfd, path, flags = 0)`; `""` + AT_EMPTY_PATH stats `dirfd`.
@@ -42,6 +49,93 @@ fn parse_fstat(env: Env, args: &Args) -> Result<Call, ArgErr> {
     Ok(Call::new(move || {
         statx(fd, &CString::default(), sys::AT_EMPTY_PATH)
     }))
+}
+
+/// How many numbers `statxInto` writes (see `STATX_FIELDS` in index.js).
+const STATX_FIELDS: usize = 19;
+
+/// The `Float64Array` argument `what` of at least `STATX_FIELDS` elements.
+fn f64_out(env: Env, v: napi_value, what: &str) -> Result<*mut f64, ArgErr> {
+    let mut kind = 0;
+    let mut len = 0usize;
+    let mut data: *mut c_void = ptr::null_mut();
+    let status = unsafe {
+        napi_get_typedarray_info(
+            env.0,
+            v,
+            &mut kind,
+            &mut len,
+            &mut data,
+            ptr::null_mut(),
+            ptr::null_mut(),
+        )
+    };
+    if status != NAPI_OK || kind != NAPI_FLOAT64_ARRAY {
+        return Err(env.type_err(v, what, "an instance of Float64Array"));
+    }
+    if len < STATX_FIELDS {
+        return Err(ArgErr::Range(format!(
+            "The argument '{what}' must hold at least {STATX_FIELDS} numbers. Received length {len}"
+        )));
+    }
+    // `data` already includes the view's byte offset.
+    Ok(data as *mut f64)
+}
+
+/// `statxInto(dirfd, path, flags, out)`: statx(2) written into a
+/// `Float64Array` as exact numbers (64-bit inode numbers as two 32-bit
+/// halves), with no object or bigint made: the hot path of a server
+/// answering lookups. Returns false when `path` does not exist (ENOENT),
+/// throws any other error. Synchronous only.
+pub unsafe extern "C" fn js_statx_into(env: napi_env, info: napi_callback_info) -> napi_value {
+    let env = Env(env);
+    let args = unsafe { Args::read(env.0, info) };
+    let parsed = (|| -> Result<(c_int, CString, c_int, *mut f64), ArgErr> {
+        Ok((
+            env.fd(args.get(0), "dirfd")?,
+            env.cstr(args.get(1), "path")?,
+            env.flags(args.get(2), "flags")? as c_int,
+            f64_out(env, args.get(3), "out")?,
+        ))
+    })();
+    let (dirfd, path, flags, out) = match parsed {
+        Ok(parsed) => parsed,
+        Err(ArgErr::Pending) => return ptr::null_mut(),
+        Err(e) => return env.throw(env.arg_error(e)),
+    };
+    let mut s = Statx::default();
+    match statx_into(dirfd, &path, flags, &mut s) {
+        Ok(()) => {}
+        Err(SysErr {
+            errno: sys::ENOENT, ..
+        }) => return env.boolean(false),
+        Err(e) => return env.throw(env.sys_error(e, Some(path.as_bytes()), None)),
+    }
+    let fields = [
+        s.dev_major as f64,
+        s.dev_minor as f64,
+        (s.ino >> 32) as f64,
+        (s.ino & 0xffff_ffff) as f64,
+        s.mode as f64,
+        s.nlink as f64,
+        s.uid as f64,
+        s.gid as f64,
+        s.rdev_major as f64,
+        s.rdev_minor as f64,
+        s.size as f64,
+        s.blksize as f64,
+        s.blocks as f64,
+        s.atime.tv_sec as f64,
+        s.atime.tv_nsec as f64,
+        s.mtime.tv_sec as f64,
+        s.mtime.tv_nsec as f64,
+        s.ctime.tv_sec as f64,
+        s.ctime.tv_nsec as f64,
+    ];
+    // SAFETY: `out` holds at least STATX_FIELDS f64s (checked) and stays
+    // alive during this call, which is its argument.
+    unsafe { ptr::copy_nonoverlapping(fields.as_ptr(), out, STATX_FIELDS) };
+    env.boolean(true)
 }
 
 /// `statfs(path)`.

@@ -106,6 +106,8 @@ pub const SYS_OPENAT2: c_long = 437;
 pub const SYS_FACCESSAT2: c_long = 439;
 /// Linux >= 6.6.
 pub const SYS_FCHMODAT2: c_long = 452;
+/// Linux >= 6.13.
+pub const SYS_GETXATTRAT: c_long = 464;
 
 // ------------------------------------------------------------------ constants --
 pub const O_CLOEXEC: u64 = 0o2000000;
@@ -116,7 +118,11 @@ pub const UTIME_OMIT: i64 = (1 << 30) - 2;
 /// Largest value/list the VFS hands out for xattrs (XATTR_SIZE_MAX / XATTR_LIST_MAX).
 pub const XATTR_MAX: usize = 65536;
 
+pub const ENOENT: i32 = 2;
 pub const ERANGE: i32 = 34;
+pub const ENOSYS: i32 = 38;
+pub const ENODATA: i32 = 61;
+pub const AT_SYMLINK_NOFOLLOW: c_int = 0x100;
 
 // -------------------------------------------------------------------- structs --
 /// `struct open_how` (openat2(2)); the kernel checks the size argument.
@@ -125,6 +131,14 @@ pub struct OpenHow {
     pub flags: u64,
     pub mode: u64,
     pub resolve: u64,
+}
+
+/// `struct xattr_args` of the `*xattrat` syscalls (Linux 6.13).
+#[repr(C)]
+pub struct XattrArgs {
+    pub value: u64,
+    pub size: u32,
+    pub flags: u32,
 }
 
 /// `struct timespec` on 64-bit Linux.

@@ -343,6 +343,12 @@ impl Env {
         v
     }
 
+    pub fn boolean(self, b: bool) -> napi_value {
+        let mut v = ptr::null_mut();
+        unsafe { napi_get_boolean(self.0, b, &mut v) };
+        v
+    }
+
     pub fn double(self, n: f64) -> napi_value {
         let mut v = ptr::null_mut();
         unsafe { napi_create_double(self.0, n, &mut v) };

@@ -1,7 +1,8 @@
 //! Extended attributes: get/set/list/remove × path / no-follow path / fd.
 
-use std::ffi::{CString, c_char, c_int, c_void};
+use std::ffi::{CString, c_char, c_int, c_long, c_void};
 use std::ptr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{ArgErr, SysErr, SysResult};
 use crate::sys;
@@ -95,6 +96,110 @@ fn parse_get<const K: u8>(env: Env, args: &Args) -> Result<Call, ArgErr> {
     }))
 }
 
+// -------------------------------------------------------------- getxattrat --
+
+/// False once the kernel answered ENOSYS (before Linux 6.13): use /proc paths.
+static HAVE_GETXATTRAT: AtomicBool = AtomicBool::new(true);
+
+/// `getxattrat(2)` into `buf` (`size` 0 asks for the length).
+fn getxattrat(
+    dirfd: c_int,
+    path: &CString,
+    at_flags: c_int,
+    name: &CString,
+    buf: *mut c_void,
+    size: usize,
+) -> isize {
+    let mut args = sys::XattrArgs {
+        value: buf as u64,
+        size: size as u32,
+        flags: 0,
+    };
+    unsafe {
+        sys::syscall(
+            sys::SYS_GETXATTRAT,
+            dirfd as c_long,
+            path.as_ptr() as c_long,
+            at_flags as c_long,
+            name.as_ptr() as c_long,
+            &mut args as *mut sys::XattrArgs as c_long,
+            std::mem::size_of::<sys::XattrArgs>() as c_long,
+        ) as isize
+    }
+}
+
+/// The same lookup as `getxattrat(dirfd, path, at_flags)` through procfs:
+/// `/proc/self/fd/<dirfd>/<path>`, or the magic link `/proc/self/fd/<dirfd>`
+/// itself for an empty path (followed to the inode, never further).
+fn getxattr_via_proc(
+    dirfd: c_int,
+    path: &CString,
+    at_flags: c_int,
+    name: &CString,
+) -> SysResult<Vec<u8>> {
+    let mut full = format!("/proc/self/fd/{dirfd}").into_bytes();
+    let relative = path.as_bytes();
+    if !relative.is_empty() {
+        full.push(b'/');
+        full.extend_from_slice(relative);
+    }
+    // `path` has no NUL (it is a CString), nor has the prefix.
+    let full = CString::new(full).map_err(|_| SysErr {
+        errno: sys::ENOENT,
+        syscall: "getxattr",
+    })?;
+    if !relative.is_empty() && at_flags & sys::AT_SYMLINK_NOFOLLOW != 0 {
+        read_growing("lgetxattr", |b, s| unsafe {
+            sys::lgetxattr(full.as_ptr(), name.as_ptr(), b, s)
+        })
+    } else {
+        read_growing("getxattr", |b, s| unsafe {
+            sys::getxattr(full.as_ptr(), name.as_ptr(), b, s)
+        })
+    }
+}
+
+/// `getxattrat(dirfd, path, name, flags = 0)`: the value, or `undefined` when
+/// the inode has no such attribute (ENODATA), so the common "absent" answer
+/// costs no exception.
+fn parse_getat(env: Env, args: &Args) -> Result<Call, ArgErr> {
+    let dirfd = env.fd(args.get(0), "dirfd")?;
+    let path = env.cstr(args.get(1), "path")?;
+    let name = env.cstr(args.get(2), "name")?;
+    let at_flags = env.opt_flags(args.get(3), "flags")? as c_int;
+    let p = path.clone();
+    Ok(Call::new(move || {
+        let mut value = Err(SysErr {
+            errno: sys::ENOSYS,
+            syscall: "getxattrat",
+        });
+        if HAVE_GETXATTRAT.load(Ordering::Relaxed) {
+            value = read_growing("getxattrat", |b, s| {
+                getxattrat(dirfd, &p, at_flags, &name, b, s)
+            });
+        }
+        if matches!(
+            value,
+            Err(SysErr {
+                errno: sys::ENOSYS,
+                ..
+            })
+        ) {
+            HAVE_GETXATTRAT.store(false, Ordering::Relaxed);
+            value = getxattr_via_proc(dirfd, &p, at_flags, &name);
+        }
+        match value {
+            Ok(bytes) => Ok(Out::Buf(bytes)),
+            Err(SysErr {
+                errno: sys::ENODATA,
+                ..
+            }) => Ok(Out::Undefined),
+            Err(e) => Err(e),
+        }
+    })
+    .path(&path))
+}
+
 // --------------------------------------------------------------------- set --
 
 fn parse_set<const K: u8>(env: Env, args: &Args) -> Result<Call, ArgErr> {
@@ -179,6 +284,10 @@ pub const SPECS: &[Spec] = &[
     Spec {
         name: "fgetxattr",
         parse: parse_get::<FD>,
+    },
+    Spec {
+        name: "getxattrat",
+        parse: parse_getat,
     },
     Spec {
         name: "setxattr",

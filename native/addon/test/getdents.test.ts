@@ -104,6 +104,11 @@ describe("getdentsRaw + parseDirents", () => {
         const raw = getdentsRaw(fd, 4096);
         const parsed = parseDirents(raw).map((d) => d.name.toString()).sort();
         expect(parsed).toEqual([".", "..", "a", "bb", "ccc"]);
+        // A plain Uint8Array view of the records gives plain Uint8Array names, views into it.
+        const plain = new Uint8Array(raw.buffer, raw.byteOffset, raw.length);
+        const plainNames = parseDirents(plain).map((d) => d.name);
+        expect(plainNames.every((name) => !Buffer.isBuffer(name) && name.buffer === raw.buffer)).toBe(true);
+        expect(plainNames.map((name) => Buffer.from(name).toString()).sort()).toEqual(parsed);
         expect(getdentsRaw(fd, 4096).length).toBe(0);
       } finally {
         fs.closeSync(fd);

@@ -1,6 +1,6 @@
 import fs from "node:fs";
 import { describe, expect, it } from "vitest";
-import { close, constants, fstat, fstatAsync, fstatat, fstatatAsync, fstatfs, openat, statfs, statfsAsync } from "../index.js";
+import { STATX_FIELDS, close, constants, fstat, fstatAsync, fstatat, fstatatAsync, fstatfs, major, minor, openat, statfs, statfsAsync, statxInto } from "../index.js";
 import type { Stat } from "../index.js";
 import { expectErrno, rejected, useTmpDir } from "./helpers.js";
 
@@ -69,6 +69,40 @@ describe("fstatat / fstat / statfs", () => {
     expectErrno(() => fstatat(c.AT_FDCWD, tmp.join("f", "x")), "ENOTDIR", "statx");
     expectErrno(() => fstat(1_000_000), "EBADF", "statx");
     expect(await rejected(fstatAsync(1_000_000))).toMatchObject({ code: "EBADF", errno: -9, syscall: "statx" });
+  });
+
+  it("statxInto writes every field as exact numbers, false for a missing name", () => {
+    fs.writeFileSync(tmp.join("f"), "12345");
+    fs.symlinkSync("f", tmp.join("link"));
+    const dir = openat(c.AT_FDCWD, tmp.dir, c.O_PATH | c.O_DIRECTORY);
+    const out = new Float64Array(STATX_FIELDS.length);
+    const F = STATX_FIELDS;
+    try {
+      for (const [name, flags, ref] of [
+        ["f", 0, fs.statSync(tmp.join("f"), { bigint: true })],
+        ["link", c.AT_SYMLINK_NOFOLLOW, fs.lstatSync(tmp.join("link"), { bigint: true })],
+      ] as const) {
+        expect(statxInto(dir, name, flags, out)).toBe(true);
+        expect(BigInt(out[F.inoHigh]!) * 2n ** 32n + BigInt(out[F.inoLow]!)).toBe(ref.ino);
+        expect([out[F.devMajor], out[F.devMinor]]).toEqual([major(ref.dev), minor(ref.dev)]);
+        expect([out[F.rdevMajor], out[F.rdevMinor]]).toEqual([major(ref.rdev), minor(ref.rdev)]);
+        const numbers = [out[F.mode], out[F.nlink], out[F.uid], out[F.gid], out[F.size], out[F.blksize], out[F.blocks]].map((n) => BigInt(n!));
+        expect(numbers).toEqual([ref.mode, ref.nlink, ref.uid, ref.gid, ref.size, ref.blksize, ref.blocks]);
+        expect(BigInt(out[F.mtimeSec]!) * 1_000_000_000n + BigInt(out[F.mtimeNsec]!)).toBe(ref.mtimeNs);
+        expect(BigInt(out[F.ctimeSec]!) * 1_000_000_000n + BigInt(out[F.ctimeNsec]!)).toBe(ref.ctimeNs);
+        expect(BigInt(out[F.atimeSec]!) * 1_000_000_000n + BigInt(out[F.atimeNsec]!)).toBe(ref.atimeNs);
+      }
+      expect(statxInto(dir, "", c.AT_EMPTY_PATH, out)).toBe(true);
+      expect(BigInt(out[F.inoHigh]!) * 2n ** 32n + BigInt(out[F.inoLow]!)).toBe(fs.statSync(tmp.dir, { bigint: true }).ino);
+      out.fill(-1);
+      expect(statxInto(dir, "missing", 0, out)).toBe(false);
+      expect(out.every((n) => n === -1)).toBe(true);
+      expectErrno(() => statxInto(dir, "f/x", 0, out), "ENOTDIR", "statx");
+      expect(() => statxInto(dir, "f", 0, new Float64Array(F.length - 1))).toThrow(RangeError);
+      expect(() => statxInto(dir, "f", 0, new Uint8Array(64) as unknown as Float64Array)).toThrow(TypeError);
+    } finally {
+      close(dir);
+    }
   });
 
   it("statfs / fstatfs agree with fs.statfsSync", async () => {

@@ -8,10 +8,14 @@ import {
   fsetxattr,
   getxattr,
   getxattrAsync,
+  getxattrat,
+  getxattratAsync,
   lgetxattr,
   listxattr,
   listxattrAsync,
   llistxattr,
+  close,
+  openat,
   lremovexattr,
   lsetxattr,
   removexattr,
@@ -78,6 +82,44 @@ describe("xattrs", () => {
     expect(err).toMatchObject({ code: "ENODATA", errno: -61, syscall: "getxattr", path: f });
     expect(err.message).toBe(`ENODATA: no data available, getxattr '${f}'`);
     expect(err.dest).toBeUndefined();
+  });
+
+  it("getxattrat reads relative to a dirfd, answers undefined for an absent name, and never follows with AT_SYMLINK_NOFOLLOW", async () => {
+    const f = file();
+    setxattr(f, "user.a", Buffer.from("value"));
+    fs.symlinkSync("f", tmp.join("link"));
+    const dir = openat(constants.AT_FDCWD, tmp.dir, constants.O_PATH | constants.O_DIRECTORY);
+    try {
+      expect(getxattrat(dir, "f", "user.a")?.toString()).toBe("value");
+      expect(getxattrat(dir, Buffer.from("f"), "user.none", constants.AT_SYMLINK_NOFOLLOW)).toBeUndefined();
+      expect(getxattrat(dir, "link", "user.a")?.toString()).toBe("value");
+      // A symlink cannot carry user.* xattrs: nothing there, and the target is not read.
+      expect(getxattrat(dir, "link", "user.a", constants.AT_SYMLINK_NOFOLLOW)).toBeUndefined();
+      expectErrno(() => getxattrat(dir, "missing", "user.a"), "ENOENT", "getxattrat");
+      expect((await getxattratAsync(dir, "f", "user.a"))?.toString()).toBe("value");
+      expect(await getxattratAsync(dir, "f", "user.none")).toBeUndefined();
+    } finally {
+      close(dir);
+    }
+  });
+
+  it("getxattrat reads an O_PATH fd's own inode through an fd of /proc/self/fd", () => {
+    const f = file();
+    setxattr(f, "user.a", Buffer.from("mine"));
+    const pathFd = openat(constants.AT_FDCWD, f, constants.O_PATH | constants.O_NOFOLLOW);
+    const procFd = openat(constants.AT_FDCWD, "/proc/self/fd", constants.O_PATH | constants.O_DIRECTORY);
+    try {
+      // The file's name now leads elsewhere: the fd still reaches the inode it holds.
+      fs.renameSync(f, tmp.join("moved"));
+      fs.writeFileSync(f, "other");
+      expect(getxattrat(procFd, String(pathFd), "user.a")?.toString()).toBe("mine");
+      expect(getxattrat(procFd, String(pathFd), "user.none")).toBeUndefined();
+      // The kernel refuses O_PATH fds with AT_EMPTY_PATH.
+      expectErrno(() => getxattrat(pathFd, "", "user.a", constants.AT_EMPTY_PATH), "EBADF", "getxattrat");
+    } finally {
+      close(pathFd);
+      close(procFd);
+    }
   });
 
   it("XATTR_CREATE on an existing name is EEXIST, XATTR_REPLACE on a missing one ENODATA", () => {

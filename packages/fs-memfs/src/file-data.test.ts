@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { FileData, GRAIN, PAGE_SIZE } from "./file-data.js";
+import { FileData, GRAIN, PAGE_SIZE, PagePool } from "./file-data.js";
 
 const bytes = (length: number, value: number): Uint8Array => new Uint8Array(length).fill(value);
 
@@ -126,5 +126,50 @@ describe("FileData", () => {
     const dst = new FileData();
     src.write(bytes(3 * PAGE_SIZE, 1), 0, Infinity);
     expect(src.copyTo(dst, 0, 3 * PAGE_SIZE, 0, PAGE_SIZE + 1024)).toBe(PAGE_SIZE + 1024);
+  });
+});
+
+describe("PagePool", () => {
+  it("lends freed pages to the next writes of any file, never showing their old bytes", () => {
+    const pool = new PagePool(8 * PAGE_SIZE);
+    const old = new FileData(pool);
+    old.write(bytes(3 * PAGE_SIZE, 0xff), 0, Infinity);
+    old.truncate(0);
+    expect(old.allocated).toBe(0);
+    const file = new FileData(pool);
+    // Whole pages overwritten at once may come back dirty; a partly written one must read zeros elsewhere.
+    expect(file.write(bytes(PAGE_SIZE, 1), 0, Infinity)).toBe(PAGE_SIZE);
+    expect(file.write(bytes(10, 2), 2 * PAGE_SIZE + 100, Infinity)).toBe(10);
+    file.allocate(4 * PAGE_SIZE, 5 * PAGE_SIZE, Infinity);
+    const back = file.read(0, new Uint8Array(5 * PAGE_SIZE));
+    expect(back.subarray(0, PAGE_SIZE).every((b) => b === 1)).toBe(true);
+    expect(back.subarray(PAGE_SIZE, 2 * PAGE_SIZE + 100).every((b) => b === 0)).toBe(true);
+    expect(back.subarray(2 * PAGE_SIZE + 100, 2 * PAGE_SIZE + 110).every((b) => b === 2)).toBe(true);
+    expect(back.subarray(2 * PAGE_SIZE + 110).every((b) => b === 0)).toBe(true);
+    expect(file.allocated).toBe(PAGE_SIZE + GRAIN + PAGE_SIZE);
+  });
+
+  it("copies within one file intact when the write retires the source page and takes it back", () => {
+    const file = new FileData(new PagePool(8 * PAGE_SIZE));
+    const data = new Uint8Array(100).map((_, i) => i + 1);
+    file.write(data, 0, Infinity);
+    // The destination grows page 0 past its 512 bytes (the old page goes to the pool) and
+    // then needs a 512-byte page 1, which the pool answers with that old page.
+    expect(file.copyTo(file, 0, 100, PAGE_SIZE - 36, Infinity)).toBe(100);
+    expect([...file.read(PAGE_SIZE - 36, new Uint8Array(100))]).toEqual([...data]);
+    expect([...file.read(0, new Uint8Array(100))]).toEqual([...data]);
+  });
+
+  it("keeps at most its limit of bytes, and gives pages back by length", () => {
+    const pool = new PagePool(PAGE_SIZE + GRAIN);
+    const whole = new Uint8Array(PAGE_SIZE).fill(7);
+    const small = new Uint8Array(GRAIN).fill(7);
+    pool.give(whole);
+    pool.give(small);
+    pool.give(new Uint8Array(GRAIN));
+    expect(pool.take(GRAIN, true)).toBe(small);
+    expect(pool.take(PAGE_SIZE, false)).toBe(whole);
+    expect(whole.every((b) => b === 0)).toBe(true);
+    expect(pool.take(GRAIN, true)).not.toBe(small);
   });
 });

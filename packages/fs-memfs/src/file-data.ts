@@ -16,12 +16,47 @@ const NO_PAGES: ReadonlyMap<number, Uint8Array> = new Map();
 const roundUp = (n: number): number => (n + GRAIN - 1) & ~(GRAIN - 1);
 const pageOf = (pos: number): number => Math.floor(pos / PAGE_SIZE);
 
+/**
+ * Pages that files let go of (truncated, punched, outgrown), kept for the
+ * next writes of any file of one filesystem, so rewriting a file allocates
+ * nothing: a new array costs several times more than clearing one, and each
+ * becomes garbage to collect. Pages are kept by length, at most `limit`
+ * bytes of them, and count in no file's `allocated`.
+ */
+export class PagePool {
+  readonly #byLength = new Map<number, Uint8Array[]>();
+  #bytes = 0;
+
+  constructor(readonly limit: number) {}
+
+  /** Keeps `page` (no longer used by its file) for reuse, if there is room. */
+  give(page: Uint8Array): void {
+    if (this.#bytes + page.length > this.limit) return;
+    let pages = this.#byLength.get(page.length);
+    if (pages === undefined) this.#byLength.set(page.length, (pages = []));
+    pages.push(page);
+    this.#bytes += page.length;
+  }
+
+  /** A page of `length` bytes, zeroed unless `dirty` allows old bytes (the caller overwrites all of it). */
+  take(length: number, dirty: boolean): Uint8Array {
+    const page = this.#byLength.get(length)?.pop();
+    if (page === undefined) return new Uint8Array(length);
+    this.#bytes -= length;
+    if (!dirty) page.fill(0);
+    return page;
+  }
+}
+
 /** The pages of one file. Positions are safe integers; callers clip reads to the file size. */
 export class FileData {
   /** Page index → the page's bytes from its start; made on the first allocation (most files are small or empty). */
   #map: Map<number, Uint8Array> | undefined;
   /** Bytes held by all pages: what the file costs in memory. */
   allocated = 0;
+
+  /** `pool` lends whole pages and takes back those freed; none: each page is a new array. */
+  constructor(private readonly pool?: PagePool) {}
 
   get #pages(): ReadonlyMap<number, Uint8Array> {
     return this.#map ?? NO_PAGES;
@@ -39,7 +74,8 @@ export class FileData {
       const n = Math.min(PAGE_SIZE - from, length - done);
       const page = pages.get(idx);
       const have = page === undefined ? 0 : Math.max(0, Math.min(n, page.length - from));
-      if (have > 0) out.set(page!.subarray(from, from + have), done);
+      // A whole page goes without a view of it (making one costs more than copying a small page).
+      if (have > 0) out.set(have === page!.length ? page! : page!.subarray(from, from + have), done);
       if (have < n) out.fill(0, done + have, done + n);
       done += n;
     }
@@ -59,7 +95,7 @@ export class FileData {
       const idx = pageOf(pos);
       const from = pos - idx * PAGE_SIZE;
       const to = Math.min(PAGE_SIZE, from + data.length - done);
-      const page = this.#reserve(idx, to, budget - (this.allocated - before), true);
+      const page = this.#reserve(idx, to, budget - (this.allocated - before), true, from === 0);
       const end = Math.min(to, page?.length ?? 0);
       if (page === undefined || end <= from) break;
       page.set(end - from === data.length ? data : data.subarray(done, done + end - from), from);
@@ -92,7 +128,7 @@ export class FileData {
     if (this.allocationNeeded(start, end) > budget) return false;
     if (this.#pages.size + (last - first + 1 - this.#indicesIn(first, last).length) > MAX_MAP_ENTRIES) return false;
     for (let idx = first; idx <= last; idx++) {
-      this.#reserve(idx, idx === last ? end - last * PAGE_SIZE : PAGE_SIZE, Infinity, false);
+      this.#reserve(idx, idx === last ? end - last * PAGE_SIZE : PAGE_SIZE, Infinity, false, false);
     }
     return true;
   }
@@ -113,10 +149,12 @@ export class FileData {
       this.allocated -= page.length - keep;
       if (keep === 0) {
         this.#map!.delete(idx);
+        this.pool?.give(page);
       } else {
         const shorter = keep < page.length ? page.slice(0, keep) : page;
         shorter.fill(0, from);
         this.#map!.set(idx, shorter);
+        if (shorter !== page) this.pool?.give(page);
       }
     }
   }
@@ -174,7 +212,9 @@ export class FileData {
       if (dataStart >= dataEnd) continue;
       if (dataStart > pos) dest.punch(to + (pos - from), to + (dataStart - from));
       const n = dataEnd - dataStart;
-      const chunk = page.subarray(dataStart - base, dataEnd - base);
+      // Within one file, writing may retire this very page to the pool and take it back for
+      // another page (zeroed) before the chunk is read: copy the chunk out first.
+      const chunk = dest === this ? page.slice(dataStart - base, dataEnd - base) : page.subarray(dataStart - base, dataEnd - base);
       const written = dest.write(chunk, to + (dataStart - from), budget - (dest.allocated - before));
       if (written < n) return dataStart - from + written;
       pos = dataEnd;
@@ -186,9 +226,11 @@ export class FileData {
   /**
    * Makes page `idx` at least `need` bytes long within `budget` new bytes
    * (shorter when the budget is smaller; `grow` doubles the page when that
-   * fits, so appends copy little). Returns the page, if one exists now.
+   * fits, so appends copy little). `overwritten`: the caller writes the
+   * page's first `need` bytes at once, so a new page of just that length
+   * may hold old bytes. Returns the page, if one exists now.
    */
-  #reserve(idx: number, need: number, budget: number, grow: boolean): Uint8Array | undefined {
+  #reserve(idx: number, need: number, budget: number, grow: boolean, overwritten: boolean): Uint8Array | undefined {
     const pages = (this.#map ??= new Map<number, Uint8Array>());
     const page = pages.get(idx);
     const have = page === undefined ? 0 : page.length;
@@ -198,8 +240,11 @@ export class FileData {
     let size = grow ? Math.min(PAGE_SIZE, Math.max(exact, have * 2)) : exact;
     if (size - have > budget) size = exact - have <= budget ? exact : have + Math.floor(budget / GRAIN) * GRAIN;
     if (size <= have) return page;
-    const next = new Uint8Array(size);
-    if (page !== undefined) next.set(page);
+    const next = this.pool?.take(size, overwritten && page === undefined && need === size) ?? new Uint8Array(size);
+    if (page !== undefined) {
+      next.set(page);
+      this.pool?.give(page);
+    }
     pages.set(idx, next);
     this.allocated += size - have;
     return next;

@@ -24,7 +24,7 @@ const requests: Pool = [
 ];
 
 /** The kind of each argument of each operation, after the context. */
-const SIGNATURES: Readonly<Record<Exclude<FsOperation, "init" | "destroy">, readonly Pool[]>> = {
+const SIGNATURES: Readonly<Record<Exclude<FsOperation, "init" | "destroy"> | "readInto", readonly Pool[]>> = {
   lookup: [numbers, names],
   forget: [numbers, numbers],
   batchForget: [[[[1, 1]], [[Number.NaN, 1]], [null], null, "x", [[2, -5]]]],
@@ -41,6 +41,7 @@ const SIGNATURES: Readonly<Record<Exclude<FsOperation, "init" | "destroy">, read
   open: [numbers, numbers],
   create: [numbers, names, numbers, numbers, numbers],
   read: [numbers, numbers, numbers, numbers],
+  readInto: [numbers, numbers, datas, numbers],
   write: [numbers, numbers, datas, numbers, numbers],
   flush: [numbers, numbers, numbers],
   fsync: [numbers, numbers, [true, false, undefined]],

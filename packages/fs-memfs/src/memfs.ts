@@ -47,7 +47,7 @@ import {
 } from "@msb/fs";
 import { ByteSlab, bytesKey } from "./bytes.js";
 import { Directory, type Slot } from "./directory.js";
-import { FileData, MAX_MAP_ENTRIES } from "./file-data.js";
+import { FileData, MAX_MAP_ENTRIES, PagePool } from "./file-data.js";
 import { Inode } from "./inode.js";
 import { resolveOptions, type MemFsOptions } from "./options.js";
 
@@ -71,6 +71,8 @@ const WHITEOUT_DEV = 0;
 const RENAME_FLAGS = RENAME.NOREPLACE | RENAME.EXCHANGE | RENAME.WHITEOUT;
 const FALLOC_MODES = FALLOC.KEEP_SIZE | FALLOC.PUNCH_HOLE | FALLOC.ZERO_RANGE;
 const EMPTY = new Uint8Array(0);
+/** Bytes of freed pages kept for reuse: enough to rewrite a few MiB without allocating. */
+const POOL_BYTES = 4 * 1024 * 1024;
 const DAY = 86_400;
 
 /** An open file or directory. */
@@ -134,6 +136,8 @@ export class MemFs extends FsBackend {
   readonly #handles = new Map<number, Handle>();
   /** Where the byte arrays handed to callers come from (read data, names). */
   readonly #bytes = new ByteSlab();
+  /** Freed pages kept for the next writes (at most POOL_BYTES). */
+  readonly #pool = new PagePool(POOL_BYTES);
   #nextIno = ROOT_INO + 1;
   #nextFh = 1;
   #used = 0;
@@ -277,7 +281,7 @@ export class MemFs extends FsBackend {
     if (device && ctx.uid !== 0 && !(type === S.IFCHR && rdev === WHITEOUT_DEV)) {
       throw new FsError("EPERM", { op, ino: parent, detail: "only root makes device nodes" });
     }
-    const node = this.#create(ctx, parent, name, type | (mode & S.IALLUGO), umask, op, 0, type === S.IFREG ? { data: new FileData() } : {});
+    const node = this.#create(ctx, parent, name, type | (mode & S.IALLUGO), umask, op, 0, type === S.IFREG ? { data: new FileData(this.#pool) } : {});
     if (device) node.rdev = rdev;
     return this.#counted(node);
   }
@@ -422,7 +426,7 @@ export class MemFs extends FsBackend {
       const reply = this.#openFile(ctx, existing, flags);
       return { entry: this.#counted(existing), fh: reply.fh, flags: reply.flags };
     }
-    const node = this.#create(ctx, parent, name, S.IFREG | (mode & S.IALLUGO), umask, op, 0, { data: new FileData() });
+    const node = this.#create(ctx, parent, name, S.IFREG | (mode & S.IALLUGO), umask, op, 0, { data: new FileData(this.#pool) });
     // A file this call created opens with any access and is not truncated (FMODE_CREATED).
     const fh = this.#addHandle(node, false, flags & ~O.TRUNC, op);
     return { entry: this.#counted(node), fh, flags: this.#fileOpenFlags };
@@ -430,22 +434,40 @@ export class MemFs extends FsBackend {
 
   override read(_ctx: Context, ino: number, fh: number, size: number, offset: number): Uint8Array {
     const op = "read";
-    const handle = this.#handles.get(fh);
-    if (handle === undefined || handle.node.ino !== ino || !handle.canRead) throw this.#badHandle(ino, fh, op);
-    const node = handle.node;
-    const file = this.#fileData(node, op);
-    checkCount(size, "size", op, ino);
-    checkCount(offset, "offset", op, ino);
-    if (offset >= node.size || size === 0) return EMPTY;
+    const node = this.#readable(ino, fh, size, offset, op);
     const length = Math.min(size, node.size - offset, MAX_RW);
+    if (length <= 0) return EMPTY;
     let data: Uint8Array;
     try {
-      data = file.read(offset, this.#bytes.take(length));
+      data = node.data!.read(offset, this.#bytes.take(length));
     } catch (error) {
       throw new FsError("ENOMEM", { op, ino, detail: `read of ${length} bytes`, cause: error });
     }
     this.#accessed(node);
     return data;
+  }
+
+  /** `read` into the caller's `target`, so no array is made (the optional `readInto` of the contract). */
+  readInto(_ctx: Context, ino: number, fh: number, target: Uint8Array, offset: number): number {
+    const op = "read";
+    if (!(target instanceof Uint8Array)) throw invalid(op, "target is not bytes", ino);
+    const node = this.#readable(ino, fh, target.length, offset, op);
+    const length = Math.min(target.length, node.size - offset, MAX_RW);
+    if (length <= 0) return 0;
+    node.data!.read(offset, length === target.length ? target : target.subarray(0, length));
+    this.#accessed(node);
+    return length;
+  }
+
+  /** The regular file a read of `size` bytes at `offset` through handle `fh` of `ino` reads, or the kernel's error. */
+  #readable(ino: number, fh: number, size: number, offset: number, op: string): Inode {
+    const handle = this.#handles.get(fh);
+    if (handle === undefined || handle.node.ino !== ino || !handle.canRead) throw this.#badHandle(ino, fh, op);
+    const node = handle.node;
+    this.#fileData(node, op);
+    checkCount(size, "size", op, ino);
+    checkCount(offset, "offset", op, ino);
+    return node;
   }
 
   override write(ctx: Context, ino: number, fh: number, data: Uint8Array, offset: number, flags: number): number {

@@ -27,6 +27,7 @@ for (const dir of [plain, served]) {
   mkdirSync(join(dir, "listed"), { recursive: true });
   writeFileSync(join(dir, "small"), new Uint8Array(64 * KiB).fill(0x63));
   writeFileSync(join(dir, "large"), big);
+  writeFileSync(join(dir, "cold"), "");
   for (let i = 0; i < 100; i++) writeFileSync(join(dir, "listed", `entry-${i}`), "");
 }
 const fs = new PassthroughFs({ rootDir: served });
@@ -90,12 +91,24 @@ describe("read 1 MiB from an open file", () => {
   });
 });
 
-describe("stat by name (lookup)", () => {
+// A name whose inode the server holds (the bench keeps "small" looked up).
+describe("stat by name of a held inode (lookup)", () => {
   bench("node:fs lstat (reference)", () => {
     lstatSync(join(plain, "small"));
   });
   bench("PassthroughFs lookup + forget", () => {
     fs.forget(ctx, fs.lookup(ctx, ROOT_INO, name("small")).ino, 1);
+  });
+});
+
+// What the kernel mostly sends: a name whose inode the server has let go, so
+// it is opened (O_PATH), stat'ed and its override read, then closed again.
+describe("stat by name of an inode not held (lookup)", () => {
+  bench("node:fs lstat (reference)", () => {
+    lstatSync(join(plain, "cold"));
+  });
+  bench("PassthroughFs lookup + forget", () => {
+    fs.forget(ctx, fs.lookup(ctx, ROOT_INO, name("cold")).ino, 1);
   });
 });
 

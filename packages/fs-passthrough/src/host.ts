@@ -1,8 +1,7 @@
 // The host side: how a path, an fd or a stat of @msb/native becomes what the
 // guest sees, and the one rule for reading the override xattr.
 import { S, makedev } from "@msb/fs";
-import { constants as c, major, minor, type Stat } from "@msb/native";
-import { fstatSync, lstatSync, type BigIntStats } from "node:fs";
+import { STATX_FIELDS, constants as c, statxInto } from "@msb/native";
 import { OverrideStatError, decodeOverrideStat, typeFitsHost, type OverrideStat } from "@msb/fs";
 
 export { c };
@@ -28,81 +27,113 @@ export const PROC_SUPER_MAGIC = 0x9fa0;
  */
 export const procPath = (fd: number): string => `/proc/self/fd/${fd}`;
 
-const encoder = new TextEncoder();
-
-/** `/proc/self/fd/<dirFd>/<name>` as bytes (names need not be UTF-8), for l*xattr and lstat of an entry. */
-export function procEntryPath(dirFd: number, name: Uint8Array): Buffer {
-  const prefix = `/proc/self/fd/${dirFd}/`;
-  const path = Buffer.allocUnsafe(prefix.length + name.length);
-  path.write(prefix, 0, "latin1");
-  path.set(name, prefix.length);
-  return path;
+/** A host inode's metadata, as `statx` gives it, in exact numbers. */
+export interface HostStat {
+  readonly devMajor: number;
+  readonly devMinor: number;
+  /** The inode number's upper and lower 32 bits (host inode numbers may use all 64). */
+  readonly inoHigh: number;
+  readonly inoLow: number;
+  readonly mode: number;
+  readonly nlink: number;
+  readonly uid: number;
+  readonly gid: number;
+  readonly rdevMajor: number;
+  readonly rdevMinor: number;
+  readonly size: number;
+  readonly blksize: number;
+  readonly blocks: number;
+  readonly atimeSec: number;
+  readonly atimeNsec: number;
+  readonly mtimeSec: number;
+  readonly mtimeNsec: number;
+  readonly ctimeSec: number;
+  readonly ctimeNsec: number;
 }
 
-const NS = 1_000_000_000n;
+const F = STATX_FIELDS;
+/** Where `statxInto` writes; read back at once, so one array serves every call. */
+const fields = new Float64Array(F.length);
 
-/**
- * `fstat` of any fd, `O_PATH` ones included, in @msb/native's `Stat` shape.
- * Node's own bigint `fstatSync` is used: exact (64-bit inode numbers,
- * nanoseconds) and about three times cheaper than building the addon's object.
- */
-export const fstat = (fd: number): Stat => toStat(fstatSync(fd, { bigint: true }));
-
-/**
- * `fstatat(dirFd, name, AT_SYMLINK_NOFOLLOW)` for one entry name (no `/`, not
- * `.` or `..` unless meant), or `undefined` when there is no such entry. Node's
- * lstat of `/proc/self/fd/<dirFd>/<name>` resolves exactly that: the magic
- * link to our own directory fd, then the name, not following it. It costs
- * less than the addon's call, and a missing name throws nothing.
- */
-export function lstatAt(dirFd: number, name: Uint8Array | string): Stat | undefined {
-  const st = lstatSync(procEntryPath(dirFd, typeof name === "string" ? encoder.encode(name) : name), { bigint: true, throwIfNoEntry: false });
-  return st === undefined ? undefined : toStat(st);
-}
-
-function toStat(st: BigIntStats): Stat {
-  const [atimeSec, atimeNsec] = split(st.atimeNs);
-  const [mtimeSec, mtimeNsec] = split(st.mtimeNs);
-  const [ctimeSec, ctimeNsec] = split(st.ctimeNs);
+function hostStat(): HostStat {
+  const f = fields;
   return {
-    dev: st.dev,
-    ino: st.ino,
-    mode: Number(st.mode),
-    nlink: Number(st.nlink),
-    uid: Number(st.uid),
-    gid: Number(st.gid),
-    rdev: st.rdev,
-    size: Number(st.size),
-    blksize: Number(st.blksize),
-    blocks: Number(st.blocks),
-    atimeSec,
-    atimeNsec,
-    mtimeSec,
-    mtimeNsec,
-    ctimeSec,
-    ctimeNsec,
+    devMajor: f[F.devMajor]!,
+    devMinor: f[F.devMinor]!,
+    inoHigh: f[F.inoHigh]!,
+    inoLow: f[F.inoLow]!,
+    mode: f[F.mode]!,
+    nlink: f[F.nlink]!,
+    uid: f[F.uid]!,
+    gid: f[F.gid]!,
+    rdevMajor: f[F.rdevMajor]!,
+    rdevMinor: f[F.rdevMinor]!,
+    size: f[F.size]!,
+    blksize: f[F.blksize]!,
+    blocks: f[F.blocks]!,
+    atimeSec: f[F.atimeSec]!,
+    atimeNsec: f[F.atimeNsec]!,
+    mtimeSec: f[F.mtimeSec]!,
+    mtimeNsec: f[F.mtimeNsec]!,
+    ctimeSec: f[F.ctimeSec]!,
+    ctimeNsec: f[F.ctimeNsec]!,
   };
 }
 
-/** Nanoseconds since the epoch as whole seconds (rounded down, also before 1970) and the nanoseconds within. */
-function split(ns: bigint): [number, number] {
-  let sec = ns / NS;
-  let nsec = ns % NS;
-  if (nsec < 0n) {
-    sec -= 1n;
-    nsec += NS;
-  }
-  return [Number(sec), Number(nsec)];
+/** `fstat` of any fd, `O_PATH` ones included. */
+export function fstat(fd: number): HostStat {
+  statxInto(fd, "", c.AT_EMPTY_PATH | c.AT_NO_AUTOMOUNT, fields);
+  return hostStat();
 }
 
-/** The identity of a host inode: device and inode number in one bigint. */
-export const keyOf = (st: Pick<Stat, "dev" | "ino">): bigint => (st.dev << 64n) | st.ino;
+/**
+ * `fstatat(dirFd, name, AT_SYMLINK_NOFOLLOW)` for one entry name (no `/`, not
+ * `.` or `..` unless meant), or `undefined` when there is no such entry. Like
+ * lstat(2), it never triggers an automount.
+ */
+export function lstatAt(dirFd: number, name: Uint8Array | string): HostStat | undefined {
+  return statxInto(dirFd, name, c.AT_SYMLINK_NOFOLLOW | c.AT_NO_AUTOMOUNT, fields) ? hostStat() : undefined;
+}
 
-/** A host device number (glibc `makedev`, 64-bit) in the guest's 32-bit `new_encode_dev` form. */
-export const guestDev = (rdev: bigint): number => (rdev === 0n ? 0 : makedev(major(rdev), minor(rdev)));
+/**
+ * The identity of a host inode as a Map key: its inode number alone when it
+ * lives on the `home` device (the root's) and is below 2^53, as almost every
+ * one does; else a string of device and inode number. A number and a string
+ * never collide, and each inode has exactly one key.
+ */
+export type HostKey = number | string;
 
-/** What the guest sees of a host inode without an override. */
-export const hostView = (st: Stat): OverrideStat => ({ uid: st.uid, gid: st.gid, mode: st.mode, rdev: guestDev(st.rdev) });
+/** A host device as statx reports it. */
+export interface HostDevice {
+  readonly devMajor: number;
+  readonly devMinor: number;
+}
+
+const TWO_32 = 2 ** 32;
+/** Inode numbers whose upper half is below this are safe integers. */
+const SAFE_HIGH = 2 ** 21;
+const SAFE_INO = 2n ** 53n;
+
+/** The key of inode `inoHigh:inoLow` on device `dev`, for a tree whose root is on `home`. */
+export function hostKey(home: HostDevice, dev: HostDevice, inoHigh: number, inoLow: number): HostKey {
+  if (dev.devMajor === home.devMajor && dev.devMinor === home.devMinor && inoHigh < SAFE_HIGH) return inoHigh * TWO_32 + inoLow;
+  return `${dev.devMajor}:${dev.devMinor}:${inoHigh}:${inoLow}`;
+}
+
+/** The key of the inode `st` describes, in a tree whose root is on `home`. */
+export const keyOf = (home: HostDevice, st: HostStat): HostKey => hostKey(home, st, st.inoHigh, st.inoLow);
+
+/** The key of a directory entry's inode number (a getdents bigint) in directory `dir`. */
+export function direntKey(home: HostDevice, dir: HostDevice, ino: bigint): HostKey {
+  if (ino < SAFE_INO && dir.devMajor === home.devMajor && dir.devMinor === home.devMinor) return Number(ino);
+  return hostKey(home, dir, Number(ino >> 32n), Number(ino & 0xffffffffn));
+}
+
+/** `major:minor/ino` of a host inode, for messages. */
+export const describeHost = (st: HostStat): string => `${st.devMajor}:${st.devMinor}/${st.inoHigh * TWO_32 + st.inoLow}`;
+
+/** What the guest sees of a host inode without an override (its device number in the guest's 32-bit `new_encode_dev` form). */
+export const hostView = (st: HostStat): OverrideStat => ({ uid: st.uid, gid: st.gid, mode: st.mode, rdev: makedev(st.rdevMajor, st.rdevMinor) });
 
 /** The root directory's guest view when it carries no override: root's, searchable by all, like a fresh filesystem. */
 export const ROOT_VIEW: OverrideStat = Object.freeze({ uid: 0, gid: 0, mode: S.IFDIR | 0o755, rdev: 0 });
@@ -117,18 +148,19 @@ const NO_OVERRIDE = new Set(["ENODATA", "ENOTSUP", "EOPNOTSUPP", "EACCES", "EPER
  * metadata shows instead. Only other host errors (EIO, ...) throw.
  */
 export function readOverride(
-  get: () => Uint8Array,
+  get: () => Uint8Array | undefined,
   hostType: number,
   log: (reason: string) => void,
 ): OverrideStat | undefined {
   if (hostType !== S.IFREG && hostType !== S.IFDIR) return undefined;
-  let bytes: Uint8Array;
+  let bytes: Uint8Array | undefined;
   try {
     bytes = get();
   } catch (error) {
     if (NO_OVERRIDE.has((error as { code?: string }).code ?? "")) return undefined;
     throw error;
   }
+  if (bytes === undefined) return undefined;
   try {
     const view = decodeOverrideStat(bytes);
     if (!typeFitsHost(view.mode, hostType)) {

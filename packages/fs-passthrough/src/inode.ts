@@ -1,5 +1,6 @@
 import { O } from "@msb/fs";
 import type { OverrideStat } from "@msb/fs";
+import type { HostDevice, HostKey } from "./host.js";
 
 /**
  * A host inode the guest knows: an `O_PATH | O_NOFOLLOW` fd that pins it,
@@ -22,9 +23,9 @@ export class Inode {
 
   constructor(
     readonly ino: number,
-    /** Host device and inode number (see `keyOf`). */
-    readonly key: bigint,
-    readonly dev: bigint,
+    /** Host device and inode number (see `HostKey`). */
+    readonly key: HostKey,
+    readonly dev: HostDevice,
     readonly fd: number,
     /** The host file type (`S.IFMT` bits), which never changes for an inode. */
     readonly hostType: number,
@@ -69,9 +70,16 @@ export class FileHandle {
  * for the handle's life, so reading from one cookie twice gives the same entries.
  */
 export class DirHandle {
-  readonly #positions = new Map<number, bigint>();
-  readonly #cookies = new Map<bigint, number>();
-  #next = 3;
+  /** Host position of each guest cookie from 3 on (index = cookie - 3). */
+  readonly #positions: bigint[] = [];
+  /**
+   * Host position → cookie, made on the first listing that does not go on
+   * from the last cookie (the only way a position can come again): a plain
+   * front-to-back listing needs no lookups.
+   */
+  #cookies: Map<bigint, number> | undefined;
+  /** Where the host fd stands, when known: a listing that goes on from there needs no seek. */
+  at: bigint | undefined = 0n;
 
   constructor(
     readonly inode: Inode,
@@ -80,17 +88,20 @@ export class DirHandle {
 
   /** The guest cookie of host position `off`. */
   cookie(off: bigint): number {
-    let cookie = this.#cookies.get(off);
-    if (cookie === undefined) {
-      cookie = this.#next++;
-      this.#cookies.set(off, cookie);
-      this.#positions.set(cookie, off);
-    }
+    const cookies = this.#cookies;
+    const known = cookies?.get(off);
+    if (known !== undefined) return known;
+    const cookie = this.#positions.push(off) + 2;
+    cookies?.set(off, cookie);
     return cookie;
   }
 
   /** The host position to resume at after guest cookie `cookie`, `undefined` for one never given out. */
   position(cookie: number): bigint | undefined {
-    return cookie <= 2 ? 0n : this.#positions.get(cookie);
+    const positions = this.#positions;
+    if (this.#cookies === undefined && positions.length > 0 && cookie < positions.length + 2) {
+      this.#cookies = new Map(positions.map((off, i) => [off, i + 3]));
+    }
+    return cookie <= 2 ? 0n : positions[cookie - 3];
   }
 }

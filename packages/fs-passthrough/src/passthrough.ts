@@ -57,9 +57,9 @@ import {
   fchownat,
   fsetxattr,
   fstatfs,
-  getdents,
+  getdentsRaw,
   getxattr,
-  lgetxattr,
+  getxattrat,
   linkat,
   listxattr,
   lseek,
@@ -73,12 +73,28 @@ import {
   symlinkat,
   unlinkat,
   utimensat,
+  parseDirents,
   type Dirent,
-  type Stat,
   type TimeArg,
 } from "@msb/native";
 import { fdatasyncSync, fsyncSync, ftruncateSync, readSync, writeSync } from "node:fs";
-import { BENEATH, NO_LINKS, PROC_SUPER_MAGIC, ROOT_VIEW, c, fstat, hostView, keyOf, lstatAt, procEntryPath, procPath, readOverride } from "./host.js";
+import {
+  BENEATH,
+  NO_LINKS,
+  PROC_SUPER_MAGIC,
+  ROOT_VIEW,
+  c,
+  describeHost,
+  direntKey,
+  fstat,
+  hostView,
+  keyOf,
+  lstatAt,
+  procPath,
+  readOverride,
+  type HostKey,
+  type HostStat,
+} from "./host.js";
 import { DirHandle, FileHandle, Inode } from "./inode.js";
 import { resolveOptions, type PassthroughFsOptions, type ResolvedOptions } from "./options.js";
 import { OVERRIDE_STAT_XATTR, encodeOverrideStat, type OverrideStat } from "@msb/fs";
@@ -111,12 +127,12 @@ const DOTDOT = new Uint8Array([0x2e, 0x2e]);
 /** An inode with the host stat just taken of it. */
 interface Loaded {
   readonly inode: Inode;
-  readonly st: Stat;
+  readonly st: HostStat;
 }
 
 /** A directory entry about to be removed or renamed: its host stat and its inode if known. */
 interface Peeked {
-  readonly st: Stat;
+  readonly st: HostStat;
   readonly known: Inode | undefined;
 }
 
@@ -145,7 +161,7 @@ const number = (ino: unknown): number | undefined => (typeof ino === "number" ? 
 const plain = (buffer: Uint8Array): Uint8Array => new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
 
 /** Entry `name` of directory fd `dirFd`, not followed; ENOENT when there is none. */
-function statAt(dirFd: number, name: Uint8Array): Stat {
+function statAt(dirFd: number, name: Uint8Array): HostStat {
   const st = lstatAt(dirFd, name);
   if (st === undefined) throw new FsError("ENOENT", { path: bytesToString(name) });
   return st;
@@ -166,7 +182,7 @@ const timeArg = (set: boolean, now: boolean, time: Timespec | undefined): TimeAr
 const worstCase = (offset: number, length: number): number =>
   (Math.ceil((offset + length) / BLOCK) - Math.floor(offset / BLOCK)) * BLOCK;
 
-const sameTime = (st: Stat): boolean =>
+const sameTime = (st: HostStat): boolean =>
   st.ctimeSec === st.mtimeSec && st.ctimeNsec === st.mtimeNsec && st.atimeSec === st.mtimeSec && st.atimeNsec === st.mtimeNsec;
 
 /**
@@ -199,13 +215,13 @@ export class PassthroughFs extends FsBackend {
   readonly #fileOpenFlags: number;
   readonly #dirOpenFlags: number;
   readonly #byIno = new Map<number, Inode>();
-  readonly #byKey = new Map<bigint, Inode>();
+  readonly #byKey = new Map<HostKey, Inode>();
   /**
    * Guest numbers of host inodes not known now: given out by readdir before
    * any lookup, or kept from an inode the kernel forgot, so a later lookup
    * gives the same number.
    */
-  readonly #reserved = new Map<bigint, Reserved>();
+  readonly #reserved = new Map<HostKey, Reserved>();
   readonly #handles = new Map<number, FileHandle | DirHandle>();
   #root: Inode | undefined;
   #procFd = -1;
@@ -252,7 +268,7 @@ export class PassthroughFs extends FsBackend {
       this.#procFd = openat(c.AT_FDCWD, "/proc/self/fd", c.O_PATH | c.O_DIRECTORY);
       if (fstatfs(this.#procFd).type !== PROC_SUPER_MAGIC) throw new FsError("EOPNOTSUPP", { op, path: "/proc", detail: "procfs is not mounted on /proc" });
       const st = fstat(rootFd);
-      const root = new Inode(ROOT_INO, keyOf(st), st.dev, rootFd, S.IFDIR);
+      const root = new Inode(ROOT_INO, keyOf(st, st), st, rootFd, S.IFDIR);
       this.#loadView(root, st);
       if (quota !== Infinity) this.#quota = new Quota(quota, measureTree(rootFd));
       this.#root = root;
@@ -309,27 +325,34 @@ export class PassthroughFs extends FsBackend {
     return inode === this.#root;
   }
 
+  /** The key of the host inode `st` describes, in this tree (see {@link HostKey}). */
+  #keyOf(st: HostStat): HostKey {
+    return keyOf(this.#root!.dev, st);
+  }
+
   /** Sets the guest view of `inode` from its override, or from the host stat `st`. */
-  #loadView(inode: Inode, st: Stat): void {
-    const view = this.#override(() => getxattr(procPath(inode.fd), OVERRIDE), inode.hostType, `inode ${inode.ino} (host ${st.dev}:${st.ino})`);
+  #loadView(inode: Inode, st: HostStat): void {
+    // Through /proc/self/fd/<fd> (the kernel refuses O_PATH fds to getxattrat's AT_EMPTY_PATH): read from this very inode.
+    const get = (): Uint8Array | undefined => getxattrat(this.#procFd, String(inode.fd), OVERRIDE);
+    const view = this.#override(get, inode.hostType, `inode ${inode.ino} (host ${describeHost(st)})`);
     if (view !== undefined) inode.setView(view, true);
     else inode.setView(inode.ino === ROOT_INO ? ROOT_VIEW : hostView(st), false);
   }
 
   /** The override `get` reads from a host inode of type `hostType`; a corrupt one is logged (naming `what`) and ignored. */
-  #override(get: () => Uint8Array, hostType: number, what: string): OverrideStat | undefined {
+  #override(get: () => Uint8Array | undefined, hostType: number, what: string): OverrideStat | undefined {
     return readOverride(get, hostType, (reason) =>
       this.#options.logger(`PassthroughFs: ignoring the ${OVERRIDE} xattr of ${what}, showing host metadata: ${reason}`),
     );
   }
 
   /** Brings a view that mirrors the host up to date with `st`. */
-  #refresh(inode: Inode, st: Stat): Inode {
+  #refresh(inode: Inode, st: HostStat): Inode {
     if (!inode.overridden && !this.#isRoot(inode)) inode.setView(hostView(st), false);
     return inode;
   }
 
-  #stat(inode: Inode): Stat {
+  #stat(inode: Inode): HostStat {
     const st = fstat(inode.fd);
     this.#refresh(inode, st);
     return st;
@@ -340,18 +363,18 @@ export class PassthroughFs extends FsBackend {
    * one (and `fd` is closed) or a new one. `view` is its override when the
    * caller just wrote it, `stat` a stat of it the caller just took.
    */
-  #adopt(fd: number, view?: OverrideStat, stat?: Stat): Loaded {
-    let st: Stat;
+  #adopt(fd: number, view?: OverrideStat, stat?: HostStat): Loaded {
+    let st: HostStat;
     let known: Inode | undefined;
     let inode: Inode | undefined;
     try {
       st = stat ?? fstat(fd);
-      const key = keyOf(st);
+      const key = this.#keyOf(st);
       known = this.#byKey.get(key);
       if (known === undefined) {
         const reserved = this.#reserved.get(key);
         if (reserved !== undefined) this.#reserved.delete(key);
-        inode = new Inode(reserved?.ino ?? this.#nextIno++, key, st.dev, fd, st.mode & S.IFMT);
+        inode = new Inode(reserved?.ino ?? this.#nextIno++, key, st, fd, st.mode & S.IFMT);
         if (view !== undefined) inode.setView(view, true);
         else this.#loadView(inode, st);
       }
@@ -371,7 +394,7 @@ export class PassthroughFs extends FsBackend {
   /** Entry `name` of directory fd `dirFd`, looked up without following anything. */
   #child(dirFd: number, name: Uint8Array): Loaded {
     const st = statAt(dirFd, name);
-    const known = this.#byKey.get(keyOf(st));
+    const known = this.#byKey.get(this.#keyOf(st));
     if (known !== undefined) return { inode: this.#refresh(known, st), st };
     return this.#adopt(openat2(dirFd, name, { flags: c.O_PATH | c.O_NOFOLLOW, resolve: BENEATH }));
   }
@@ -383,7 +406,7 @@ export class PassthroughFs extends FsBackend {
     const root = this.#root!;
     if (dir === root) return { inode: root, st: this.#stat(root) };
     const st = statAt(dir.fd, DOTDOT);
-    const known = this.#byKey.get(keyOf(st));
+    const known = this.#byKey.get(this.#keyOf(st));
     if (known !== undefined) return { inode: this.#refresh(known, st), st };
     const fd = openat2(dir.fd, "..", { flags: c.O_PATH | c.O_DIRECTORY, resolve: NO_LINKS });
     if (!this.#beneathRoot(fd)) {
@@ -400,7 +423,7 @@ export class PassthroughFs extends FsBackend {
    */
   #beneathRoot(fd: number): boolean {
     const rootKey = this.#root!.key;
-    let key = keyOf(fstat(fd));
+    let key = this.#keyOf(fstat(fd));
     let cur = fd;
     try {
       for (let depth = 0; depth <= PATH_MAX; depth++) {
@@ -408,7 +431,7 @@ export class PassthroughFs extends FsBackend {
         const up = openat2(cur, "..", { flags: c.O_PATH | c.O_DIRECTORY, resolve: NO_LINKS });
         if (cur !== fd) close(cur);
         cur = up;
-        const upKey = keyOf(fstat(up));
+        const upKey = this.#keyOf(fstat(up));
         if (upKey === key) return false;
         key = upKey;
       }
@@ -419,11 +442,11 @@ export class PassthroughFs extends FsBackend {
   }
 
   /** The reservation of host inode `key`, which is not known: made now if there is none. */
-  #reservation(key: bigint): Reserved {
+  #reservation(key: HostKey): Reserved {
     return this.#reserved.get(key) ?? this.#reserve(key, { ino: this.#nextIno++, type: undefined });
   }
 
-  #reserve(key: bigint, reserved: Reserved): Reserved {
+  #reserve(key: HostKey, reserved: Reserved): Reserved {
     if (this.#reserved.size >= PassthroughFs.MAX_RESERVED) this.#reserved.delete(this.#reserved.keys().next().value!);
     this.#reserved.set(key, reserved);
     return reserved;
@@ -453,14 +476,14 @@ export class PassthroughFs extends FsBackend {
   /** Entry `name` of `dir`, known inode or not, before it is removed or renamed. */
   #peek(dir: Inode, name: Uint8Array): Peeked {
     const st = statAt(dir.fd, name);
-    return { st, known: this.#byKey.get(keyOf(st)) };
+    return { st, known: this.#byKey.get(this.#keyOf(st)) };
   }
 
   /** The guest owner and mode of a peeked entry: its inode's, else read from the host. */
   #viewOf(dir: Inode, name: Uint8Array, { st, known }: Peeked): Pick<Attr, "ino" | "uid" | "gid" | "mode"> {
     if (known !== undefined) return known;
     const what = `'${bytesToString(name)}' in inode ${dir.ino}`;
-    const view = this.#override(() => lgetxattr(procEntryPath(dir.fd, name), OVERRIDE), st.mode & S.IFMT, what) ?? hostView(st);
+    const view = this.#override(() => getxattrat(dir.fd, name, OVERRIDE, c.AT_SYMLINK_NOFOLLOW), st.mode & S.IFMT, what) ?? hostView(st);
     return { ino: 0, uid: view.uid, gid: view.gid, mode: view.mode };
   }
 
@@ -471,7 +494,7 @@ export class PassthroughFs extends FsBackend {
 
   // ---- attributes -----------------------------------------------------------
 
-  #attr(inode: Inode, st: Stat): Attr {
+  #attr(inode: Inode, st: HostStat): Attr {
     return {
       ino: inode.ino,
       size: st.size,
@@ -560,7 +583,7 @@ export class PassthroughFs extends FsBackend {
    * to one "now" again (`utimensat` with UTIME_NOW sets them from one clock
    * reading), as the kernel gives a new inode.
    */
-  #sameTimes(fd: number, path: string | null): Stat {
+  #sameTimes(fd: number, path: string | null): HostStat {
     const st = fstat(fd);
     if (sameTime(st)) return st;
     utimensat(path === null ? fd : c.AT_FDCWD, path, UTIME_NOW, UTIME_NOW);
@@ -576,7 +599,7 @@ export class PassthroughFs extends FsBackend {
   #makeFile(dir: Inode, name: Uint8Array, view: OverrideStat): { loaded: Loaded; fd: number } {
     const fd = openat2(dir.fd, name, { flags: c.O_CREAT | c.O_EXCL | c.O_RDWR | c.O_NOFOLLOW, mode: HOST_FILE_MODE, resolve: BENEATH });
     let pathFd: number;
-    let st: Stat;
+    let st: HostStat;
     try {
       fsetxattr(fd, OVERRIDE, encodeOverrideStat(view));
       st = this.#sameTimes(fd, null);
@@ -603,7 +626,7 @@ export class PassthroughFs extends FsBackend {
   #makeDir(dir: Inode, name: Uint8Array, view: OverrideStat): Loaded {
     mkdirat(dir.fd, name, HOST_DIR_MODE);
     let fd = -1;
-    let st: Stat;
+    let st: HostStat;
     try {
       fd = openat2(dir.fd, name, { flags: c.O_PATH | c.O_NOFOLLOW | c.O_DIRECTORY, resolve: BENEATH });
       setxattr(procPath(fd), OVERRIDE, encodeOverrideStat(view));
@@ -819,7 +842,7 @@ export class PassthroughFs extends FsBackend {
 
   /** Counts the space of an entry whose name just went: freed now unless a known inode or another link keeps it. */
   #removed(entry: Peeked): void {
-    const key = keyOf(entry.st);
+    const key = this.#keyOf(entry.st);
     if (this.#byKey.has(key) || ((entry.st.mode & S.IFMT) !== S.IFDIR && entry.st.nlink > 1)) return;
     // Gone for good: its host number may come back as another file, which must not inherit its guest number.
     this.#reserved.delete(key);
@@ -872,7 +895,7 @@ export class PassthroughFs extends FsBackend {
       }
       if (exchange && target === undefined) throw new FsError("ENOENT", { op, ino: newParent, path: bytesToString(newName) });
       if (target !== undefined && (flags & RENAME.NOREPLACE) !== 0) throw new FsError("EEXIST", { op, ino: newParent, path: bytesToString(newName) });
-      if (target !== undefined && keyOf(target.st) === keyOf(source.st)) return;
+      if (target !== undefined && this.#keyOf(target.st) === this.#keyOf(source.st)) return;
       const whiteout = (flags & RENAME.WHITEOUT) !== 0;
       if (whiteout && ctx.uid !== 0) throw new FsError("EPERM", { op, ino: parent, detail: "RENAME_WHITEOUT needs CAP_MKNOD" });
       this.#checkDelete(ctx, from, name, op, source);
@@ -1077,9 +1100,7 @@ export class PassthroughFs extends FsBackend {
   override read(_ctx: Context, ino: number, fh: number, size: number, offset: number): Uint8Array {
     const op = "read";
     try {
-      const handle = this.#fileHandle(ino, fh, op, ACCESS.R_OK);
-      checkCount(size, "size", op, ino);
-      checkCount(offset, "offset", op, ino);
+      const handle = this.#readHandle(ino, fh, size, offset, op);
       let length = Math.min(size, MAX_RW);
       if (length > READ_PROBE) length = Math.min(length, Math.max(0, fstat(handle.fd).size - offset));
       if (length === 0) return EMPTY;
@@ -1091,6 +1112,27 @@ export class PassthroughFs extends FsBackend {
     } catch (error) {
       throw failed(error, op, ino);
     }
+  }
+
+  /** `read` into the caller's `target`, so no array is made (the optional `readInto` of the contract). */
+  readInto(_ctx: Context, ino: number, fh: number, target: Uint8Array, offset: number): number {
+    const op = "read";
+    try {
+      checkBytes(target, "target", op, ino);
+      const handle = this.#readHandle(ino, fh, target.length, offset, op);
+      const length = Math.min(target.length, MAX_RW);
+      return length === 0 ? 0 : readSync(handle.fd, target, 0, length, offset);
+    } catch (error) {
+      throw failed(error, op, ino);
+    }
+  }
+
+  /** The handle a read of `size` bytes at `offset` goes through, or the kernel's error. */
+  #readHandle(ino: number, fh: number, size: number, offset: number, op: string): FileHandle {
+    const handle = this.#fileHandle(ino, fh, op, ACCESS.R_OK);
+    checkCount(size, "size", op, ino);
+    checkCount(offset, "offset", op, ino);
+    return handle;
   }
 
   override write(ctx: Context, ino: number, fh: number, data: Uint8Array, offset: number, flags: number): number {
@@ -1442,16 +1484,24 @@ export class PassthroughFs extends FsBackend {
       }
       const start = handle.position(offset);
       if (start === undefined) throw invalid(op, `unknown offset ${offset}`, ino);
-      lseek(handle.fd, start, SEEK.SET);
+      if (handle.at !== start) lseek(handle.fd, start, SEEK.SET);
+      handle.at = start;
       for (;;) {
-        const batch = getdents(handle.fd, Math.max(size, 4096));
-        if (batch.length === 0) return out;
+        const records = getdentsRaw(handle.fd, Math.max(size, 4096));
+        if (records.length === 0) return out;
+        // Past this batch now; known again only once all of it is taken.
+        handle.at = undefined;
+        // Names as plain Uint8Array views: what the guest gets, and cheaper to make than Buffers.
+        const batch = parseDirents(new Uint8Array(records.buffer, records.byteOffset, records.length));
         for (const dirent of batch) {
           if (isDotOrDotDot(dirent.name)) continue;
           if (!fits(dirent.name)) return out;
           const entry = plus ? this.#plusEntry(handle, dirent) : this.#plainEntry(handle, dirent);
           if (entry !== undefined) out.push(entry);
         }
+        handle.at = batch[batch.length - 1]!.off;
+        // A batch is a fair answer (the kernel asks again until one is empty); the next getdents may well find the end.
+        if (out.length > 0) return out;
       }
     } catch (error) {
       throw failed(error, op, ino);
@@ -1471,7 +1521,7 @@ export class PassthroughFs extends FsBackend {
   #dotDotEntry(handle: DirHandle, plus: boolean): DirEntry | DirEntryPlus {
     const dir = handle.inode;
     if (dir === this.#root) return { ...this.#dotEntry(dir, 2, plus), name: DOTDOT.slice() };
-    if (!plus) return { ino: this.#inoOf(keyOf(statAt(handle.fd, DOTDOT))), offset: 2, type: DT.DIR, name: DOTDOT.slice() };
+    if (!plus) return { ino: this.#inoOf(this.#keyOf(statAt(handle.fd, DOTDOT))), offset: 2, type: DT.DIR, name: DOTDOT.slice() };
     const { inode, st } = this.#resolve(dir, DOTDOT);
     const entry = { ino: inode.ino, offset: 2, type: DT.DIR, name: DOTDOT.slice(), entry: { ino: inode.ino, generation: 0, attr: this.#attr(inode, st) } };
     this.#maybeDrop(inode);
@@ -1479,7 +1529,7 @@ export class PassthroughFs extends FsBackend {
   }
 
   /** The guest number of host inode `key`, known or not. */
-  #inoOf(key: bigint): number {
+  #inoOf(key: HostKey): number {
     return this.#byKey.get(key)?.ino ?? this.#reservation(key).ino;
   }
 
@@ -1488,23 +1538,23 @@ export class PassthroughFs extends FsBackend {
    * may be a guest FIFO, socket or device, which only its override says: that
    * is read once per host inode and kept with its reserved number.
    */
-  #plainEntry(handle: DirHandle, dirent: Dirent): DirEntry {
-    const key = (handle.inode.dev << 64n) | dirent.ino;
+  #plainEntry(handle: DirHandle, dirent: Dirent<Uint8Array>): DirEntry {
+    const key = direntKey(this.#root!.dev, handle.inode.dev, dirent.ino);
     const offset = handle.cookie(dirent.off);
-    const name = plain(dirent.name);
+    const name = dirent.name;
     const known = this.#byKey.get(key);
     if (known !== undefined) return { ino: known.ino, offset, type: dtFromMode(known.mode), name };
     const reserved = this.#reservation(key);
     if (reserved.type === undefined) {
       const what = `'${bytesToString(name)}' in inode ${handle.inode.ino}`;
-      const view = dirent.type === DT.REG ? this.#override(() => lgetxattr(procEntryPath(handle.fd, name), OVERRIDE), S.IFREG, what) : undefined;
+      const view = dirent.type === DT.REG ? this.#override(() => getxattrat(handle.fd, name, OVERRIDE, c.AT_SYMLINK_NOFOLLOW), S.IFREG, what) : undefined;
       reserved.type = view === undefined ? dirent.type : dtFromMode(view.mode);
     }
     return { ino: reserved.ino, offset, type: reserved.type, name };
   }
 
   /** A readdirplus entry, looked up (and counted); `undefined` when the name went meanwhile. */
-  #plusEntry(handle: DirHandle, dirent: Dirent): DirEntryPlus | undefined {
+  #plusEntry(handle: DirHandle, dirent: Dirent<Uint8Array>): DirEntryPlus | undefined {
     let loaded: Loaded;
     try {
       loaded = this.#child(handle.fd, dirent.name);
@@ -1513,7 +1563,7 @@ export class PassthroughFs extends FsBackend {
       throw error;
     }
     const entry = this.#entry(loaded);
-    return { ino: entry.ino, offset: handle.cookie(dirent.off), type: dtFromMode(loaded.inode.mode), name: plain(dirent.name), entry };
+    return { ino: entry.ino, offset: handle.cookie(dirent.off), type: dtFromMode(loaded.inode.mode), name: dirent.name, entry };
   }
 
   override access(ctx: Context, ino: number, mask: number): void {

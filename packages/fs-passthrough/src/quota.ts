@@ -1,6 +1,6 @@
 import { FsError } from "@msb/fs";
 import { close, getdents, openat2 } from "@msb/native";
-import { BENEATH, c, fstat, keyOf, lstatAt } from "./host.js";
+import { BENEATH, c, fstat, keyOf, lstatAt, type HostKey } from "./host.js";
 
 /**
  * Allocated space under the root, against a byte limit. Usage is host
@@ -34,7 +34,8 @@ const isDots = (name: Uint8Array): boolean => name[0] === 0x2e && (name.length =
 
 /** Bytes allocated by the tree under directory fd `rootFd`, the directory itself included. */
 export function measureTree(rootFd: number): number {
-  const linked = new Set<bigint>();
+  const home = fstat(rootFd);
+  const linked = new Set<HostKey>();
   const walk = (dirFd: number): number => {
     let total = 0;
     const fd = openat2(dirFd, ".", { flags: c.O_RDONLY | c.O_DIRECTORY, resolve: BENEATH });
@@ -46,7 +47,7 @@ export function measureTree(rootFd: number): number {
           if (st === undefined) continue; // removed meanwhile
           const isDir = (st.mode & c.S_IFMT) === c.S_IFDIR;
           if (!isDir && st.nlink > 1) {
-            const key = keyOf(st);
+            const key = keyOf(home, st);
             if (linked.has(key)) continue;
             linked.add(key);
           }
@@ -66,5 +67,5 @@ export function measureTree(rootFd: number): number {
     }
     return total;
   };
-  return fstat(rootFd).blocks * 512 + walk(rootFd);
+  return home.blocks * 512 + walk(rootFd);
 }

@@ -202,6 +202,18 @@ export interface DynFileSystem {
   ): MaybePromise<CreateReply>;
   /** Reads up to `size` bytes at `offset`; fewer only at end of file. */
   read(ctx: Context, ino: number, fh: number, size: number, offset: number): MaybePromise<Uint8Array>;
+  /**
+   * Optional: `read` into the caller's `target`: up to `target.length` bytes
+   * at `offset` go to the start of `target` and the count is returned (fewer
+   * only at end of file); bytes of `target` past the count are left as they
+   * were. It answers exactly as `read` of `target.length` bytes would, errors
+   * included, but lets a caller reuse one buffer instead of getting a new
+   * array per call. Callers use `read` when it is absent. A backend that
+   * changes what `read` answers (a subclass overriding `read`) must override
+   * or drop this too; {@link FsBackend} has none, so wrappers built on it
+   * never bypass their own `read`.
+   */
+  readInto?(ctx: Context, ino: number, fh: number, target: Uint8Array, offset: number): MaybePromise<number>;
   /** Writes `data` at `offset` ({@link WRITE} `flags`); returns the number of bytes written. */
   write(ctx: Context, ino: number, fh: number, data: Uint8Array, offset: number, flags: number): MaybePromise<number>;
   /** Called on each `close(2)` of a file descriptor of the open file. */
@@ -259,5 +271,5 @@ export interface DynFileSystem {
   ): MaybePromise<number>;
 }
 
-/** The names of the operations of a {@link DynFileSystem}. */
-export type FsOperation = Exclude<keyof DynFileSystem, "cachePolicy">;
+/** The names of the operations every {@link DynFileSystem} has (not the optional `readInto`). */
+export type FsOperation = Exclude<keyof DynFileSystem, "cachePolicy" | "readInto">;

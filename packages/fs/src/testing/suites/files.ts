@@ -57,6 +57,56 @@ export const fileSuite: Suite = (env, caps) => {
     expect((await h.read(ino, fh, 0, 0)).length).toBe(0);
   });
 
+  // readInto is optional: a backend without it skips these (its callers use read).
+  it("readInto fills the caller's buffer as read would, short at end of file, leaving the rest alone", async ({ skip }) => {
+    const { h, fs } = env();
+    if (fs.readInto === undefined) skip("the backend has no readInto");
+    const { ino, fh } = await h.create("f");
+    await h.write(ino, fh, "hello world");
+    const target = new Uint8Array(8).fill(0xee);
+    expect(await fs.readInto!(ROOT, ino, fh, target, 3)).toBe(8);
+    expect(new TextDecoder().decode(target)).toBe("lo world");
+    target.fill(0xee);
+    expect(await fs.readInto!(ROOT, ino, fh, target, 6)).toBe(5);
+    expect([...target]).toEqual([...n("world"), 0xee, 0xee, 0xee]);
+    expect(await fs.readInto!(ROOT, ino, fh, target, 11)).toBe(0);
+    expect(await fs.readInto!(ROOT, ino, fh, target, 1000)).toBe(0);
+    expect(await fs.readInto!(ROOT, ino, fh, new Uint8Array(0), 0)).toBe(0);
+    expect([...target]).toEqual([...n("world"), 0xee, 0xee, 0xee]);
+  });
+
+  it("readInto writes into a view at the view's own place, and reads a gap as zeros", async ({ skip }) => {
+    const { h, fs } = env();
+    if (fs.readInto === undefined) skip("the backend has no readInto");
+    const { ino, fh } = await h.create("f");
+    await h.write(ino, fh, "x", 100_000);
+    const whole = new Uint8Array(100_020).fill(0xee);
+    const view = whole.subarray(10, 10 + 100_001);
+    expect(await fs.readInto!(ROOT, ino, fh, view, 0)).toBe(100_001);
+    expect(view.subarray(0, 100_000).every((b) => b === 0)).toBe(true);
+    expect(view[100_000]).toBe(0x78);
+    expect(whole.subarray(0, 10).every((b) => b === 0xee)).toBe(true);
+    expect(whole.subarray(10 + 100_001).every((b) => b === 0xee)).toBe(true);
+    // The same bytes as read gives.
+    expect(Buffer.from(view).equals(await h.read(ino, fh, 100_001, 0))).toBe(true);
+  });
+
+  it("readInto refuses what read refuses: EBADF for a write-only or unknown handle, EINVAL for a bad offset or target", async ({ skip }) => {
+    const { h, fs } = env();
+    if (fs.readInto === undefined) skip("the backend has no readInto");
+    const ino = await h.file("f", "abc");
+    const target = new Uint8Array(3);
+    const wo = await h.open(ino, O.WRONLY);
+    await expectErrno(() => fs.readInto!(ROOT, ino, wo, target, 0), "EBADF");
+    await h.release(ino, wo, O.WRONLY);
+    await expectErrno(() => fs.readInto!(ROOT, ino, 987_654, target, 0), "EBADF");
+    const ro = await h.open(ino, O.RDONLY);
+    await expectErrno(() => fs.readInto!(ROOT, ino, ro, target, -1), "EINVAL");
+    await expectErrno(() => fs.readInto!(ROOT, ino, ro, [0, 0, 0] as unknown as Uint8Array, 0), "EINVAL");
+    await h.release(ino, ro, O.RDONLY);
+    expect([...target]).toEqual([0, 0, 0]);
+  });
+
   it("zero-fills a gap written past the end", async () => {
     const { h } = env();
     const { ino, fh } = await h.create("f");
