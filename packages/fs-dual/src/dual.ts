@@ -234,13 +234,11 @@ export class DualFs extends CompositeFs<Node, FileHandle> {
     return this.openNode(ctx, node, flags, "open");
   }
 
-  override read(ctx: Context, ino: number, fh: number, size: number, offset: number): Promise<Uint8Array> {
-    const h = this.fileHandle(ino, fh, "read");
-    if (h.side !== h.node.home) {
-      h.following ??= this.#follow(h).finally(() => (h.following = undefined));
-      return h.following.then(() => h.fs.read(ctx, h.ino, h.fh, size, offset));
-    }
-    return super.read(ctx, ino, fh, size, offset);
+  protected override readHandle(ino: number, fh: number, op: string): MaybePromise<FileHandle> {
+    const h = this.fileHandle(ino, fh, op);
+    if (h.side === h.node.home) return h;
+    h.following ??= this.#follow(h).finally(() => (h.following = undefined));
+    return h.following.then(() => h);
   }
 
   override async statfs(ctx: Context, _ino: number): Promise<StatFs> {

@@ -9,7 +9,8 @@ import { ACCESS, O, RENAME, ROOT_INO, S } from "./constants.js";
 import { FsError } from "./errno.js";
 import { dtFromMode } from "./mode.js";
 import { bytesEqual, bytesToString, isDotOrDotDot, validateEntryName, validateName } from "./names.js";
-import type { Attr, Context, CreateReply, DirEntry, DirEntryPlus, DynFileSystem, Entry, OpenReply } from "./types.js";
+import { mapMaybe } from "./maybe.js";
+import type { Attr, Context, CreateReply, DirEntry, DirEntryPlus, DynFileSystem, Entry, MaybePromise, OpenReply } from "./types.js";
 import { copyRangeAcross, isWhiteoutName, nameKey } from "./union.js";
 
 const DIRENT_HEADER = 24;
@@ -207,8 +208,26 @@ export abstract class CompositeFs<N extends CompositeNode, H extends CompositeFi
   }
 
   override read(ctx: Context, ino: number, fh: number, size: number, offset: number): Promise<Uint8Array> {
-    const h = this.fileHandle(ino, fh, "read");
-    return Promise.resolve(h.fs.read(ctx, h.ino, h.fh, size, offset));
+    return Promise.resolve(mapMaybe(this.readHandle(ino, fh, "read"), (h) => h.fs.read(ctx, h.ino, h.fh, size, offset)));
+  }
+
+  /** `read` into the caller's buffer: the backend's own `readInto` where it has one, else its `read` copied. */
+  readInto(ctx: Context, ino: number, fh: number, target: Uint8Array, offset: number): Promise<number> {
+    if (!(target instanceof Uint8Array)) return Promise.reject(new FsError("EINVAL", { op: "readInto", ino, detail: "the target is not a Uint8Array" }));
+    return Promise.resolve(
+      mapMaybe(this.readHandle(ino, fh, "readInto"), (h) => {
+        if (h.fs.readInto !== undefined) return h.fs.readInto(ctx, h.ino, h.fh, target, offset);
+        return mapMaybe(h.fs.read(ctx, h.ino, h.fh, target.length, offset), (data) => {
+          target.set(data);
+          return data.length;
+        });
+      }),
+    );
+  }
+
+  /** The handle a read goes through; a subclass may move it first (DualFs follows a copy across). */
+  protected readHandle(ino: number, fh: number, op: string): MaybePromise<H> {
+    return this.fileHandle(ino, fh, op);
   }
 
   override write(ctx: Context, ino: number, fh: number, data: Uint8Array, offset: number, flags: number): Promise<number> {
