@@ -135,7 +135,7 @@ async function abortConnection(minor: number): Promise<void> {
  * until {@link FuseMount.unmount} (needs root or CAP_SYS_ADMIN). A stale
  * mount left there by a crashed server is detached first.
  *
- * Requests are read by a dedicated thread (blocking reads of /dev/fuse, so
+ * Requests are read by dedicated threads (`readers`; blocking reads of /dev/fuse, so
  * libuv's threadpool stays free for the backend's I/O) and served on this
  * thread. Never touch the mount with synchronous `fs` calls from this
  * process: this thread would wait for itself.
