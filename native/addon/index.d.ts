@@ -680,6 +680,16 @@ export declare function lseek(fd: number, offset: bigint, whence: number): bigin
 export declare function lseekAsync(fd: number, offset: number, whence: number): Promise<number>;
 /** Async {@link lseek} with a bigint offset: resolves to a bigint. */
 export declare function lseekAsync(fd: number, offset: bigint, whence: number): Promise<bigint>;
+/**
+ * `ioctl(fd, FUSE_DEV_IOC_CLONE, &sessionFd)`: attaches `fd`, a freshly
+ * opened `/dev/fuse`, to the FUSE connection of `sessionFd` (the descriptor
+ * passed to mount), so that several threads can each read requests from
+ * their own descriptor. A reply must be written to the descriptor its
+ * request was read from.
+ */
+export declare function fuseDevClone(fd: number, sessionFd: number): void;
+/** Async {@link fuseDevClone}. */
+export declare function fuseDevCloneAsync(fd: number, sessionFd: number): Promise<void>;
 
 /** `statfs(2)` of the filesystem containing `path`. */
 export declare function statfs(path: PathLike): StatFs;

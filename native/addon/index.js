@@ -157,6 +157,8 @@ module.exports.copyFileRange = binding.copyFileRange;
 module.exports.copyFileRangeAsync = binding.copyFileRangeAsync;
 module.exports.lseek = binding.lseek;
 module.exports.lseekAsync = binding.lseekAsync;
+module.exports.fuseDevClone = binding.fuseDevClone;
+module.exports.fuseDevCloneAsync = binding.fuseDevCloneAsync;
 
 // mounts
 module.exports.mount = binding.mount;

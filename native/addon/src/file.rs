@@ -1,4 +1,5 @@
-//! Per-file-descriptor data operations: fallocate, copy_file_range, lseek.
+//! Per-file-descriptor operations: fallocate, copy_file_range, lseek, and
+//! the FUSE device's clone ioctl.
 
 use std::ffi::{c_int, c_long};
 use std::ptr;
@@ -89,6 +90,28 @@ fn parse_lseek(env: Env, args: &Args) -> Result<Call, ArgErr> {
     }))
 }
 
+/// `FUSE_DEV_IOC_CLONE` = `_IOR(229, 0, uint32_t)` (linux/fuse.h).
+const FUSE_DEV_IOC_CLONE: std::ffi::c_ulong = (2 << 30) | (4 << 16) | (229 << 8);
+
+unsafe extern "C" {
+    fn ioctl(fd: c_int, request: std::ffi::c_ulong, ...) -> c_int;
+}
+
+/// `fuseDevClone(fd, sessionFd)`: attaches `fd`, a freshly opened
+/// `/dev/fuse`, to the FUSE connection of `sessionFd` (the descriptor given
+/// to mount), so several threads can each read requests from their own
+/// descriptor; a reply goes to the descriptor its request came from.
+fn parse_fuse_dev_clone(env: Env, args: &Args) -> Result<Call, ArgErr> {
+    let fd = env.fd(args.get(0), "fd")?;
+    let session = env.fd(args.get(1), "sessionFd")? as u32;
+    Ok(Call::new(move || {
+        at::unit(
+            unsafe { ioctl(fd, FUSE_DEV_IOC_CLONE, &session as *const u32) },
+            "ioctl(FUSE_DEV_IOC_CLONE)",
+        )
+    }))
+}
+
 pub const SPECS: &[Spec] = &[
     Spec {
         name: "fallocate",
@@ -101,5 +124,9 @@ pub const SPECS: &[Spec] = &[
     Spec {
         name: "lseek",
         parse: parse_lseek,
+    },
+    Spec {
+        name: "fuseDevClone",
+        parse: parse_fuse_dev_clone,
     },
 ];

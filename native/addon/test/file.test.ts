@@ -1,6 +1,6 @@
 import fs from "node:fs";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { close, constants, copyFileRange, copyFileRangeAsync, fallocate, fallocateAsync, fstat, lseek, lseekAsync, openat } from "../index.js";
+import { close, constants, copyFileRange, copyFileRangeAsync, fallocate, fallocateAsync, fstat, fuseDevClone, fuseDevCloneAsync, lseek, lseekAsync, openat } from "../index.js";
 import { expectErrno, rejected, useTmpDir } from "./helpers.js";
 
 const c = constants;
@@ -101,5 +101,31 @@ describe("fallocate / lseek / copyFileRange", () => {
     expect(fs.readFileSync(tmp.join("dst"), "utf8")).toBe("cdefghij");
     expectErrno(() => copyFileRange(src, 0, dst, 0, 1, 1), "EINVAL", "copy_file_range");
     expectErrno(() => copyFileRange(dst, 0, src, 0, 1), "EBADF", "copy_file_range");
+  });
+});
+
+describe("fuseDevClone", () => {
+  const tmp = useTmpDir();
+
+  it("refuses descriptors that are not an attached /dev/fuse (the mounted case is tested in @msb/fuse)", async () => {
+    const file = openat(c.AT_FDCWD, tmp.join("f"), c.O_RDWR | c.O_CREAT, 0o644);
+    try {
+      expectErrno(() => fuseDevClone(file, file), "ENOTTY", "ioctl(FUSE_DEV_IOC_CLONE)");
+      if (!fs.existsSync("/dev/fuse")) return; // the rest needs the fuse module
+      const fresh = openat(c.AT_FDCWD, "/dev/fuse", c.O_RDWR, 0);
+      const unmounted = openat(c.AT_FDCWD, "/dev/fuse", c.O_RDWR, 0);
+      try {
+        // A session descriptor that no mount(2) attached has no connection to join (EPERM);
+        // one that is not /dev/fuse at all is EINVAL.
+        expectErrno(() => fuseDevClone(fresh, unmounted), "EPERM", "ioctl(FUSE_DEV_IOC_CLONE)");
+        expectErrno(() => fuseDevClone(fresh, file), "EINVAL", "ioctl(FUSE_DEV_IOC_CLONE)");
+        expect((await rejected(fuseDevCloneAsync(fresh, unmounted))).code).toBe("EPERM");
+      } finally {
+        close(fresh);
+        close(unmounted);
+      }
+    } finally {
+      close(file);
+    }
   });
 });

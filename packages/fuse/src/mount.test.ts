@@ -2,7 +2,7 @@
 // system calls (never from this process: a synchronous call into the mount
 // would wait for the very thread that serves it).
 import { execFile, spawn } from "node:child_process";
-import { accessSync, chmodSync, constants as fsc, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, readlinkSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -11,52 +11,10 @@ import { MemFs } from "@msb/fs-memfs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { collectingLogger, type LogLine } from "./harness.fixture.js";
 import { mountFuse, type FuseMount } from "./mount.js";
+import { USER, fuseUsable, mounted, ok, scratch, sh } from "./shell.fixture.js";
 
-function fuseUsable(): string | undefined {
-  if (process.getuid?.() !== 0) return "mounting needs root";
-  try {
-    accessSync("/dev/fuse", fsc.R_OK | fsc.W_OK);
-  } catch {
-    return "/dev/fuse is missing";
-  }
-  return undefined;
-}
 const skip = fuseUsable();
 if (skip !== undefined) console.warn(`mount tests skipped: ${skip}`);
-
-interface Run {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-const USER = ["--reuid=1000", "--regid=1000", "--groups=1000"];
-
-/** Runs a /bin/sh script in a child process, as root or (with `as`) through setpriv. */
-function sh(script: string, as?: readonly string[]): Promise<Run> {
-  const [file, args] = as === undefined ? ["/bin/sh", ["-c", script]] : ["/usr/bin/setpriv", [...as, "/bin/sh", "-c", script]];
-  return new Promise((resolve) => {
-    execFile(file, args, { timeout: 20_000, maxBuffer: 1 << 24 }, (error, stdout, stderr) => {
-      resolve({ code: error === null ? 0 : typeof error.code === "number" ? error.code : -1, stdout, stderr });
-    });
-  });
-}
-
-async function ok(script: string, as?: readonly string[]): Promise<string> {
-  const run = await sh(script, as);
-  if (run.code !== 0) throw new Error(`script failed (${run.code}): ${script}\n${run.stderr}${run.stdout}`);
-  return run.stdout;
-}
-
-const mounted = (path: string): number => readFileSync("/proc/self/mounts", "utf8").split("\n").filter((l) => l.split(" ")[1] === path).length;
-
-function scratch(): { base: string; mnt: string } {
-  const base = mkdtempSync("/tmp/msb-fuse-test-");
-  chmodSync(base, 0o755); // uid 1000 must reach the mountpoint
-  const mnt = join(base, "mnt");
-  mkdirSync(mnt);
-  return { base, mnt };
-}
 
 /** Counts destroy() calls of a MemFs. */
 class Counted extends FsBackend {
@@ -222,6 +180,53 @@ describe.skipIf(skip !== undefined)("mountFuse", () => {
     expect(backend.destroys).toBe(1);
     await m.unmount(); // idempotent
     expect(logs.filter((l) => l.level !== "debug")).toEqual([]);
+  });
+});
+
+/** This process's descriptors open on /dev/fuse. */
+const fuseFds = (): number => readdirSync("/proc/self/fd").filter((fd) => {
+  try {
+    return readlinkSync(`/proc/self/fd/${fd}`) === "/dev/fuse";
+  } catch {
+    return false; // closed meanwhile
+  }
+}).length;
+
+describe.skipIf(skip !== undefined)("mountFuse with several reader threads", () => {
+  it("reads from cloned descriptors, answers each request on its own, and closes them all on unmount", async () => {
+    const { base, mnt } = scratch();
+    const logs: LogLine[] = [];
+    const before = fuseFds();
+    const m = await mountFuse(new MemFs({ rootMode: 0o755, capacity: "256MiB" }), mnt, { readers: 3, logger: collectingLogger(logs) });
+    try {
+      expect(fuseFds() - before).toBe(3);
+      const src = join(base, "src.bin");
+      await ok(`dd if=/dev/urandom of=${src} bs=1M count=16 2>/dev/null`);
+      const want = (await ok(`sha256sum < ${src}`)).split(" ")[0];
+      // Concurrent writers, readers and namespace changes keep requests in flight on every descriptor.
+      const jobs = [0, 1, 2, 3].map(
+        (i) => `mkdir ${mnt}/d${i} && for j in 1 2 3; do cp ${src} ${mnt}/d${i}/f$j; done && sha256sum ${mnt}/d${i}/f* | cut -d' ' -f1 | sort -u && rm -r ${mnt}/d${i}`,
+      );
+      const outputs = await Promise.all(jobs.map((job) => ok(job)));
+      for (const out of outputs) expect(out).toBe(`${want}\n`);
+    } finally {
+      await m.unmount();
+      rmSync(base, { recursive: true, force: true });
+    }
+    expect(fuseFds()).toBe(before);
+    expect(logs.filter((l) => l.level !== "debug")).toEqual([]);
+  });
+
+  it("refuses a reader count out of range before mounting", async () => {
+    const { base, mnt } = scratch();
+    try {
+      for (const readers of [0, 17, 1.5]) {
+        await expect(mountFuse(new MemFs(), mnt, { readers })).rejects.toThrow(`option readers must be an integer from 1 to 16, got ${readers}`);
+      }
+      expect(mounted(mnt)).toBe(0);
+    } finally {
+      rmSync(base, { recursive: true, force: true });
+    }
   });
 });
 

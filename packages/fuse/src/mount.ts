@@ -2,11 +2,11 @@ import { closeSync, openSync, writevSync, type Stats } from "node:fs";
 import { mkdir, realpath, stat, writeFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import type { DynFileSystem } from "@msb/fs";
-import { constants, mount, umount2 } from "@msb/native";
+import { constants, fuseDevClone, mount, umount2 } from "@msb/native";
 import { FuseError } from "./errors.js";
 import { consoleLogger, describeError } from "./log.js";
 import { mountsAt } from "./mountinfo.js";
-import { maxRequestSize } from "./protocol.js";
+import { isNoReply, maxRequestSize } from "./protocol.js";
 import { startReader } from "./reader.js";
 import { FuseServer, type FuseConnectionInfo, type FuseServerOptions } from "./server.js";
 
@@ -29,6 +29,13 @@ export interface FuseMountOptions extends FuseServerOptions {
   readonly source?: string;
   /** How long to wait for the kernel's INIT after mounting, in ms. Default 10 000. */
   readonly initTimeoutMs?: number;
+  /**
+   * Threads reading requests from /dev/fuse, 1 to 16: each past the first
+   * reads its own descriptor cloned from the mount's (`FUSE_DEV_IOC_CLONE`).
+   * Requests are still served on this thread. Default 1; see the README for
+   * what more readers gave on 2 cores.
+   */
+  readonly readers?: number;
 }
 
 /** Options of {@link FuseMount.unmount}. */
@@ -64,6 +71,12 @@ function onExit(detach: () => void): void {
     exitHooked = true;
     process.on("exit", () => detachOnExit.forEach((d) => d()));
   }
+}
+
+/** The `unique` of a FUSE request or reply: both headers carry it at byte 8. */
+function uniqueOf(message: Uint8Array): number {
+  const view = new DataView(message.buffer, message.byteOffset, 16);
+  return view.getUint32(8, true) + view.getUint32(12, true) * 2 ** 32;
 }
 
 /** A timer that does not keep the process alive. */
@@ -122,7 +135,7 @@ async function abortConnection(minor: number): Promise<void> {
  * until {@link FuseMount.unmount} (needs root or CAP_SYS_ADMIN). A stale
  * mount left there by a crashed server is detached first.
  *
- * Requests are read by a dedicated thread (blocking reads of /dev/fuse, so
+ * Requests are read by dedicated threads (`readers`; blocking reads of /dev/fuse, so
  * libuv's threadpool stays free for the backend's I/O) and served on this
  * thread. Never touch the mount with synchronous `fs` calls from this
  * process: this thread would wait for itself.
@@ -137,6 +150,10 @@ async function abortConnection(minor: number): Promise<void> {
 export async function mountFuse(fs: DynFileSystem, mountpoint: string, options: FuseMountOptions = {}): Promise<FuseMount> {
   if (typeof mountpoint !== "string" || mountpoint === "") throw new TypeError(`mountFuse: mountpoint must be a non-empty path, got ${String(mountpoint)}`);
   const log = options.logger ?? consoleLogger(options.debug === true);
+  const readerCount = options.readers ?? 1;
+  if (!Number.isInteger(readerCount) || readerCount < 1 || readerCount > 16) {
+    throw new TypeError(`mountFuse: option readers must be an integer from 1 to 16, got ${String(readerCount)}`);
+  }
   const root = await clearStaleMounts(resolve(mountpoint), (m) => log.warn(m));
   // mountinfo names mounts by their canonical path.
   const target = await realpath(resolve(mountpoint)).catch((cause: unknown) => {
@@ -152,26 +169,34 @@ export async function mountFuse(fs: DynFileSystem, mountpoint: string, options: 
       cause: error,
     });
   }
-  let fdOpen = true;
-  const closeFd = (): void => {
-    if (fdOpen) closeSync(fd);
-    fdOpen = false;
+  // The mount's descriptor first, then its clones (one per extra reader thread).
+  const fds = [fd];
+  let fdsOpen = true;
+  const closeFds = (): void => {
+    if (fdsOpen) fds.forEach((f) => closeSync(f));
+    fdsOpen = false;
   };
 
-  const server = new FuseServer(
-    fs,
-    (head, data) => {
-      try {
-        writevSync(fd, data === undefined ? [head] : [head, data]);
-      } catch (error) {
-        // ENOENT: the request was interrupted or aborted meanwhile; ENODEV: the connection is gone.
-        const code = (error as { code?: unknown }).code;
-        if (code === "ENOENT" || code === "ENODEV") log.debug(`reply dropped by the kernel (${String(code)})`);
-        else log.warn(`writing a reply to /dev/fuse failed: ${describeError(error)}`);
-      }
-    },
-    { ...options, logger: log },
-  );
+  // A reply must go to the descriptor its request was read from: with
+  // several readers, the descriptor of each request awaiting a reply, by unique.
+  const replyFds = new Map<number, number>();
+  const writeReply = (head: Uint8Array, data: Uint8Array | undefined): void => {
+    let target = fd;
+    if (fds.length > 1 && head.length >= 16) {
+      const unique = uniqueOf(head);
+      target = replyFds.get(unique) ?? fd; // notifications (unique 0) may use any descriptor
+      replyFds.delete(unique);
+    }
+    try {
+      writevSync(target, data === undefined ? [head] : [head, data]);
+    } catch (error) {
+      // ENOENT: the request was interrupted or aborted meanwhile; ENODEV: the connection is gone.
+      const code = (error as { code?: unknown }).code;
+      if (code === "ENOENT" || code === "ENODEV") log.debug(`reply dropped by the kernel (${String(code)})`);
+      else log.warn(`writing a reply to /dev/fuse failed: ${describeError(error)}`);
+    }
+  };
+  const server = new FuseServer(fs, writeReply, { ...options, logger: log });
 
   const uid = process.getuid?.() ?? 0;
   const gid = process.getgid?.() ?? 0;
@@ -182,7 +207,7 @@ export async function mountFuse(fs: DynFileSystem, mountpoint: string, options: 
   try {
     mount(options.source ?? "msb", target, "fuse.msb", flags, data);
   } catch (error) {
-    closeFd();
+    closeFds();
     throw new FuseError("ERR_FUSE_MOUNT", `mount of ${target} failed: ${describeError(error)}`, { path: target, cause: error });
   }
   const detach = (): void => {
@@ -194,20 +219,44 @@ export async function mountFuse(fs: DynFileSystem, mountpoint: string, options: 
   };
   onExit(detach);
 
+  // Clones attach to the connection mount(2) made; a kernel without them leaves fewer readers.
+  for (let i = 1; i < readerCount; i++) {
+    let clone: number | undefined;
+    try {
+      clone = openSync("/dev/fuse", "r+");
+      fuseDevClone(clone, fd);
+      fds.push(clone);
+    } catch (error) {
+      if (clone !== undefined) closeSync(clone);
+      log.warn(`cannot clone the /dev/fuse descriptor for reader ${i + 1} of ${readerCount}, serving with ${fds.length}: ${describeError(error)}`);
+      break;
+    }
+  }
+
   let resolveClosed!: () => void;
   const closed = new Promise<void>((done) => (resolveClosed = done));
   let ended = false;
-  const reader = startReader(
-    fd,
-    maxRequestSize(server.maxWrite),
-    (message) => server.handle(message),
-    (why) => {
+  const onMessage =
+    fds.length === 1
+      ? (message: Uint8Array): void => server.handle(message)
+      : (message: Uint8Array, from: number): void => {
+          if (message.length >= 16 && !isNoReply(new DataView(message.buffer, message.byteOffset, 8).getUint32(4, true))) {
+            replyFds.set(uniqueOf(message), from);
+          }
+          server.handle(message);
+        };
+  // The connection ends for every reader at once (ENODEV); the first to see it ends the mount.
+  const readers = fds.map((readFd) =>
+    startReader(readFd, maxRequestSize(server.maxWrite), onMessage, (why) => {
+      if (ended) return;
       ended = true;
       if (why !== undefined) log.warn(`FUSE connection of ${target} ended: ${why}`);
       detachOnExit.delete(detach);
-      closeFd();
-      void server.close().then(resolveClosed);
-    },
+      void server.close().then(() => {
+        closeFds();
+        resolveClosed();
+      });
+    }),
   );
 
   const minor = (await mountsAt(target)).filter((m) => m.fstype === "fuse.msb").at(-1)?.minor;
@@ -240,7 +289,7 @@ export async function mountFuse(fs: DynFileSystem, mountpoint: string, options: 
       if (!(await Promise.race([closed.then(() => true), delay(5000).then(() => false)]))) {
         // Without fusectl the reader thread stays blocked until the last user leaves; do not hold the process for it.
         log.warn(`the FUSE connection of ${target} could not be aborted; it ends when its last user closes it`);
-        reader.unref();
+        readers.forEach((reader) => reader.unref());
       }
     })());
 

@@ -37,11 +37,12 @@ for (;;) {
 export type ReaderEnd = string | undefined;
 
 /**
- * Starts the reader thread on a /dev/fuse descriptor already mounted:
- * `onMessage` gets each request (its own buffer, safe to keep), `onEnd` is
- * called once when the connection ends or reading fails.
+ * Starts the reader thread on a /dev/fuse descriptor already mounted (or
+ * cloned from one): `onMessage` gets each request (its own buffer, safe to
+ * keep) and the descriptor it was read from, `onEnd` is called once when the
+ * connection ends or reading fails.
  */
-export function startReader(fd: number, bufferSize: number, onMessage: (message: Uint8Array) => void, onEnd: (end: ReaderEnd) => void): Worker {
+export function startReader(fd: number, bufferSize: number, onMessage: (message: Uint8Array, fd: number) => void, onEnd: (end: ReaderEnd) => void): Worker {
   const worker = new Worker(READER_SOURCE, { eval: true, workerData: { fd, size: bufferSize }, name: "msb-fuse-reader" });
   let ended = false;
   const end = (why: ReaderEnd): void => {
@@ -50,7 +51,7 @@ export function startReader(fd: number, bufferSize: number, onMessage: (message:
     onEnd(why);
   };
   worker.on("message", (message: unknown) => {
-    if (message instanceof Uint8Array) onMessage(message);
+    if (message instanceof Uint8Array) onMessage(message, fd);
     else end((message as { end: ReaderEnd }).end ?? undefined);
   });
   worker.on("error", (error) => end(`reader thread failed: ${error.message}`));

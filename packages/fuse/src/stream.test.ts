@@ -55,23 +55,26 @@ class Client {
   }
 }
 
-let dir: string | undefined;
-let listener: Server | undefined;
+// Every socket directory and listener of a test (some connect twice).
+const dirs: string[] = [];
+const listeners: Server[] = [];
 afterEach(() => {
-  listener?.close();
-  if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
-  dir = undefined;
+  listeners.splice(0).forEach((listener) => listener.close());
+  dirs.splice(0).forEach((dir) => rmSync(dir, { recursive: true, force: true }));
 });
 
 /** A unix socket pair: the server end runs serveStream, the client end is returned. */
 async function connect(fs: DynFileSystem, options: StreamServeOptions = {}): Promise<{ client: Client; served: FuseStream; logs: LogLine[] }> {
-  dir = mkdtempSync(join(tmpdir(), "msb-fuse-stream-"));
+  const dir = mkdtempSync(join(tmpdir(), "msb-fuse-stream-"));
+  dirs.push(dir);
   const path = join(dir, "sock");
   const logs: LogLine[] = [];
+  let listener!: Server;
   const accepted = new Promise<FuseStream>((resolve) => {
     listener = createServer((socket) => resolve(serveStream(fs, socket, { logger: collectingLogger(logs), ...options })));
   });
-  await new Promise<void>((resolve) => listener!.listen(path, resolve));
+  listeners.push(listener);
+  await new Promise<void>((resolve) => listener.listen(path, resolve));
   const socket = createConnection(path);
   await new Promise((resolve) => socket.once("connect", resolve));
   return { client: new Client(socket), served: await accepted, logs };
@@ -113,7 +116,6 @@ describe("serveStream", () => {
       await client.ended;
       await served.closed;
       expect(logs.filter((l) => l.level === "warn").map((l) => l.message).join()).toMatch(new RegExp(`message length ${length}`));
-      listener?.close();
     }
   });
 
