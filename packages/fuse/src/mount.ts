@@ -196,7 +196,8 @@ export async function mountFuse(fs: DynFileSystem, mountpoint: string, options: 
       else log.warn(`writing a reply to /dev/fuse failed: ${describeError(error)}`);
     }
   };
-  const server = new FuseServer(fs, writeReply, { ...options, logger: log });
+  // writevSync has written the reply when it returns: read buffers can be reused.
+  const server = new FuseServer(fs, writeReply, { ...options, logger: log, sinkConsumes: true });
 
   const uid = process.getuid?.() ?? 0;
   const gid = process.getgid?.() ?? 0;

@@ -451,6 +451,40 @@ describe("data operations", () => {
     expect([...read.body]).toEqual([...data.subarray(100, 150)]);
   });
 
+  it("with a sink that consumes replies, READ goes through readInto into reused buffers, each reply whole and its own", async () => {
+    let readIntoCalls = 0;
+    let gate: (() => void) | undefined;
+    class Counting extends FsBackend {
+      override readInto(ctx: Context, ino: number, fh: number, target: Uint8Array, offset: number): Promise<number> {
+        readIntoCalls++;
+        const inner = this.inner!;
+        // The first read waits, so the second takes another buffer from the pool meanwhile.
+        const wait = readIntoCalls === 1 ? new Promise<void>((resolve) => (gate = resolve)) : Promise.resolve();
+        return wait.then(() => inner.readInto!(ctx, ino, fh, target, offset));
+      }
+    }
+    const h = ready(new Counting(new MemFs({ rootMode: 0o777 })), { sinkConsumes: true });
+    const created = h.call(Op.CREATE, new Bytes().u32(O.RDWR | O.CREAT).u32(0o100644).u32(0).u32(0).cstr("f"));
+    const ino = u64(created.view, 0);
+    const fh = u64(created.view, 128);
+    const data = Uint8Array.from({ length: 3 * 4096 }, (_, i) => (i * 7) & 0xff);
+    h.call(Op.WRITE, new Bytes().u64(fh).u64(0).u32(data.length).u32(0).u64(0).u32(O.RDWR).u32(0).raw(data), { nodeid: ino });
+    const readAt = (offset: number, size: number): number => h.send(Op.READ, new Bytes().u64(fh).u64(offset).u32(size).u32(0).u64(0).u32(0).u32(0), { nodeid: ino });
+    const first = readAt(0, 4096);
+    const second = readAt(4096, 4096);
+    await tick();
+    gate!();
+    await tick();
+    const third = readAt(8192 + 100, 8000); // short: the file ends first
+    await tick();
+    const replies = h.replies.splice(0).map(parseReply);
+    const body = (unique: number): number[] => [...replies.find((r) => r.unique === BigInt(unique))!.body];
+    expect(readIntoCalls).toBe(3);
+    expect(body(first)).toEqual([...data.subarray(0, 4096)]);
+    expect(body(second)).toEqual([...data.subarray(4096, 8192)]);
+    expect(body(third)).toEqual([...data.subarray(8292)]);
+  });
+
   it("COPY_FILE_RANGE reports in 32 bits, COPY_FILE_RANGE_64 in 64; the length is capped for the former", () => {
     const lengths: number[] = [];
     class Copy extends FsBackend {

@@ -47,6 +47,8 @@ import { LogLimiter, consoleLogger, describeError, type FuseLogger } from "./log
 import { FUSE_MAJOR, FUSE_MINOR, FUSE_MIN_MINOR, InitFlag, Op, initFlagNames, isNoReply, opName } from "./protocol.js";
 
 
+/** How many read buffers a server keeps for reuse: enough for the reads a 2-core host has in flight at once. */
+const READ_BUFFERS_KEPT = 8;
 /** The largest copy_file_range the 32-bit reply of COPY_FILE_RANGE can report (page-aligned). */
 const COPY_RANGE_MAX_32 = 0xffff_f000;
 
@@ -64,6 +66,13 @@ export interface FuseServerOptions {
    * write-only and writes through any handle of the inode. Default false.
    */
   readonly writebackCache?: boolean;
+  /**
+   * The sink has written a reply's bytes out by the time it returns (as a
+   * `writev` to /dev/fuse has), so the server may read into buffers it
+   * reuses (a backend's `readInto`) instead of taking a fresh array per
+   * READ. Leave it off for a sink that keeps the bytes (a stream). Default false.
+   */
+  readonly sinkConsumes?: boolean;
   /** Where log lines go. Default: the console (debug lines only with `debug`). */
   readonly logger?: FuseLogger;
   /** Log every request and reply at debug level. */
@@ -179,6 +188,8 @@ export class FuseServer {
   readonly #fs: DynFileSystem;
   readonly #sink: ReplySink;
   readonly #settings: Settings;
+  /** Read buffers to reuse, when the sink consumes replies (see `sinkConsumes`). */
+  readonly #readBuffers: Uint8Array[] | undefined;
   readonly #cache: CacheSettings;
   readonly #log: FuseLogger;
   readonly #debug: boolean;
@@ -199,6 +210,7 @@ export class FuseServer {
     this.#fs = fs;
     this.#sink = sink;
     this.#settings = checkOptions(options);
+    this.#readBuffers = options.sinkConsumes === true ? [] : undefined;
     this.#cache = cacheSettings(fs.cachePolicy);
     this.#debug = options.debug === true;
     this.#log = options.logger ?? consoleLogger(this.#debug);
@@ -376,6 +388,7 @@ export class FuseServer {
           },
         );
       case "read":
+        if (this.#readBuffers !== undefined && fs.readInto !== undefined) return this.#readInto(h, fs.readInto.bind(fs), ctx, ino, req.fh, req.size, req.offset);
         return this.#settle(h, "read", fs.read(ctx, ino, req.fh, req.size, req.offset), (data) => this.#data(h, data, req.size, "read data"));
       case "write": {
         const size = req.data.length;
@@ -659,6 +672,23 @@ export class FuseServer {
   }
 
   /** A reply carrying bytes: READ data, a READLINK target. */
+  /**
+   * READ into a pooled buffer. The buffer goes back to the pool while the
+   * reply is encoded, right before the sink writes it out: nothing else runs
+   * in between, and the sink has consumed the bytes when it returns. A
+   * buffer of a failed or interrupted read is left to the garbage collector.
+   */
+  #readInto(h: RequestHeader, readInto: NonNullable<DynFileSystem["readInto"]>, ctx: Context, ino: number, fh: number, size: number, offset: number): void {
+    const pool = this.#readBuffers!;
+    const buffer = pool.pop() ?? new Uint8Array(this.#settings.maxWrite);
+    const target = size <= buffer.length ? buffer.subarray(0, size) : new Uint8Array(size);
+    this.#track(h, "read", readInto(ctx, ino, fh, target, offset), (n) => {
+      const length = count(n, size, "bytes read");
+      if (pool.length < READ_BUFFERS_KEPT) pool.push(buffer);
+      return [encodeDataHeader(h, length), target.subarray(0, length)];
+    });
+  }
+
   #data(h: ReplyTo, data: Uint8Array, max: number, field: string): Reply {
     const bytes = bytesOf(data, field);
     const body = bytes.length > max ? bytes.subarray(0, max) : bytes;
