@@ -5,10 +5,10 @@
 // symlink unpacked earlier can never be walked through, `..` and absolute names
 // are refused before any system call, and the final component is created with
 // O_EXCL | O_NOFOLLOW (symlinkat / linkat never follow it either).
-import { closeSync, fchmodSync, writeSync } from "node:fs";
+import { closeSync, fchmodSync, writevSync } from "node:fs";
 import { once } from "node:events";
-import { PassThrough, pipeline, Readable, Transform } from "node:stream";
-import { createGunzip } from "node:zlib";
+import { PassThrough, pipeline, Readable, Transform, type TransformOptions } from "node:stream";
+import { createGunzip, type ZlibOptions } from "node:zlib";
 import { encodeOverrideStat, makedev, OVERRIDE_STAT_XATTR } from "@msb/fs";
 import { constants as c, close, fsetxattr, fstatat, linkat, mkdirat, openat, openat2, symlinkat, unlinkat, utimensat, zstdDecompress, zstdDecompressor } from "@msb/native";
 import { extract as tarExtract, type Header } from "tar-stream";
@@ -26,6 +26,7 @@ type EntryBody = AsyncIterable<Buffer> & { resume(): unknown };
 const RESOLVE = c.RESOLVE_BENEATH | c.RESOLVE_NO_MAGICLINKS | c.RESOLVE_NO_SYMLINKS;
 const SLASH = 0x2f;
 const DOT = 0x2e;
+const SLASH_BYTE = Buffer.from("/");
 
 const TYPE_BITS: Readonly<Record<string, number>> = {
   file: c.S_IFREG,
@@ -108,8 +109,12 @@ function zstdTransform(): Transform {
   });
 }
 
+// zlib inflates on the thread pool: big output chunks and a deep buffer let it run ahead of the
+// untar on the main thread instead of waiting for it every 16 KiB (Node passes stream options through).
+const GUNZIP: ZlibOptions & TransformOptions = { chunkSize: 256 << 10, highWaterMark: 8 << 20 };
+
 function decompressor(compression: Compression): Transform {
-  if (compression === "gzip") return createGunzip();
+  if (compression === "gzip") return createGunzip(GUNZIP);
   if (compression === "zstd") return zstdTransform();
   return new PassThrough();
 }
@@ -173,8 +178,32 @@ export async function unpackLayer(source: AsyncIterable<Buffer>, compression: Co
   }
 }
 
+/** Directory fds kept open between entries: a tar lists a directory's entries together, so most entries find their parent here. */
+const DIR_CACHE = 64;
+/** File data is gathered up to this many bytes (or {@link WRITE_CHUNKS} chunks) per writev. */
+const WRITE_BYTES = 1 << 20;
+const WRITE_CHUNKS = 256;
+
+/** Writes every byte of `chunks` at the file position (writev may stop short). */
+function writeAll(fd: number, chunks: readonly Buffer[]): void {
+  let pending = chunks;
+  while (pending.length > 0) {
+    let written = writevSync(fd, pending);
+    let done = 0;
+    while (done < pending.length && written >= pending[done]!.length) written -= pending[done++]!.length;
+    pending = done < pending.length ? [pending[done]!.subarray(written), ...pending.slice(done + 1)] : [];
+  }
+}
+
 class LayerWriter {
   readonly #root: number;
+  /**
+   * Open directory fds by their path below the root (latin1 of the raw
+   * bytes), least recently used first. A directory never leaves the layer
+   * while it unpacks (no entry may replace a directory), so a cached fd
+   * always names what its path names.
+   */
+  readonly #dirs = new Map<string, number>();
 
   constructor(dir: string) {
     this.#root = openat(c.AT_FDCWD, dir, c.O_RDONLY | c.O_DIRECTORY | c.O_NOFOLLOW);
@@ -184,6 +213,8 @@ class LayerWriter {
   }
 
   close(): void {
+    for (const fd of this.#dirs.values()) close(fd);
+    this.#dirs.clear();
     close(this.#root);
   }
 
@@ -213,57 +244,66 @@ class LayerWriter {
     }
   }
 
-  /** Opens (creating missing directories) the parent of `parts`; the caller closes the fd unless it is the root. */
-  #parent(parts: readonly Buffer[], display: string): number {
-    if (parts.length <= 1) return this.#root;
-    try {
-      return this.#openParentDir(parts, display, "goes through a symlink");
-    } catch (error) {
-      if (code(error) !== "ENOENT") throw error;
+  /**
+   * The fd of the directory `parts` names (the root for none), from the
+   * cache or opened in one confined openat2; with `create`, missing
+   * directories are made as tar makes them (root-owned 0755). The fd belongs
+   * to the cache: callers never close it.
+   */
+  #directoryFd(parts: readonly Buffer[], display: string, create: boolean, why: string): number {
+    if (parts.length === 0) return this.#root;
+    const path = Buffer.concat(parts.flatMap((p, i) => (i === 0 ? [p] : [SLASH_BYTE, p])));
+    const key = path.toString("latin1");
+    const cached = this.#dirs.get(key);
+    if (cached !== undefined) {
+      this.#dirs.delete(key);
+      this.#dirs.set(key, cached);
+      return cached;
     }
-    // Tars may omit parent directories: create them as root-owned 0755, as tar does.
-    let fd = this.#root;
-    for (const part of parts.slice(0, -1)) {
-      let next: number;
-      try {
-        next = openat2(fd, part, { flags: c.O_RDONLY | c.O_DIRECTORY, resolve: RESOLVE });
-      } catch (error) {
-        if (code(error) === "ELOOP" || code(error) === "EXDEV") unsafe(display, "goes through a symlink");
-        if (code(error) !== "ENOENT") throw error;
-        mkdirat(fd, part, 0o700);
-        next = openat2(fd, part, { flags: c.O_RDONLY | c.O_DIRECTORY, resolve: RESOLVE });
-        fsetxattr(next, OVERRIDE_STAT_XATTR, encodeOverrideStat({ uid: 0, gid: 0, mode: c.S_IFDIR | 0o755, rdev: 0 }));
-      }
-      if (fd !== this.#root) close(fd);
-      fd = next;
+    let fd: number;
+    try {
+      fd = openat2(this.#root, path, { flags: c.O_RDONLY | c.O_DIRECTORY, resolve: RESOLVE });
+    } catch (error) {
+      if (code(error) === "ELOOP" || code(error) === "EXDEV") unsafe(display, why);
+      if (code(error) !== "ENOENT" || !create) throw error;
+      const parent = this.#directoryFd(parts.slice(0, -1), display, true, why);
+      const base = parts[parts.length - 1]!;
+      mkdirat(parent, base, 0o700);
+      fd = openat2(parent, base, { flags: c.O_RDONLY | c.O_DIRECTORY, resolve: RESOLVE });
+      fsetxattr(fd, OVERRIDE_STAT_XATTR, encodeOverrideStat({ uid: 0, gid: 0, mode: c.S_IFDIR | 0o755, rdev: 0 }));
+    }
+    this.#dirs.set(key, fd);
+    if (this.#dirs.size > DIR_CACHE) {
+      const [oldestKey, oldest] = this.#dirs.entries().next().value as [string, number];
+      this.#dirs.delete(oldestKey);
+      close(oldest);
     }
     return fd;
   }
 
-  #withParent<T>(parts: readonly Buffer[], display: string, fn: (parent: number, base: Buffer) => T): T {
-    const parent = this.#parent(parts, display);
-    try {
-      return fn(parent, parts[parts.length - 1]!);
-    } finally {
-      if (parent !== this.#root) close(parent);
-    }
+  /** The parent directory of `parts` (created when missing) and the last component. */
+  #parent(parts: readonly Buffer[], display: string): [parent: number, base: Buffer] {
+    return [this.#directoryFd(parts.slice(0, -1), display, true, "goes through a symlink"), parts[parts.length - 1]!];
   }
 
-  /** Clears the way for a new entry: a later tar entry replaces an earlier one, except a directory stays a directory. */
-  #replace(parent: number, base: Buffer, display: string, directory: boolean): boolean {
-    let mode: number;
+  /**
+   * Runs `make` for a new name. When the name exists, a later tar entry
+   * replaces an earlier one: the old non-directory is removed and `make`
+   * runs again; a directory stays (for a directory entry, `make` is then
+   * skipped) and is an error for anything else.
+   */
+  #create<T>(parent: number, base: Buffer, display: string, directory: boolean, make: () => T): T | undefined {
     try {
-      mode = fstatat(parent, base, c.AT_SYMLINK_NOFOLLOW).mode;
+      return make();
     } catch (error) {
-      if (code(error) === "ENOENT") return false;
-      throw error;
+      if (code(error) !== "EEXIST") throw error;
     }
-    if ((mode & c.S_IFMT) === c.S_IFDIR) {
-      if (directory) return true;
+    if ((fstatat(parent, base, c.AT_SYMLINK_NOFOLLOW).mode & c.S_IFMT) === c.S_IFDIR) {
+      if (directory) return undefined;
       throw new OciError("ERR_OCI_LAYER", display, "a non-directory entry replaces a directory of the same layer");
     }
     unlinkat(parent, base);
-    return false;
+    return make();
   }
 
   #metadata(fd: number, header: TarHeader, typeBits: number, rdev: number): void {
@@ -285,15 +325,25 @@ class LayerWriter {
 
   async #file(parts: readonly Buffer[], display: string, header: TarHeader, body: EntryBody | undefined): Promise<void> {
     if (parts.length === 0) unsafe(display, "names the layer root as a file");
-    const fd = this.#withParent(parts, display, (parent, base) => {
-      this.#replace(parent, base, display, false);
-      return openat2(parent, base, { flags: c.O_WRONLY | c.O_CREAT | c.O_EXCL | c.O_NOFOLLOW, mode: 0o600, resolve: RESOLVE });
-    });
+    const [parent, base] = this.#parent(parts, display);
+    const fd = this.#create(parent, base, display, false, () =>
+      openat2(parent, base, { flags: c.O_WRONLY | c.O_CREAT | c.O_EXCL | c.O_NOFOLLOW, mode: 0o600, resolve: RESOLVE }),
+    )!;
     try {
       if (body !== undefined) {
+        // Few, big writes: the data comes in chunks of a few KiB.
+        let gathered: Buffer[] = [];
+        let bytes = 0;
         for await (const chunk of body) {
-          for (let off = 0; off < chunk.length; ) off += writeSync(fd, chunk, off, chunk.length - off);
+          gathered.push(chunk);
+          bytes += chunk.length;
+          if (bytes >= WRITE_BYTES || gathered.length >= WRITE_CHUNKS) {
+            writeAll(fd, gathered);
+            gathered = [];
+            bytes = 0;
+          }
         }
+        writeAll(fd, gathered);
       }
       const typeBits = TYPE_BITS[header.type] ?? c.S_IFREG;
       const device = typeBits === c.S_IFCHR || typeBits === c.S_IFBLK;
@@ -308,25 +358,17 @@ class LayerWriter {
       this.#metadata(this.#root, header, c.S_IFDIR, 0);
       return;
     }
-    const fd = this.#withParent(parts, display, (parent, base) => {
-      if (!this.#replace(parent, base, display, true)) mkdirat(parent, base, 0o700);
-      return openat2(parent, base, { flags: c.O_RDONLY | c.O_DIRECTORY, resolve: RESOLVE });
-    });
-    try {
-      this.#metadata(fd, header, c.S_IFDIR, 0);
-    } finally {
-      close(fd);
-    }
+    const [parent, base] = this.#parent(parts, display);
+    this.#create(parent, base, display, true, () => mkdirat(parent, base, 0o700));
+    this.#metadata(this.#directoryFd(parts, display, false, "goes through a symlink"), header, c.S_IFDIR, 0);
   }
 
   #symlink(parts: readonly Buffer[], display: string, header: TarHeader): void {
     if (parts.length === 0) unsafe(display, "names the layer root as a symlink");
     const target = Buffer.from(header.linkname ?? "", header.pax?.linkpath === undefined ? "latin1" : "utf8");
     // The target is data for the guest: it is never followed on the host.
-    this.#withParent(parts, display, (parent, base) => {
-      this.#replace(parent, base, display, false);
-      symlinkat(target, parent, base);
-    });
+    const [parent, base] = this.#parent(parts, display);
+    this.#create(parent, base, display, false, () => symlinkat(target, parent, base));
   }
 
   #hardlink(parts: readonly Buffer[], display: string, header: TarHeader): void {
@@ -340,36 +382,17 @@ class LayerWriter {
       unsafe(display, `links to '${targetDisplay}', outside the layer`);
     }
     if (targetParts.length === 0) unsafe(display, "links to the layer root");
-    const targetParent = this.#existingParent(targetParts, display);
+    // The new name's parent first: finding the target's parent then caches at most one more fd,
+    // which can only evict an older one than the fd in hand.
+    const [parent, base] = this.#parent(parts, display);
+    let targetParent: number;
     try {
-      this.#withParent(parts, display, (parent, base) => {
-        this.#replace(parent, base, display, false);
-        // No AT_SYMLINK_FOLLOW: a link to a symlink links the symlink itself.
-        linkat(targetParent, targetParts[targetParts.length - 1]!, parent, base);
-      });
-    } finally {
-      if (targetParent !== this.#root) close(targetParent);
-    }
-  }
-
-  #existingParent(parts: readonly Buffer[], display: string): number {
-    if (parts.length <= 1) return this.#root;
-    try {
-      return this.#openParentDir(parts, display, "links through a symlink");
+      targetParent = this.#directoryFd(targetParts.slice(0, -1), display, false, "links through a symlink");
     } catch (error) {
       if (OciError.is(error)) throw error;
       throw new OciError("ERR_OCI_LAYER", display, "hard link target is not in the layer", { cause: error });
     }
-  }
-
-  /** Opens the directory holding `parts`' last component in one confined openat2. */
-  #openParentDir(parts: readonly Buffer[], display: string, why: string): number {
-    const path = Buffer.concat(parts.slice(0, -1).flatMap((p, i) => (i === 0 ? [p] : [Buffer.from("/"), p])));
-    try {
-      return openat2(this.#root, path, { flags: c.O_RDONLY | c.O_DIRECTORY, resolve: RESOLVE });
-    } catch (error) {
-      if (code(error) === "ELOOP" || code(error) === "EXDEV") unsafe(display, why);
-      throw error;
-    }
+    // No AT_SYMLINK_FOLLOW: a link to a symlink links the symlink itself.
+    this.#create(parent, base, display, false, () => linkat(targetParent, targetParts[targetParts.length - 1]!, parent, base));
   }
 }
