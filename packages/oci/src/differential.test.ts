@@ -18,7 +18,7 @@ import { sha256Digest } from "./digest.js";
 import { importOciLayout } from "./layout.js";
 import { pull } from "./pull.js";
 import { ImageStore, type ImageDetails } from "./store.js";
-import { buildTar, gnuLongNamesTar, type TarEntry } from "./test-tar.js";
+import { buildTar, gnuLongNamesTar, paxFileTar, paxRecord, type TarEntry } from "./test-tar.js";
 import { startTestbed, TESTBED } from "./test-registry.js";
 
 function missingTools(): string | undefined {
@@ -285,7 +285,11 @@ async function handBuiltLayers(): Promise<Buffer[]> {
     file("replaced", "second version", { mode: 0o640, uid: 33, gid: 33 }),
     dir("etc/", 0o700),
   ]);
-  return [bottom, middle, top];
+  const binaryXattrs = paxFileTar("xattr/binary", "binary xattr values", [
+    paxRecord("SCHILY.xattr.user.bin", Buffer.from([0xff, 0x00, 0xfe, 0x80, 0x0a])),
+    paxRecord("SCHILY.xattr.trusted.bin", Buffer.from([0xc3, 0x28, 0x00])),
+  ]);
+  return [bottom, middle, binaryXattrs, top];
 }
 
 /** Every repository:tag the testbed's plain registry serves. */
@@ -301,7 +305,7 @@ async function testbedImages(): Promise<string[]> {
 }
 
 describe.skipIf(skip !== undefined)("an image served by msb equals `umoci unpack` of it", () => {
-  it("hand-built layers: whiteouts, opaque dirs, hard links, GNU and PAX long names, devices, set-id bits, xattrs", async () => {
+  it("hand-built layers: whiteouts, opaque dirs, hard links, GNU and PAX long names, devices, set-id bits, text and binary xattrs", async () => {
     const layout = join(scratch(), "layout");
     writeLayout(layout, "test", await handBuiltLayers());
     const image = await importOciLayout(new ImageStore({ home: scratch() }), layout, "msb.local/differential:test");
@@ -312,6 +316,7 @@ describe.skipIf(skip !== undefined)("an image served by msb equals `umoci unpack
     expect(["/gone", "/gonedir", "/opaque/old", "/redone/old"].filter((path) => served.has(path))).toEqual([]);
     expect(["/opaque/new", "/redone/new", `/gnu/${"g".repeat(140)}`, `/${LONG_DIR}/${"f".repeat(150)}`].filter((path) => !served.has(path))).toEqual([]);
     expect(served.get("/dev/sda")).toMatchObject({ type: S.IFBLK, uid: 0, gid: 6 });
+    expect(served.get("/xattr/binary")?.xattrs).toEqual({ "user.bin": "ff00fe800a", "trusted.bin": "c32800" });
     expect(served.get("/xattr/file")?.xattrs).toMatchObject({ "user.comment": Buffer.from("hello").toString("hex"), "trusted.note": Buffer.from("kept").toString("hex") });
   });
 

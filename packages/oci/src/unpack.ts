@@ -17,8 +17,14 @@ import { OciError } from "./errors.js";
 /** How a layer blob is compressed. */
 export type Compression = "gzip" | "zstd" | "none";
 
+/** The raw value bytes of a PAX header's `SCHILY.xattr.*` records, by xattr name. */
+const PAX_XATTRS = Symbol("msb.paxXattrs");
+
+/** PAX records as tar-stream decodes them (values as UTF-8), with the raw xattr values beside them. */
+type PaxRecords = Record<string, string> & { [PAX_XATTRS]?: ReadonlyMap<string, Buffer> };
+
 /** A tar header as tar-stream decodes it, PAX records included. */
-type TarHeader = Header & { readonly pax?: Readonly<Record<string, string>> | null };
+type TarHeader = Header & { readonly pax?: PaxRecords | null };
 
 /** An entry's data: read it fully, or resume() to skip it. */
 type EntryBody = AsyncIterable<Buffer> & { resume(): unknown };
@@ -36,6 +42,60 @@ const TYPE_BITS: Readonly<Record<string, number>> = {
   "block-device": c.S_IFBLK,
   fifo: c.S_IFIFO,
 };
+
+const SPACE = 0x20;
+const EQUALS = 0x3d;
+
+/**
+ * The `SCHILY.xattr.*` records of a PAX header block, values as raw bytes
+ * ("LEN key=value\n" records; parsing stops at the first malformed one, as
+ * tar-stream's does).
+ */
+export function paxXattrs(records: Buffer): Map<string, Buffer> {
+  const xattrs = new Map<string, Buffer>();
+  for (let off = 0; off < records.length; ) {
+    const space = records.indexOf(SPACE, off);
+    const length = space === -1 ? NaN : Number(records.toString("latin1", off, space));
+    if (!Number.isSafeInteger(length) || length <= space - off + 1 || off + length > records.length) break;
+    const record = records.subarray(space + 1, off + length - 1);
+    const equals = record.indexOf(EQUALS);
+    if (equals === -1) break;
+    const key = record.toString("utf8", 0, equals);
+    if (key.startsWith(XATTR_PREFIX)) xattrs.set(key.slice(XATTR_PREFIX.length), Buffer.from(record.subarray(equals + 1)));
+    off += length;
+  }
+  return xattrs;
+}
+
+/** The parts of tar-stream's extractor (3.x, pinned) that PAX headers pass through. */
+interface ExtractInternals {
+  _decodeLongHeader?: (buf: Buffer) => void;
+  _header: { type: string } | null;
+  _pax: PaxRecords | null;
+  _paxGlobal: PaxRecords | null;
+}
+
+/**
+ * Makes `extract` keep the raw bytes of PAX xattr values: tar-stream decodes
+ * every PAX value as UTF-8, which mangles binary ones (capabilities, ACLs).
+ * It hands each PAX header block to `_decodeLongHeader`; the raw records are
+ * read there too and kept beside the decoded ones, a global header's under
+ * each later local one's.
+ */
+function keepRawPaxXattrs(extract: object): void {
+  const internals = extract as ExtractInternals;
+  const decode = internals._decodeLongHeader;
+  if (typeof decode !== "function") throw new Error("tar-stream no longer decodes PAX headers in _decodeLongHeader: PAX xattr values cannot be read raw");
+  internals._decodeLongHeader = (buf: Buffer): void => {
+    decode.call(internals, buf);
+    const type = internals._header?.type;
+    if (type === "pax-header" && internals._pax !== null) {
+      internals._pax[PAX_XATTRS] = new Map([...(internals._paxGlobal?.[PAX_XATTRS] ?? []), ...paxXattrs(buf)]);
+    } else if (type === "pax-global-header" && internals._paxGlobal !== null) {
+      internals._paxGlobal[PAX_XATTRS] = paxXattrs(buf);
+    }
+  };
+}
 
 // PAX xattr namespaces, as PassthroughFs maps them to the host (DESIGN §3).
 // `user.msb.*` is msb's own metadata and never taken from an image.
@@ -142,6 +202,7 @@ export async function unpackLayer(source: AsyncIterable<Buffer>, compression: Co
   const layer = options.name ?? dir;
   // tar-stream's options type omits the encoding it honours: names stay raw bytes this way.
   const extract = tarExtract({ filenameEncoding: "latin1" } as Parameters<typeof tarExtract>[0]);
+  keepRawPaxXattrs(extract);
   const writer = new LayerWriter(dir);
   try {
     const decompressed = pipeline(Readable.from(source), decompressor(compression), () => undefined);
@@ -311,10 +372,9 @@ class LayerWriter {
     const owner = typeBits === c.S_IFDIR ? 0o700 : 0o600;
     fchmodSync(fd, (perms & 0o777) | owner);
     fsetxattr(fd, OVERRIDE_STAT_XATTR, encodeOverrideStat({ uid: header.uid, gid: header.gid, mode: typeBits | perms, rdev }));
-    for (const [key, value] of Object.entries(header.pax ?? {})) {
-      if (!key.startsWith(XATTR_PREFIX)) continue;
-      const name = hostXattrName(key.slice(XATTR_PREFIX.length));
-      if (name !== undefined) fsetxattr(fd, name, Buffer.from(value, "utf8"));
+    for (const [xattr, value] of header.pax?.[PAX_XATTRS] ?? []) {
+      const name = hostXattrName(xattr);
+      if (name !== undefined) fsetxattr(fd, name, value);
     }
     const mtime = header.mtime as Date | undefined;
     if (typeBits !== c.S_IFDIR && mtime instanceof Date && !Number.isNaN(mtime.getTime())) {
