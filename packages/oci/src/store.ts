@@ -36,6 +36,8 @@ export interface ImageRecord {
   readonly layers: readonly Descriptor[];
   /** ISO time of the pull. */
   readonly pulledAt: string;
+  /** ISO time the image was built (its config's `created`), when the config says. */
+  readonly created?: string | undefined;
 }
 
 /** An image record with its parsed config and unpacked layer directories. */
