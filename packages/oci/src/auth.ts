@@ -1,9 +1,10 @@
 // WWW-Authenticate challenges and Docker's credential file.
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { mkdir, open, readFile, rename, rm } from "node:fs/promises";
+import { mkdir, readFile, rename, rm } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
+import { writeNewFileSynced } from "./durable.js";
 import { OciError } from "./errors.js";
 
 /** One challenge of a `WWW-Authenticate` header: a scheme and its parameters (names lower-cased). */
@@ -172,13 +173,7 @@ export async function saveDockerCredentials(registry: string, credentials: Crede
   const temp = join(configDir, `.config.json.${process.pid}.${randomBytes(6).toString("hex")}`);
   try {
     await mkdir(configDir, { recursive: true, mode: 0o700 });
-    const handle = await open(temp, "wx", 0o600);
-    try {
-      await handle.writeFile(updated);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
+    await writeNewFileSynced(temp, updated, 0o600);
     await rename(temp, path);
   } catch (cause) {
     await rm(temp, { force: true });

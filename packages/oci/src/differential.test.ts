@@ -66,14 +66,47 @@ const IGNORED_XATTRS = /^security\.selinux$|^trusted\.overlay\./;
 
 const hash = (data: Uint8Array): string => createHash("sha256").update(data).digest("hex");
 
+/** What a walk found at one name: lstat's fields, or a served Attr's. */
+interface Found {
+  readonly mode: number;
+  readonly uid: number;
+  readonly gid: number;
+  readonly rdev: number;
+  readonly size: number;
+  readonly ino: number;
+  readonly nlink: number;
+}
+
+/** Collects the nodes of a walk; a hard-linked file names the first path of its inode the walk met. */
+class TreeBuilder {
+  readonly tree = new Map<string, TreeNode>();
+  readonly #firstName = new Map<number, string>();
+
+  add(path: string, found: Found, xattrs: Record<string, string>, content: Uint8Array | undefined, target: string | undefined): void {
+    const type = found.mode & S.IFMT;
+    const linked = type === S.IFREG && found.nlink > 1;
+    const linkOf = linked ? this.#firstName.get(found.ino) : undefined;
+    if (linked && linkOf === undefined) this.#firstName.set(found.ino, path);
+    this.tree.set(path, {
+      type,
+      mode: found.mode & 0o7777,
+      uid: found.uid,
+      gid: found.gid,
+      ...(type === S.IFCHR || type === S.IFBLK ? { rdev: found.rdev } : {}),
+      ...(content === undefined ? {} : { size: found.size, sha256: hash(content) }),
+      ...(target === undefined ? {} : { target }),
+      ...(linkOf === undefined ? {} : { linkOf }),
+      xattrs,
+    });
+  }
+}
+
 /** The tree `umoci unpack` left on the host, by lstat. */
 function hostTree(root: string): Map<string, TreeNode> {
-  const tree = new Map<string, TreeNode>();
-  const firstName = new Map<number, string>();
+  const builder = new TreeBuilder();
   const walk = (dir: string, prefix: string): void => {
     for (const name of readdirSync(dir).sort()) {
       const path = join(dir, name);
-      const rel = `${prefix}/${name}`;
       const st = lstatSync(path);
       const type = st.mode & S.IFMT;
       const xattrs: Record<string, string> = {};
@@ -81,24 +114,12 @@ function hostTree(root: string): Map<string, TreeNode> {
         const keyText = key.toString("utf8");
         if (!IGNORED_XATTRS.test(keyText)) xattrs[keyText] = lgetxattr(path, key).toString("hex");
       }
-      const linkOf = type === S.IFREG && st.nlink > 1 ? firstName.get(st.ino) : undefined;
-      if (type === S.IFREG && st.nlink > 1 && linkOf === undefined) firstName.set(st.ino, rel);
-      tree.set(rel, {
-        type,
-        mode: st.mode & 0o7777,
-        uid: st.uid,
-        gid: st.gid,
-        ...(type === S.IFCHR || type === S.IFBLK ? { rdev: st.rdev } : {}),
-        ...(type === S.IFREG ? { size: st.size, sha256: hash(readFileSync(path)) } : {}),
-        ...(type === S.IFLNK ? { target: readlinkSync(path) } : {}),
-        ...(linkOf === undefined ? {} : { linkOf }),
-        xattrs,
-      });
-      if (type === S.IFDIR) walk(path, rel);
+      builder.add(`${prefix}/${name}`, st, xattrs, type === S.IFREG ? readFileSync(path) : undefined, type === S.IFLNK ? readlinkSync(path) : undefined);
+      if (type === S.IFDIR) walk(path, `${prefix}/${name}`);
     }
   };
   walk(root, "");
-  return tree;
+  return builder.tree;
 }
 
 const ROOT_CTX: Context = { uid: 0, gid: 0, pid: 0 };
@@ -142,11 +163,9 @@ async function listDir(fs: DynFileSystem, ino: number): Promise<string[]> {
 
 /** The tree a filesystem serves, read through the DynFileSystem API alone. */
 async function servedTree(fs: DynFileSystem): Promise<Map<string, TreeNode>> {
-  const tree = new Map<string, TreeNode>();
-  const firstName = new Map<number, string>();
+  const builder = new TreeBuilder();
   const walk = async (dirIno: number, prefix: string): Promise<void> => {
     for (const name of await listDir(fs, dirIno)) {
-      const rel = `${prefix}/${name}`;
       const entry = await fs.lookup(ROOT_CTX, dirIno, Buffer.from(name));
       try {
         const { attr } = entry;
@@ -156,28 +175,17 @@ async function servedTree(fs: DynFileSystem): Promise<Map<string, TreeNode>> {
           const keyText = Buffer.from(key).toString("utf8");
           if (!IGNORED_XATTRS.test(keyText)) xattrs[keyText] = Buffer.from(await fs.getxattr(ROOT_CTX, entry.ino, key)).toString("hex");
         }
-        const linkOf = type === S.IFREG && attr.nlink > 1 ? firstName.get(entry.ino) : undefined;
-        if (type === S.IFREG && attr.nlink > 1 && linkOf === undefined) firstName.set(entry.ino, rel);
         const content = type === S.IFREG ? await readAll(fs, entry.ino, attr.size) : undefined;
-        tree.set(rel, {
-          type,
-          mode: attr.mode & 0o7777,
-          uid: attr.uid,
-          gid: attr.gid,
-          ...(type === S.IFCHR || type === S.IFBLK ? { rdev: attr.rdev } : {}),
-          ...(content === undefined ? {} : { size: attr.size, sha256: hash(content) }),
-          ...(type === S.IFLNK ? { target: Buffer.from(await fs.readlink(ROOT_CTX, entry.ino)).toString("utf8") } : {}),
-          ...(linkOf === undefined ? {} : { linkOf }),
-          xattrs,
-        });
-        if (type === S.IFDIR) await walk(entry.ino, rel);
+        const target = type === S.IFLNK ? Buffer.from(await fs.readlink(ROOT_CTX, entry.ino)).toString("utf8") : undefined;
+        builder.add(`${prefix}/${name}`, attr, xattrs, content, target);
+        if (type === S.IFDIR) await walk(entry.ino, `${prefix}/${name}`);
       } finally {
         await fs.forget(ROOT_CTX, entry.ino, 1);
       }
     }
   };
   await walk(1, "");
-  return tree;
+  return builder.tree;
 }
 
 /** The image as `msb mount` serves it: its layers read-only under an empty upper. */
