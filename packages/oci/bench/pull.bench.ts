@@ -4,7 +4,7 @@
 // Goals on the reference machine: ≤ 0.9 s (gzip), ≤ 0.5 s (zstd).
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { pull } from "../src/pull.js";
 import { startTestbed, TESTBED } from "../src/test-registry.js";
@@ -73,7 +73,9 @@ async function time(parent: string, run: (dir: string) => Promise<void> | void):
 await prepareImages();
 // The store's own medium (disk), and tmpfs: creating inodes costs both tools the same, so tmpfs shows the rest of the work.
 const media = [{ name: "disk", dir: tmpdir() }, ...(existsSync("/dev/shm") ? [{ name: "tmpfs", dir: "/dev/shm" }] : [])];
-console.log(`@msb/oci bench: pull + unpack of ${REPO} from the testbed, median of ${String(RUNS)} runs each\n`);
+// Creating inodes is most of the work and the first thing a busy machine slows: say how busy it is.
+const load = (): string => `load average ${loadavg()[0]!.toFixed(1)} on ${String(availableParallelism())} cores`;
+console.log(`@msb/oci bench: pull + unpack of ${REPO} from the testbed, median of ${String(RUNS)} runs each; ${load()}\n`);
 for (const medium of media) {
   for (const { name, tag, goal } of [
     { name: "gzip", tag: "bookworm", goal: 900 },
@@ -98,7 +100,7 @@ for (const medium of media) {
       }),
     );
     console.log(
-      `${medium.name} ${name}: msb pull ${seconds(ours)}, skopeo copy + ${name === "gzip" ? "umoci unpack" : "tar --zstd -x"} ${seconds(reference)}, ratio ${(reference / ours).toFixed(2)}× (goal ≤ ${seconds(goal)}: ${ours <= goal ? "met" : "NOT met"})`,
+      `${medium.name} ${name}: msb pull ${seconds(ours)}, skopeo copy + ${name === "gzip" ? "umoci unpack" : "tar --zstd -x"} ${seconds(reference)}, ratio ${(reference / ours).toFixed(2)}× (goal ≤ ${seconds(goal)}: ${ours <= goal ? "met" : "NOT met"}; ${load()})`,
     );
   }
 }
