@@ -61,8 +61,6 @@ interface TreeNode {
   readonly xattrs: Readonly<Record<string, string>>;
 }
 
-/** xattrs umoci writes or drops on its own account (not the image's content). */
-const IGNORED_XATTRS = /^security\.selinux$|^trusted\.overlay\./;
 
 const hash = (data: Uint8Array): string => createHash("sha256").update(data).digest("hex");
 
@@ -110,10 +108,7 @@ function hostTree(root: string): Map<string, TreeNode> {
       const st = lstatSync(path);
       const type = st.mode & S.IFMT;
       const xattrs: Record<string, string> = {};
-      for (const key of llistxattr(path)) {
-        const keyText = key.toString("utf8");
-        if (!IGNORED_XATTRS.test(keyText)) xattrs[keyText] = lgetxattr(path, key).toString("hex");
-      }
+      for (const key of llistxattr(path)) xattrs[key.toString("utf8")] = lgetxattr(path, key).toString("hex");
       builder.add(`${prefix}/${name}`, st, xattrs, type === S.IFREG ? readFileSync(path) : undefined, type === S.IFLNK ? readlinkSync(path) : undefined);
       if (type === S.IFDIR) walk(path, `${prefix}/${name}`);
     }
@@ -172,8 +167,7 @@ async function servedTree(fs: DynFileSystem): Promise<Map<string, TreeNode>> {
         const type = attr.mode & S.IFMT;
         const xattrs: Record<string, string> = {};
         for (const key of await fs.listxattr(ROOT_CTX, entry.ino)) {
-          const keyText = Buffer.from(key).toString("utf8");
-          if (!IGNORED_XATTRS.test(keyText)) xattrs[keyText] = Buffer.from(await fs.getxattr(ROOT_CTX, entry.ino, key)).toString("hex");
+          xattrs[Buffer.from(key).toString("utf8")] = Buffer.from(await fs.getxattr(ROOT_CTX, entry.ino, key)).toString("hex");
         }
         const content = type === S.IFREG ? await readAll(fs, entry.ino, attr.size) : undefined;
         const target = type === S.IFLNK ? Buffer.from(await fs.readlink(ROOT_CTX, entry.ino)).toString("utf8") : undefined;
