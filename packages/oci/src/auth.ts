@@ -1,7 +1,11 @@
 // WWW-Authenticate challenges and Docker's credential file.
+import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { mkdir, readFile, rename, rm } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
+import { writeNewFileSynced } from "./durable.js";
+import { OciError } from "./errors.js";
 
 /** One challenge of a `WWW-Authenticate` header: a scheme and its parameters (names lower-cased). */
 export interface Challenge {
@@ -113,4 +117,67 @@ export function dockerCredentials(registry: string, configDir: string = dockerCo
     }
   }
   return undefined;
+}
+
+/** The `auths` key Docker itself writes for Docker Hub. */
+const DOCKER_HUB_AUTH_KEY = "https://index.docker.io/v1/";
+
+function configError(path: string, message: string, cause?: unknown): OciError {
+  return new OciError("ERR_OCI_DOCKER_CONFIG", path, message, cause === undefined ? undefined : { cause });
+}
+
+function plainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/**
+ * Records `credentials` for `registry` in Docker's `config.json` `auths`, as
+ * `docker login` does (base64 `user:password` in `auth`), so every OCI tool
+ * finds them. Other keys and registries are kept; other spellings of the
+ * same registry are replaced by this entry (Docker Hub is written under
+ * Docker's own key). The file is replaced atomically, mode 0600.
+ *
+ * @returns the path of the file written.
+ * @throws {@link OciError} `ERR_OCI_DOCKER_CONFIG` when the existing file is
+ *   not a JSON object (it is then left as it is), the user name holds a `:`,
+ *   or the file cannot be written.
+ */
+export async function saveDockerCredentials(registry: string, credentials: Credentials, configDir: string = dockerConfigDir()): Promise<string> {
+  const path = join(configDir, "config.json");
+  if (credentials.username === "" || credentials.username.includes(":")) {
+    throw configError(path, `user name ${JSON.stringify(credentials.username)} cannot be stored: it must be non-empty and without ':'`);
+  }
+  let config: Record<string, unknown> = {};
+  let text: string | undefined;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (cause) {
+    if ((cause as NodeJS.ErrnoException).code !== "ENOENT") throw configError(path, "cannot read Docker's config.json", cause);
+  }
+  if (text !== undefined) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch (cause) {
+      throw configError(path, "Docker's config.json is not JSON", cause);
+    }
+    if (!plainObject(parsed)) throw configError(path, "Docker's config.json is not a JSON object");
+    config = parsed;
+  }
+  const auths = config.auths ?? {};
+  if (!plainObject(auths)) throw configError(path, "the auths of Docker's config.json is not an object");
+  const kept = Object.fromEntries(Object.entries(auths).filter(([key]) => hostOf(key) !== registry));
+  const key = registry === "docker.io" ? DOCKER_HUB_AUTH_KEY : registry;
+  const auth = Buffer.from(`${credentials.username}:${credentials.password}`).toString("base64");
+  const updated = `${JSON.stringify({ ...config, auths: { ...kept, [key]: { auth } } }, null, "\t")}\n`;
+  const temp = join(configDir, `.config.json.${process.pid}.${randomBytes(6).toString("hex")}`);
+  try {
+    await mkdir(configDir, { recursive: true, mode: 0o700 });
+    await writeNewFileSynced(temp, updated, 0o600);
+    await rename(temp, path);
+  } catch (cause) {
+    await rm(temp, { force: true });
+    throw configError(path, "cannot write Docker's config.json", cause);
+  }
+  return path;
 }

@@ -13,6 +13,7 @@
  * - `ERR_OCI_LAYER`: any other malformed layer (bad tar, unsupported compression).
  * - `ERR_OCI_LOCK`: a store lock not obtained in time.
  * - `ERR_OCI_IMAGE_NOT_FOUND`: no such image in the local store.
+ * - `ERR_OCI_DOCKER_CONFIG`: Docker's `config.json` cannot be updated (not a JSON object, unwritable).
  */
 export type OciErrorCode =
   | "ERR_OCI_REFERENCE"
@@ -26,7 +27,8 @@ export type OciErrorCode =
   | "ERR_OCI_UNSAFE_ENTRY"
   | "ERR_OCI_LAYER"
   | "ERR_OCI_LOCK"
-  | "ERR_OCI_IMAGE_NOT_FOUND";
+  | "ERR_OCI_IMAGE_NOT_FOUND"
+  | "ERR_OCI_DOCKER_CONFIG";
 
 /** Brand shared by every copy of this package, so `OciError.is` works across bundles. */
 const BRAND = Symbol.for("@msb/oci.OciError");

@@ -9,7 +9,7 @@
  */
 export { OciError, type OciErrorCode } from "./errors.js";
 export { DOCKER_HUB, formatReference, parseReference, type Reference } from "./reference.js";
-export { dockerConfigDir, dockerCredentials, parseChallenges, type Challenge, type Credentials } from "./auth.js";
+export { dockerConfigDir, dockerCredentials, parseChallenges, saveDockerCredentials, type Challenge, type Credentials } from "./auth.js";
 export { digestHex, sha256Digest, type Descriptor } from "./digest.js";
 export { MANIFEST_MEDIA_TYPES, RegistryClient, type FetchedManifest, type RegistryOptions } from "./registry.js";
 export {

@@ -119,6 +119,7 @@ export async function ingestImage(store: ImageStore, image: ResolvedImage, sourc
       config: configDesc,
       layers,
       pulledAt: new Date().toISOString(),
+      created: config.created,
     });
   } finally {
     await unpin();

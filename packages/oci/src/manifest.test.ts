@@ -62,6 +62,7 @@ describe("parseImageConfig", () => {
       json({
         architecture: "amd64",
         os: "linux",
+        created: "2026-03-01T12:00:00.123456789+01:00",
         config: { Env: ["A=1"], Cmd: ["sh"], Entrypoint: ["/init"], WorkingDir: "/app", User: "1000:1000", ExposedPorts: { "80/tcp": {} }, Labels: { a: "b" } },
         rootfs: { type: "layers", diff_ids: [D("a")] },
       }),
@@ -79,8 +80,11 @@ describe("parseImageConfig", () => {
       exposedPorts: ["80/tcp"],
       labels: { a: "b" },
       diffIds: [D("a")],
+      created: "2026-03-01T11:00:00.123Z",
     });
     expect(parseImageConfig(json({}), "cfg")).toMatchObject({ env: [], cmd: undefined, exposedPorts: [] });
+    expect(parseImageConfig(json({ created: "yesterday" }), "cfg").created).toBeUndefined();
+    expect(() => parseImageConfig(json({ created: 1 }), "cfg")).toThrow(expect.objectContaining({ code: "ERR_OCI_MANIFEST" }) as Error);
     expect(() => parseImageConfig(json({ config: { Cmd: "sh" } }), "cfg")).toThrow(expect.objectContaining({ code: "ERR_OCI_MANIFEST" }) as Error);
   });
 });

@@ -153,6 +153,8 @@ export interface ImageConfig {
   readonly labels: Readonly<Record<string, string>>;
   /** The layers' uncompressed digests (`rootfs.diff_ids`). */
   readonly diffIds: readonly string[];
+  /** When the image was built (the config's `created`), as an ISO 8601 UTC time; undefined when absent or not a date. */
+  readonly created: string | undefined;
 }
 
 function strings(value: unknown, input: string, what: string): string[] | undefined {
@@ -165,6 +167,13 @@ function optionalString(value: unknown, input: string, what: string): string | u
   if (value === undefined || value === null || value === "") return undefined;
   if (typeof value !== "string") throw new OciError("ERR_OCI_MANIFEST", input, `config ${what} is not a string`);
   return value;
+}
+
+/** The config's `created` as an ISO time: a non-string is malformed, a string that is no date is ignored. */
+function createdTime(value: unknown, input: string): string | undefined {
+  const text = optionalString(value, input, "created");
+  const time = text === undefined ? Number.NaN : Date.parse(text);
+  return Number.isNaN(time) ? undefined : new Date(time).toISOString();
 }
 
 /** Parses an image config blob. @throws {@link OciError} `ERR_OCI_MANIFEST`. */
@@ -188,5 +197,6 @@ export function parseImageConfig(bytes: Uint8Array, input: string): ImageConfig 
     exposedPorts: config.ExposedPorts === undefined || config.ExposedPorts === null ? [] : Object.keys(object(config.ExposedPorts, input, "ExposedPorts")),
     labels,
     diffIds: strings(rootfs.diff_ids, input, "rootfs.diff_ids") ?? [],
+    created: createdTime(json.created, input),
   };
 }

@@ -41,6 +41,9 @@ describe.skipIf(skip !== undefined)("pull from the testbed registries", () => {
     expect(image.imageConfig.cmd).toEqual(["/bin/sh"]);
     expect(image.imageConfig.env).toContain("PATH=/usr/sbin:/usr/bin:/sbin:/bin");
     expect(image.imageConfig.workingDir).toBe("/");
+    // umoci stamps the build time into the config; the record keeps it for listings.
+    expect(image.imageConfig.created).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    expect(image.created).toBe(image.imageConfig.created);
     const root = image.layerDirs[0]!;
     expect(statSync(join(root, "bin/busybox")).size).toBeGreaterThan(100_000);
     expect(decodeOverrideStat(getxattr(join(root, "home/app"), OVERRIDE_STAT_XATTR))).toMatchObject({ uid: 1000, gid: 1000 });

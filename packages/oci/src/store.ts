@@ -6,6 +6,7 @@ import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from "node:f
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { digestHex, verifyBytes, type Descriptor } from "./digest.js";
+import { writeNewFileSynced } from "./durable.js";
 import { OciError } from "./errors.js";
 import { processAlive, withLock } from "./lock.js";
 import { LAYER_MEDIA_TYPES, parseImageConfig, type ImageConfig } from "./manifest.js";
@@ -36,6 +37,8 @@ export interface ImageRecord {
   readonly layers: readonly Descriptor[];
   /** ISO time of the pull. */
   readonly pulledAt: string;
+  /** ISO time the image was built (its config's `created`), when the config says. */
+  readonly created?: string | undefined;
 }
 
 /** An image record with its parsed config and unpacked layer directories. */
@@ -132,13 +135,7 @@ export class ImageStore {
     if (await this.hasBlob(desc.digest)) return;
     const dir = join(this.root, "blobs", "sha256");
     const temp = join(dir, tempName(digestHex(desc.digest)));
-    const handle = await open(temp, "wx", 0o644);
-    try {
-      await handle.writeFile(bytes);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
+    await writeNewFileSynced(temp, bytes, 0o644);
     await rename(temp, this.blobPath(desc.digest));
   }
 
@@ -219,13 +216,7 @@ export class ImageStore {
     await this.#dirs();
     const path = this.#imagePath(record.reference);
     const temp = join(this.root, "images", tempName("image"));
-    const handle = await open(temp, "wx", 0o644);
-    try {
-      await handle.writeFile(`${JSON.stringify(record, null, 2)}\n`);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
+    await writeNewFileSynced(temp, `${JSON.stringify(record, null, 2)}\n`, 0o644);
     await rename(temp, path);
   }
 

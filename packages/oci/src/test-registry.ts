@@ -148,11 +148,13 @@ export const TESTBED = {
 } as const;
 
 /**
- * Starts the shared OCI testbed (idempotent) from `../shared/testbed/oci`
- * beside the repository. Returns why it could not, or undefined when it runs.
+ * Starts the shared OCI testbed (idempotent) from `$TESTBED` (as env.sh
+ * names it), else `../shared/testbed/oci` beside the repository. Returns why
+ * it could not, or undefined when it runs.
  */
 export function startTestbed(): string | undefined {
-  const script = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "..", "shared", "testbed", "oci", "up.sh");
+  const testbed = process.env.TESTBED ?? join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "..", "shared", "testbed", "oci");
+  const script = join(testbed, "up.sh");
   try {
     // Test files run in parallel; flock keeps two up.sh runs from racing to start the same servers.
     execFileSync("flock", ["--close", join(tmpdir(), "msb-oci-testbed-up.lock"), "bash", script], { stdio: "pipe", timeout: 180_000 });

@@ -30,8 +30,8 @@ function octal(block: Buffer, offset: number, length: number, value: number): vo
   block.write(`${value.toString(8).padStart(length - 1, "0")}\0`, offset, length, "latin1");
 }
 
-/** One raw GNU-format header block (magic `ustar  `), checksum included. */
-export function gnuHeader(name: string | Buffer, type: string, size: number, linkname = ""): Buffer {
+/** One raw header block, GNU format (magic `ustar  `) unless `ustar` (POSIX magic `ustar\000`), checksum included. */
+export function gnuHeader(name: string | Buffer, type: string, size: number, linkname = "", ustar = false): Buffer {
   const block = Buffer.alloc(512);
   Buffer.from(name).copy(block, 0, 0, 100);
   octal(block, 100, 8, 0o644);
@@ -41,7 +41,7 @@ export function gnuHeader(name: string | Buffer, type: string, size: number, lin
   octal(block, 136, 12, 1_700_000_000);
   block.write(type, 156, 1, "latin1");
   block.write(linkname, 157, 100, "latin1");
-  block.write("ustar  \0", 257, 8, "latin1");
+  block.write(ustar ? "ustar\u000000" : "ustar  \0", 257, 8, "latin1");
   block.fill(0x20, 148, 156);
   let sum = 0;
   for (const byte of block) sum += byte;
@@ -69,6 +69,27 @@ export function gnuLongNamesTar(longName: string, content: string, longLinkName:
     gnuHeader("././@LongLink", "K", link.length),
     blocks(link),
     gnuHeader(longLinkName.slice(0, 99), "2", 0, longLinkTarget.slice(0, 99)),
+    Buffer.alloc(1024),
+  ]);
+}
+
+/** One PAX record, "LEN key=value\n", its value raw bytes. */
+export function paxRecord(key: string, value: Buffer): Buffer {
+  const body = Buffer.concat([Buffer.from(` ${key}=`), value, Buffer.from("\n")]);
+  // LEN counts its own digits too.
+  let length = body.length + 1;
+  while (String(length).length + body.length !== length) length++;
+  return Buffer.concat([Buffer.from(String(length)), body]);
+}
+
+/** A POSIX tar of one file `name` with `data`, preceded by a PAX header of `records` (raw, as {@link paxRecord} builds them). */
+export function paxFileTar(name: string, data: string, records: readonly Buffer[]): Buffer {
+  const pax = Buffer.concat(records);
+  return Buffer.concat([
+    gnuHeader("PaxHeaders/x", "x", pax.length, "", true),
+    blocks(pax),
+    gnuHeader(name, "0", data.length, "", true),
+    blocks(Buffer.from(data)),
     Buffer.alloc(1024),
   ]);
 }

@@ -5,10 +5,10 @@
 // symlink unpacked earlier can never be walked through, `..` and absolute names
 // are refused before any system call, and the final component is created with
 // O_EXCL | O_NOFOLLOW (symlinkat / linkat never follow it either).
-import { closeSync, fchmodSync, writeSync } from "node:fs";
+import { closeSync, fchmodSync, writevSync } from "node:fs";
 import { once } from "node:events";
-import { PassThrough, pipeline, Readable, Transform } from "node:stream";
-import { createGunzip } from "node:zlib";
+import { PassThrough, pipeline, Readable, Transform, type TransformOptions } from "node:stream";
+import { createGunzip, type ZlibOptions } from "node:zlib";
 import { encodeOverrideStat, makedev, OVERRIDE_STAT_XATTR } from "@msb/fs";
 import { constants as c, close, fsetxattr, fstatat, linkat, mkdirat, openat, openat2, symlinkat, unlinkat, utimensat, zstdDecompress, zstdDecompressor } from "@msb/native";
 import { extract as tarExtract, type Header } from "tar-stream";
@@ -17,8 +17,14 @@ import { OciError } from "./errors.js";
 /** How a layer blob is compressed. */
 export type Compression = "gzip" | "zstd" | "none";
 
+/** The raw value bytes of a PAX header's `SCHILY.xattr.*` records, by xattr name. */
+const PAX_XATTRS = Symbol("msb.paxXattrs");
+
+/** PAX records as tar-stream decodes them (values as UTF-8), with the raw xattr values beside them. */
+type PaxRecords = Record<string, string> & { [PAX_XATTRS]?: ReadonlyMap<string, Buffer> };
+
 /** A tar header as tar-stream decodes it, PAX records included. */
-type TarHeader = Header & { readonly pax?: Readonly<Record<string, string>> | null };
+type TarHeader = Header & { readonly pax?: PaxRecords | null };
 
 /** An entry's data: read it fully, or resume() to skip it. */
 type EntryBody = AsyncIterable<Buffer> & { resume(): unknown };
@@ -26,6 +32,7 @@ type EntryBody = AsyncIterable<Buffer> & { resume(): unknown };
 const RESOLVE = c.RESOLVE_BENEATH | c.RESOLVE_NO_MAGICLINKS | c.RESOLVE_NO_SYMLINKS;
 const SLASH = 0x2f;
 const DOT = 0x2e;
+const SLASH_BYTE = Buffer.from("/");
 
 const TYPE_BITS: Readonly<Record<string, number>> = {
   file: c.S_IFREG,
@@ -35,6 +42,60 @@ const TYPE_BITS: Readonly<Record<string, number>> = {
   "block-device": c.S_IFBLK,
   fifo: c.S_IFIFO,
 };
+
+const SPACE = 0x20;
+const EQUALS = 0x3d;
+
+/**
+ * The `SCHILY.xattr.*` records of a PAX header block, values as raw bytes
+ * ("LEN key=value\n" records; parsing stops at the first malformed one, as
+ * tar-stream's does).
+ */
+export function paxXattrs(records: Buffer): Map<string, Buffer> {
+  const xattrs = new Map<string, Buffer>();
+  for (let off = 0; off < records.length; ) {
+    const space = records.indexOf(SPACE, off);
+    const length = space === -1 ? NaN : Number(records.toString("latin1", off, space));
+    if (!Number.isSafeInteger(length) || length <= space - off + 1 || off + length > records.length) break;
+    const record = records.subarray(space + 1, off + length - 1);
+    const equals = record.indexOf(EQUALS);
+    if (equals === -1) break;
+    const key = record.toString("utf8", 0, equals);
+    if (key.startsWith(XATTR_PREFIX)) xattrs.set(key.slice(XATTR_PREFIX.length), Buffer.from(record.subarray(equals + 1)));
+    off += length;
+  }
+  return xattrs;
+}
+
+/** The parts of tar-stream's extractor (3.x, pinned) that PAX headers pass through. */
+interface ExtractInternals {
+  _decodeLongHeader?: (buf: Buffer) => void;
+  _header: { type: string } | null;
+  _pax: PaxRecords | null;
+  _paxGlobal: PaxRecords | null;
+}
+
+/**
+ * Makes `extract` keep the raw bytes of PAX xattr values: tar-stream decodes
+ * every PAX value as UTF-8, which mangles binary ones (capabilities, ACLs).
+ * It hands each PAX header block to `_decodeLongHeader`; the raw records are
+ * read there too and kept beside the decoded ones, a global header's under
+ * each later local one's.
+ */
+function keepRawPaxXattrs(extract: object): void {
+  const internals = extract as ExtractInternals;
+  const decode = internals._decodeLongHeader;
+  if (typeof decode !== "function") throw new Error("tar-stream no longer decodes PAX headers in _decodeLongHeader: PAX xattr values cannot be read raw");
+  internals._decodeLongHeader = (buf: Buffer): void => {
+    decode.call(internals, buf);
+    const type = internals._header?.type;
+    if (type === "pax-header" && internals._pax !== null) {
+      internals._pax[PAX_XATTRS] = new Map([...(internals._paxGlobal?.[PAX_XATTRS] ?? []), ...paxXattrs(buf)]);
+    } else if (type === "pax-global-header" && internals._paxGlobal !== null) {
+      internals._paxGlobal[PAX_XATTRS] = paxXattrs(buf);
+    }
+  };
+}
 
 // PAX xattr namespaces, as PassthroughFs maps them to the host (DESIGN §3).
 // `user.msb.*` is msb's own metadata and never taken from an image.
@@ -108,8 +169,12 @@ function zstdTransform(): Transform {
   });
 }
 
+// zlib inflates on the thread pool: big output chunks and a deep buffer let it run ahead of the
+// untar on the main thread instead of waiting for it every 16 KiB (Node passes stream options through).
+const GUNZIP: ZlibOptions & TransformOptions = { chunkSize: 256 << 10, highWaterMark: 8 << 20 };
+
 function decompressor(compression: Compression): Transform {
-  if (compression === "gzip") return createGunzip();
+  if (compression === "gzip") return createGunzip(GUNZIP);
   if (compression === "zstd") return zstdTransform();
   return new PassThrough();
 }
@@ -137,6 +202,7 @@ export async function unpackLayer(source: AsyncIterable<Buffer>, compression: Co
   const layer = options.name ?? dir;
   // tar-stream's options type omits the encoding it honours: names stay raw bytes this way.
   const extract = tarExtract({ filenameEncoding: "latin1" } as Parameters<typeof tarExtract>[0]);
+  keepRawPaxXattrs(extract);
   const writer = new LayerWriter(dir);
   try {
     const decompressed = pipeline(Readable.from(source), decompressor(compression), () => undefined);
@@ -173,8 +239,32 @@ export async function unpackLayer(source: AsyncIterable<Buffer>, compression: Co
   }
 }
 
+/** Directory fds kept open between entries: a tar lists a directory's entries together, so most entries find their parent here. */
+const DIR_CACHE = 64;
+/** File data is gathered up to this many bytes (or {@link WRITE_CHUNKS} chunks) per writev. */
+const WRITE_BYTES = 1 << 20;
+const WRITE_CHUNKS = 256;
+
+/** Writes every byte of `chunks` at the file position (writev may stop short). */
+function writeAll(fd: number, chunks: readonly Buffer[]): void {
+  let pending = chunks;
+  while (pending.length > 0) {
+    let written = writevSync(fd, pending);
+    let done = 0;
+    while (done < pending.length && written >= pending[done]!.length) written -= pending[done++]!.length;
+    pending = done < pending.length ? [pending[done]!.subarray(written), ...pending.slice(done + 1)] : [];
+  }
+}
+
 class LayerWriter {
   readonly #root: number;
+  /**
+   * Open directory fds by their path below the root (latin1 of the raw
+   * bytes), least recently used first. A directory never leaves the layer
+   * while it unpacks (no entry may replace a directory), so a cached fd
+   * always names what its path names.
+   */
+  readonly #dirs = new Map<string, number>();
 
   constructor(dir: string) {
     this.#root = openat(c.AT_FDCWD, dir, c.O_RDONLY | c.O_DIRECTORY | c.O_NOFOLLOW);
@@ -184,6 +274,8 @@ class LayerWriter {
   }
 
   close(): void {
+    for (const fd of this.#dirs.values()) close(fd);
+    this.#dirs.clear();
     close(this.#root);
   }
 
@@ -213,57 +305,66 @@ class LayerWriter {
     }
   }
 
-  /** Opens (creating missing directories) the parent of `parts`; the caller closes the fd unless it is the root. */
-  #parent(parts: readonly Buffer[], display: string): number {
-    if (parts.length <= 1) return this.#root;
-    try {
-      return this.#openParentDir(parts, display, "goes through a symlink");
-    } catch (error) {
-      if (code(error) !== "ENOENT") throw error;
+  /**
+   * The fd of the directory `parts` names (the root for none), from the
+   * cache or opened in one confined openat2; with `create`, missing
+   * directories are made as tar makes them (root-owned 0755). The fd belongs
+   * to the cache: callers never close it.
+   */
+  #directoryFd(parts: readonly Buffer[], display: string, create: boolean, why: string): number {
+    if (parts.length === 0) return this.#root;
+    const path = Buffer.concat(parts.flatMap((p, i) => (i === 0 ? [p] : [SLASH_BYTE, p])));
+    const key = path.toString("latin1");
+    const cached = this.#dirs.get(key);
+    if (cached !== undefined) {
+      this.#dirs.delete(key);
+      this.#dirs.set(key, cached);
+      return cached;
     }
-    // Tars may omit parent directories: create them as root-owned 0755, as tar does.
-    let fd = this.#root;
-    for (const part of parts.slice(0, -1)) {
-      let next: number;
-      try {
-        next = openat2(fd, part, { flags: c.O_RDONLY | c.O_DIRECTORY, resolve: RESOLVE });
-      } catch (error) {
-        if (code(error) === "ELOOP" || code(error) === "EXDEV") unsafe(display, "goes through a symlink");
-        if (code(error) !== "ENOENT") throw error;
-        mkdirat(fd, part, 0o700);
-        next = openat2(fd, part, { flags: c.O_RDONLY | c.O_DIRECTORY, resolve: RESOLVE });
-        fsetxattr(next, OVERRIDE_STAT_XATTR, encodeOverrideStat({ uid: 0, gid: 0, mode: c.S_IFDIR | 0o755, rdev: 0 }));
-      }
-      if (fd !== this.#root) close(fd);
-      fd = next;
+    let fd: number;
+    try {
+      fd = openat2(this.#root, path, { flags: c.O_RDONLY | c.O_DIRECTORY, resolve: RESOLVE });
+    } catch (error) {
+      if (code(error) === "ELOOP" || code(error) === "EXDEV") unsafe(display, why);
+      if (code(error) !== "ENOENT" || !create) throw error;
+      const parent = this.#directoryFd(parts.slice(0, -1), display, true, why);
+      const base = parts[parts.length - 1]!;
+      mkdirat(parent, base, 0o700);
+      fd = openat2(parent, base, { flags: c.O_RDONLY | c.O_DIRECTORY, resolve: RESOLVE });
+      fsetxattr(fd, OVERRIDE_STAT_XATTR, encodeOverrideStat({ uid: 0, gid: 0, mode: c.S_IFDIR | 0o755, rdev: 0 }));
+    }
+    this.#dirs.set(key, fd);
+    if (this.#dirs.size > DIR_CACHE) {
+      const [oldestKey, oldest] = this.#dirs.entries().next().value as [string, number];
+      this.#dirs.delete(oldestKey);
+      close(oldest);
     }
     return fd;
   }
 
-  #withParent<T>(parts: readonly Buffer[], display: string, fn: (parent: number, base: Buffer) => T): T {
-    const parent = this.#parent(parts, display);
-    try {
-      return fn(parent, parts[parts.length - 1]!);
-    } finally {
-      if (parent !== this.#root) close(parent);
-    }
+  /** The parent directory of `parts` (created when missing) and the last component. */
+  #parent(parts: readonly Buffer[], display: string): [parent: number, base: Buffer] {
+    return [this.#directoryFd(parts.slice(0, -1), display, true, "goes through a symlink"), parts[parts.length - 1]!];
   }
 
-  /** Clears the way for a new entry: a later tar entry replaces an earlier one, except a directory stays a directory. */
-  #replace(parent: number, base: Buffer, display: string, directory: boolean): boolean {
-    let mode: number;
+  /**
+   * Runs `make` for a new name. When the name exists, a later tar entry
+   * replaces an earlier one: the old non-directory is removed and `make`
+   * runs again; a directory stays (for a directory entry, `make` is then
+   * skipped) and is an error for anything else.
+   */
+  #create<T>(parent: number, base: Buffer, display: string, directory: boolean, make: () => T): T | undefined {
     try {
-      mode = fstatat(parent, base, c.AT_SYMLINK_NOFOLLOW).mode;
+      return make();
     } catch (error) {
-      if (code(error) === "ENOENT") return false;
-      throw error;
+      if (code(error) !== "EEXIST") throw error;
     }
-    if ((mode & c.S_IFMT) === c.S_IFDIR) {
-      if (directory) return true;
+    if ((fstatat(parent, base, c.AT_SYMLINK_NOFOLLOW).mode & c.S_IFMT) === c.S_IFDIR) {
+      if (directory) return undefined;
       throw new OciError("ERR_OCI_LAYER", display, "a non-directory entry replaces a directory of the same layer");
     }
     unlinkat(parent, base);
-    return false;
+    return make();
   }
 
   #metadata(fd: number, header: TarHeader, typeBits: number, rdev: number): void {
@@ -271,10 +372,9 @@ class LayerWriter {
     const owner = typeBits === c.S_IFDIR ? 0o700 : 0o600;
     fchmodSync(fd, (perms & 0o777) | owner);
     fsetxattr(fd, OVERRIDE_STAT_XATTR, encodeOverrideStat({ uid: header.uid, gid: header.gid, mode: typeBits | perms, rdev }));
-    for (const [key, value] of Object.entries(header.pax ?? {})) {
-      if (!key.startsWith(XATTR_PREFIX)) continue;
-      const name = hostXattrName(key.slice(XATTR_PREFIX.length));
-      if (name !== undefined) fsetxattr(fd, name, Buffer.from(value, "utf8"));
+    for (const [xattr, value] of header.pax?.[PAX_XATTRS] ?? []) {
+      const name = hostXattrName(xattr);
+      if (name !== undefined) fsetxattr(fd, name, value);
     }
     const mtime = header.mtime as Date | undefined;
     if (typeBits !== c.S_IFDIR && mtime instanceof Date && !Number.isNaN(mtime.getTime())) {
@@ -285,15 +385,25 @@ class LayerWriter {
 
   async #file(parts: readonly Buffer[], display: string, header: TarHeader, body: EntryBody | undefined): Promise<void> {
     if (parts.length === 0) unsafe(display, "names the layer root as a file");
-    const fd = this.#withParent(parts, display, (parent, base) => {
-      this.#replace(parent, base, display, false);
-      return openat2(parent, base, { flags: c.O_WRONLY | c.O_CREAT | c.O_EXCL | c.O_NOFOLLOW, mode: 0o600, resolve: RESOLVE });
-    });
+    const [parent, base] = this.#parent(parts, display);
+    const fd = this.#create(parent, base, display, false, () =>
+      openat2(parent, base, { flags: c.O_WRONLY | c.O_CREAT | c.O_EXCL | c.O_NOFOLLOW, mode: 0o600, resolve: RESOLVE }),
+    )!;
     try {
       if (body !== undefined) {
+        // Few, big writes: the data comes in chunks of a few KiB.
+        let gathered: Buffer[] = [];
+        let bytes = 0;
         for await (const chunk of body) {
-          for (let off = 0; off < chunk.length; ) off += writeSync(fd, chunk, off, chunk.length - off);
+          gathered.push(chunk);
+          bytes += chunk.length;
+          if (bytes >= WRITE_BYTES || gathered.length >= WRITE_CHUNKS) {
+            writeAll(fd, gathered);
+            gathered = [];
+            bytes = 0;
+          }
         }
+        writeAll(fd, gathered);
       }
       const typeBits = TYPE_BITS[header.type] ?? c.S_IFREG;
       const device = typeBits === c.S_IFCHR || typeBits === c.S_IFBLK;
@@ -308,25 +418,17 @@ class LayerWriter {
       this.#metadata(this.#root, header, c.S_IFDIR, 0);
       return;
     }
-    const fd = this.#withParent(parts, display, (parent, base) => {
-      if (!this.#replace(parent, base, display, true)) mkdirat(parent, base, 0o700);
-      return openat2(parent, base, { flags: c.O_RDONLY | c.O_DIRECTORY, resolve: RESOLVE });
-    });
-    try {
-      this.#metadata(fd, header, c.S_IFDIR, 0);
-    } finally {
-      close(fd);
-    }
+    const [parent, base] = this.#parent(parts, display);
+    this.#create(parent, base, display, true, () => mkdirat(parent, base, 0o700));
+    this.#metadata(this.#directoryFd(parts, display, false, "goes through a symlink"), header, c.S_IFDIR, 0);
   }
 
   #symlink(parts: readonly Buffer[], display: string, header: TarHeader): void {
     if (parts.length === 0) unsafe(display, "names the layer root as a symlink");
     const target = Buffer.from(header.linkname ?? "", header.pax?.linkpath === undefined ? "latin1" : "utf8");
     // The target is data for the guest: it is never followed on the host.
-    this.#withParent(parts, display, (parent, base) => {
-      this.#replace(parent, base, display, false);
-      symlinkat(target, parent, base);
-    });
+    const [parent, base] = this.#parent(parts, display);
+    this.#create(parent, base, display, false, () => symlinkat(target, parent, base));
   }
 
   #hardlink(parts: readonly Buffer[], display: string, header: TarHeader): void {
@@ -340,36 +442,17 @@ class LayerWriter {
       unsafe(display, `links to '${targetDisplay}', outside the layer`);
     }
     if (targetParts.length === 0) unsafe(display, "links to the layer root");
-    const targetParent = this.#existingParent(targetParts, display);
+    // The new name's parent first: finding the target's parent then caches at most one more fd,
+    // which can only evict an older one than the fd in hand.
+    const [parent, base] = this.#parent(parts, display);
+    let targetParent: number;
     try {
-      this.#withParent(parts, display, (parent, base) => {
-        this.#replace(parent, base, display, false);
-        // No AT_SYMLINK_FOLLOW: a link to a symlink links the symlink itself.
-        linkat(targetParent, targetParts[targetParts.length - 1]!, parent, base);
-      });
-    } finally {
-      if (targetParent !== this.#root) close(targetParent);
-    }
-  }
-
-  #existingParent(parts: readonly Buffer[], display: string): number {
-    if (parts.length <= 1) return this.#root;
-    try {
-      return this.#openParentDir(parts, display, "links through a symlink");
+      targetParent = this.#directoryFd(targetParts.slice(0, -1), display, false, "links through a symlink");
     } catch (error) {
       if (OciError.is(error)) throw error;
       throw new OciError("ERR_OCI_LAYER", display, "hard link target is not in the layer", { cause: error });
     }
-  }
-
-  /** Opens the directory holding `parts`' last component in one confined openat2. */
-  #openParentDir(parts: readonly Buffer[], display: string, why: string): number {
-    const path = Buffer.concat(parts.slice(0, -1).flatMap((p, i) => (i === 0 ? [p] : [Buffer.from("/"), p])));
-    try {
-      return openat2(this.#root, path, { flags: c.O_RDONLY | c.O_DIRECTORY, resolve: RESOLVE });
-    } catch (error) {
-      if (code(error) === "ELOOP" || code(error) === "EXDEV") unsafe(display, why);
-      throw error;
-    }
+    // No AT_SYMLINK_FOLLOW: a link to a symlink links the symlink itself.
+    this.#create(parent, base, display, false, () => linkat(targetParent, targetParts[targetParts.length - 1]!, parent, base));
   }
 }

@@ -1,8 +1,9 @@
-// `msb pull`, `msb images` and `msb rmi` as users run them: child processes of
+// `msb pull`, `images`, `rmi`, `prune` and `login` as users run them: child processes of
 // the built CLI against the real loopback registries of the shared OCI testbed;
 // plus the pure progress renderer and formatters.
 import { execFile } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -32,9 +33,15 @@ async function msb(...args: string[]): Promise<Result> {
 }
 
 async function msbIn(extraEnv: Record<string, string>, ...args: string[]): Promise<Result> {
+  return msbWithStdin(extraEnv, "", ...args);
+}
+
+async function msbWithStdin(extraEnv: Record<string, string>, input: string, ...args: string[]): Promise<Result> {
   const env = { ...process.env, ...extraEnv };
   try {
-    const { stdout, stderr } = await run(process.execPath, [CLI, ...args], { env });
+    const child = run(process.execPath, [CLI, ...args], { env });
+    child.child.stdin?.end(input);
+    const { stdout, stderr } = await child;
     return { code: 0, stdout, stderr };
   } catch (error) {
     const e = error as { code: number; stdout: string; stderr: string };
@@ -69,7 +76,7 @@ describe.skipIf(why !== undefined)("msb pull / images / rmi against the loopback
       layers: { digest: string; size: number; dir: string }[];
       config: Record<string, unknown>;
     };
-    expect(json).toMatchObject({ reference: ref, platform: "linux/amd64" });
+    expect(json).toMatchObject({ reference: ref, platform: "linux/amd64", created: expect.stringMatching(/^\d{4}-\d\d-\d\dT/) as unknown });
     expect(json.digest).toMatch(/^sha256:[0-9a-f]{64}$/);
     expect(json.layers.length).toBeGreaterThan(0);
     for (const layer of json.layers) expect(existsSync(join(layer.dir, "bin", "busybox"))).toBe(true);
@@ -81,16 +88,37 @@ describe.skipIf(why !== undefined)("msb pull / images / rmi against the loopback
   it("lists the image with `images --json` and in the table", async () => {
     const listed = await msb("images", "--json");
     expect(listed.code).toBe(0);
-    const images = JSON.parse(listed.stdout) as { reference: string; digest: string; size: number; pulledAt: string }[];
+    const images = JSON.parse(listed.stdout) as { reference: string; digest: string; size: number; created: string; pulledAt: string }[];
     expect(images).toHaveLength(1);
     expect(images[0]).toMatchObject({ reference: ref, digest: expect.stringMatching(/^sha256:/) as unknown });
     expect(images[0]!.size).toBeGreaterThan(100_000);
     const table = await msb("images");
     expect(table.code).toBe(0);
     const [header, row, ...rest] = table.stdout.trimEnd().split("\n");
-    expect(header).toMatch(/^REFERENCE\s+DIGEST\s+PLATFORM\s+SIZE\s+PULLED$/);
-    expect(row).toMatch(new RegExp(`^${ref.replace(/[.]/g, "\\.")}\\s+${shortDigest(images[0]!.digest)}\\s+linux/amd64\\s+[\\d.]+ (KiB|MiB)\\s+just now$`));
+    expect(header).toMatch(/^REFERENCE\s+DIGEST\s+PLATFORM\s+CREATED\s+SIZE\s+PULLED$/);
+    const created = timeAgo(images[0]!.created, Date.now());
+    expect(created).not.toBe("");
+    expect(row).toMatch(new RegExp(`^${ref.replace(/[.]/g, "\\.")}\\s+${shortDigest(images[0]!.digest)}\\s+linux/amd64\\s+${created}\\s+[\\d.]+ (KiB|MiB)\\s+just now$`));
     expect(rest).toEqual([]);
+  });
+
+  it("prunes blobs no image uses and temps of crashed pulls, keeping the image", async () => {
+    const blobs = join(home, "cache", "blobs", "sha256");
+    const layers = join(home, "cache", "layers", "sha256");
+    const stray = createHash("sha256").update("left by an interrupted removal").digest("hex");
+    writeFileSync(join(blobs, stray), "left by an interrupted removal");
+    const orphan = join(layers, `.tmp-${stray}-999999-abcdef`);
+    mkdirSync(orphan);
+    const kept = readdirSync(layers).filter((n) => !n.startsWith("."));
+    expect(await msb("prune")).toMatchObject({ code: 0, stdout: "pruned 0 layers and 1 blob\n" });
+    expect(existsSync(join(blobs, stray))).toBe(false);
+    expect(existsSync(orphan)).toBe(false);
+    expect(readdirSync(layers).filter((n) => !n.startsWith("."))).toEqual(kept);
+    expect(JSON.parse((await msb("images", "--json")).stdout)).toHaveLength(1);
+    const again = await msb("prune", "--json");
+    expect(again.code).toBe(0);
+    expect(JSON.parse(again.stdout)).toEqual({ layers: [], blobs: [] });
+    expect(await msb("prune", "extra")).toMatchObject({ code: 2 });
   });
 
   it("removes it with rmi, leaving images empty and the layers gone; a second rmi exits 1", async () => {
@@ -141,6 +169,31 @@ describe.skipIf(why !== undefined)("msb pull over TLS and on a terminal", () => 
     expect(JSON.parse(pulled.stdout)).toMatchObject({ reference: ref, config: { Cmd: ["/bin/sh"] } });
     const anonymous = await msbIn({ MSB_HOME: dir, DOCKER_CONFIG: join(dir, "none") }, "pull", `${TLS_BASIC}/busybox:docker`, "--ca-cert", CA);
     expect(anonymous).toMatchObject({ code: 1, stderr: expect.stringMatching(/^msb: ERR_OCI_UNAUTHORIZED: /) as unknown });
+  });
+
+  it("logs in to the TLS + Basic and the token registries, saving Docker's config.json that pull then uses", async () => {
+    const dir = mkdtempSync(join(home, "login-"));
+    const env = { MSB_HOME: dir, DOCKER_CONFIG: join(dir, "docker") };
+    const config = join(dir, "docker", "config.json");
+    const refused = await msbWithStdin(env, "wrong\n", "login", TLS_BASIC, "-u", "testuser", "--password-stdin", "--ca-cert", CA);
+    expect(refused).toMatchObject({ code: 1, stderr: expect.stringMatching(/^msb: ERR_OCI_UNAUTHORIZED: /) as unknown });
+    expect(existsSync(config)).toBe(false);
+    expect(await msbWithStdin(env, "testpassword\n", "login", TLS_BASIC, "-u", "testuser")).toMatchObject({ code: 2, stderr: expect.stringMatching(/--password-stdin/) as unknown });
+    expect(await msbWithStdin(env, "testpassword\n", "login", "not a host", "-u", "testuser", "--password-stdin")).toMatchObject({ code: 2 });
+
+    const basic = await msbWithStdin(env, "testpassword\n", "login", TLS_BASIC, "-u", "testuser", "--password-stdin", "--ca-cert", CA);
+    expect(basic).toMatchObject({ code: 0, stdout: `Login Succeeded: credentials for ${TLS_BASIC} saved in ${config}\n` });
+    const token = await msbWithStdin(env, "testpassword", "login", TESTBED.token, "-u", "testuser", "--password-stdin", "--insecure");
+    expect(token.code).toBe(0);
+    const auths = (JSON.parse(readFileSync(config, "utf8")) as { auths: Record<string, { auth: string }> }).auths;
+    expect(auths).toEqual({
+      [TLS_BASIC]: { auth: Buffer.from("testuser:testpassword").toString("base64") },
+      [TESTBED.token]: { auth: Buffer.from("testuser:testpassword").toString("base64") },
+    });
+    expect(statSync(config).mode & 0o777).toBe(0o600);
+    expect((await msbIn(env, "pull", `${TLS_BASIC}/busybox:latest`, "--ca-cert", CA)).code).toBe(0);
+    // private/* on the token registry is refused to anonymous pulls.
+    expect((await msbIn(env, "pull", `${TESTBED.token}/private/busybox:latest`, "--insecure")).code).toBe(0);
   });
 
   it.skipIf(!existsSync("/usr/bin/script"))("draws progress bars in place when stdout is a TTY (under script(1))", async () => {
@@ -223,9 +276,10 @@ describe("formatters", () => {
       layers: [{ mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: `sha256:${"2".repeat(64)}`, size: 1024 * 1024 }],
       pulledAt: "2026-01-10T10:00:00Z",
     };
-    expect(imagesTable([record], now)).toEqual([
-      "REFERENCE                          DIGEST         PLATFORM      SIZE      PULLED",
-      "docker.io/library/busybox:latest   ffffffffffff   linux/amd64   1.0 MiB   2 hours ago",
+    expect(imagesTable([{ ...record, created: "2025-12-01T00:00:00Z" }, { ...record, reference: "msb.local/undated:1" }], now)).toEqual([
+      "REFERENCE                          DIGEST         PLATFORM      CREATED       SIZE      PULLED",
+      "docker.io/library/busybox:latest   ffffffffffff   linux/amd64   1 month ago   1.0 MiB   2 hours ago",
+      "msb.local/undated:1                ffffffffffff   linux/amd64   -             1.0 MiB   2 hours ago",
     ]);
   });
 });

@@ -1,4 +1,4 @@
-// The image commands of `msb`: pull, images, rmi. Kept apart from cli.ts (which
+// The image commands of `msb`: pull, images, rmi, prune, login. Kept apart from cli.ts (which
 // runs on import) so the progress renderer and formatters are testable as
 // pure functions.
 import { accessSync, constants } from "node:fs";
@@ -6,11 +6,13 @@ import { parseArgs } from "node:util";
 import {
   ImageStore,
   OciError,
+  RegistryClient,
   defaultHome,
   formatReference,
   parsePlatform,
   parseReference,
   pull,
+  saveDockerCredentials,
   type ImageDetails,
   type ImageRecord,
   type PullEvent,
@@ -102,11 +104,11 @@ export function formatTable(rows: readonly (readonly string[])[]): string[] {
   return rows.map((row) => row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join("   ").trimEnd());
 }
 
-/** The `msb images` table: REFERENCE, DIGEST (short), PLATFORM, SIZE, PULLED. */
+/** The `msb images` table: REFERENCE, DIGEST (short), PLATFORM, CREATED (`-` when the config does not say), SIZE, PULLED. */
 export function imagesTable(records: readonly ImageRecord[], now: number): string[] {
   return formatTable([
-    ["REFERENCE", "DIGEST", "PLATFORM", "SIZE", "PULLED"],
-    ...records.map((r) => [r.reference, shortDigest(r.digest), r.platform, humanSize(imageSize(r)), timeAgo(r.pulledAt, now)]),
+    ["REFERENCE", "DIGEST", "PLATFORM", "CREATED", "SIZE", "PULLED"],
+    ...records.map((r) => [r.reference, shortDigest(r.digest), r.platform, timeAgo(r.created, now) || "-", humanSize(imageSize(r)), timeAgo(r.pulledAt, now)]),
   ]);
 }
 
@@ -118,6 +120,7 @@ export function pullJson(image: ImageDetails): object {
     digest: image.digest,
     indexDigest: image.indexDigest ?? null,
     platform: image.platform,
+    created: image.created ?? null,
     layers: image.layers.map((l, i) => ({ digest: l.digest, size: l.size, mediaType: l.mediaType, dir: image.layerDirs[i] })),
     config: {
       Env: c.env,
@@ -305,6 +308,7 @@ export async function imagesCommand(args: string[], write: Write = stdoutWrite):
       indexDigest: r.indexDigest ?? null,
       platform: r.platform,
       size: imageSize(r),
+      created: r.created ?? null,
       pulledAt: r.pulledAt,
       layers: r.layers.map((l) => ({ digest: l.digest, size: l.size, mediaType: l.mediaType })),
     }));
@@ -332,5 +336,76 @@ export async function rmiCommand(args: string[], write: Write = stdoutWrite): Pr
     throw error;
   }
   write(`removed ${reference} (${removed.layers.length} layer${removed.layers.length === 1 ? "" : "s"} and ${removed.blobs.length} blob${removed.blobs.length === 1 ? "" : "s"} freed)\n`);
+  return 0;
+}
+
+/** "1 layer", "2 blobs". */
+function count(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? "" : "s"}`;
+}
+
+/** `msb prune [--json]`: deletes blobs and layers no image uses, and what crashed pulls left. */
+export async function pruneCommand(args: string[], write: Write = stdoutWrite): Promise<number> {
+  const { values, positionals } = parse("prune", args, { json: { type: "boolean" } });
+  if (positionals.length > 0) throw new UsageError(`prune takes no arguments, got ${JSON.stringify(positionals[0])}`);
+  const removed = await new ImageStore({ home: defaultHome() }).prune();
+  if (values.json === true) write(`${JSON.stringify({ layers: removed.layers, blobs: removed.blobs }, null, 2)}\n`);
+  else write(`pruned ${count(removed.layers.length, "layer")} and ${count(removed.blobs.length, "blob")}\n`);
+  return 0;
+}
+
+/** All of stdin as text, without the line end a shell or `echo` adds. */
+async function readStdinSecret(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString("utf8").replace(/\r?\n$/, "");
+}
+
+/** The registry host[:port] a user typed (`docker.io` for Docker Hub's other names); a {@link UsageError} for anything else. */
+function registryHost(input: string): string {
+  let registry: string;
+  try {
+    registry = parseReference(`${input}/library/probe`).registry;
+  } catch {
+    registry = "";
+  }
+  const hub = input === "index.docker.io" || input === "registry-1.docker.io";
+  if (registry !== (hub ? "docker.io" : input)) throw new UsageError(`login: ${JSON.stringify(input)} is not a registry host[:port]`);
+  return registry;
+}
+
+/**
+ * `msb login REGISTRY -u USER --password-stdin [--insecure] [--ca-cert FILE]`:
+ * checks the credentials against the registry, then records them in Docker's
+ * `config.json` (`$DOCKER_CONFIG`, else `~/.docker`), where every OCI tool reads them.
+ */
+export async function loginCommand(args: string[], write: Write = stdoutWrite): Promise<number> {
+  const { values, positionals } = parse("login", args, {
+    username: { type: "string", short: "u" },
+    "password-stdin": { type: "boolean" },
+    insecure: { type: "boolean" },
+    "ca-cert": { type: "string" },
+  });
+  if (positionals.length !== 1) throw new UsageError(`login needs exactly one REGISTRY, got ${positionals.length}`);
+  const registry = registryHost(positionals[0]!);
+  const username = values.username as string | undefined;
+  if (username === undefined || username === "" || username.includes(":")) throw new UsageError("login needs -u USER (non-empty, without ':')");
+  // A password on the command line would show in ps and shell history.
+  if (values["password-stdin"] !== true) throw new UsageError("login reads the password from stdin only: pass --password-stdin");
+  const password = await readStdinSecret();
+  if (password === "") throw new UsageError("login: the password read from stdin is empty");
+  const caFile = values["ca-cert"] as string | undefined;
+  const client = new RegistryClient(registry, {
+    credentials: { username, password },
+    ...(values.insecure === true ? { insecure: true } : {}),
+    ...(caFile === undefined ? {} : { caFile }),
+  });
+  try {
+    await client.ping();
+  } finally {
+    client.close();
+  }
+  const path = await saveDockerCredentials(registry, { username, password });
+  write(`Login Succeeded: credentials for ${registry} saved in ${path}\n`);
   return 0;
 }

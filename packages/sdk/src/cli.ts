@@ -5,7 +5,7 @@
 import { parseArgs } from "node:util";
 import { mountFuse, type FuseLogger } from "@msb/fuse";
 import { OciError } from "@msb/oci";
-import { UsageError, imagesCommand, pullCommand, rmiCommand } from "./cli-images.js";
+import { UsageError, imagesCommand, loginCommand, pruneCommand, pullCommand, rmiCommand } from "./cli-images.js";
 import { EXIT_MSB_ERROR, createCommand, execCommand, inspectCommand, logsCommand, removeCommand, runCommand, startCommand, stopCommand } from "./cli-run.js";
 import { doctorCommand, lsCommand, psCommand, volumeCommand } from "./cli-state.js";
 import { SpecError, fsFromSpecFile } from "./spec.js";
@@ -45,7 +45,12 @@ commands:
   images [--json]
       List the pulled images.
   rmi REFERENCE
-      Remove an image; layers no other image uses are deleted.`;
+      Remove an image; layers no other image uses are deleted.
+  prune [--json]
+      Delete blobs and layers no image uses, and what interrupted pulls left.
+  login REGISTRY -u USER --password-stdin [--insecure] [--ca-cert FILE]
+      Check the credentials against REGISTRY and save them in Docker's config.json
+      ($DOCKER_CONFIG, else ~/.docker), where pulls and other OCI tools find them.`;
 
 const stderrLogger: FuseLogger = {
   debug: () => {},
@@ -99,6 +104,8 @@ const COMMANDS: Readonly<Record<string, (args: string[]) => Promise<number>>> = 
   pull: (args) => pullCommand(args),
   images: (args) => imagesCommand(args),
   rmi: (args) => rmiCommand(args),
+  prune: (args) => pruneCommand(args),
+  login: (args) => loginCommand(args),
 };
 
 async function main(argv: string[]): Promise<number> {
