@@ -748,9 +748,12 @@ export class OverlayFs extends FsBackend {
     const refs: LayerRef[] = [];
     let attr: Attr | undefined;
     const whiteout = whiteoutOf(name);
+    const layerDirs = dir.refs;
     try {
-      for (const layerDir of dir.refs) {
+      for (const [i, layerDir] of layerDirs.entries()) {
         const fs = this.#layers[layerDir.layer]!;
+        // Opaque markers and whiteouts in the last layer hide nothing: not looked for.
+        const isLast = i === layerDirs.length - 1;
         let hit: Entry | undefined;
         try {
           hit = await fs.lookup(ROOT_CTX, layerDir.ino, name);
@@ -771,9 +774,9 @@ export class OverlayFs extends FsBackend {
           } else {
             refs.push(ref);
           }
-          if (await this.#hasChild(layerDir.layer, hit.ino, OPAQUE_MARKER)) break;
+          if (isLast || (await this.#hasChild(layerDir.layer, hit.ino, OPAQUE_MARKER))) break;
         }
-        if (whiteout !== undefined && (await this.#hasChild(layerDir.layer, layerDir.ino, whiteout))) break;
+        if (isLast || (whiteout !== undefined && (await this.#hasChild(layerDir.layer, layerDir.ino, whiteout)))) break;
       }
     } catch (error) {
       await this.#forgetRefs(refs);
