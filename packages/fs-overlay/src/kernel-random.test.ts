@@ -43,7 +43,7 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { FsError, PathFs, RENAME, ROOT_INO, S, splitPath, type Attr, type Context, type DynFileSystem } from "@msb/fs";
+import { FsError, O, PathFs, RENAME, ROOT_INO, S, splitPath, type Attr, type Context, type DynFileSystem } from "@msb/fs";
 import { PassthroughFs } from "@msb/fs-passthrough";
 import * as native from "@msb/native";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -236,7 +236,9 @@ type Op =
   | ["setxattr", string, string, string]
   | ["read", string]
   | ["list", string]
-  | ["lstat", string];
+  | ["lstat", string]
+  /** Opens a file for reading, appends to it by name (a copy-up, for a lower file), then reads it all through the first handle. */
+  | ["readAcrossAppend", string, string];
 
 /** What an op answered: its result, or its errno name. */
 type Answer = unknown;
@@ -314,7 +316,8 @@ function randomOps(random: Random, paths: Paths): Op[] {
       const trusted = random.chance(0.3);
       return ["setxattr", trusted ? paths.plain() : paths.any(), trusted ? TRUSTED_XATTR : random.pick(USER_XATTRS), `v${random.below(100)}`];
     }
-    if (roll < 90) return ["read", paths.any()];
+    if (roll < 88) return ["read", paths.any()];
+    if (roll < 90) return ["readAcrossAppend", paths.plain(), data()];
     if (roll < 95) return ["list", random.chance(0.2) ? "" : paths.plain()];
     return ["lstat", paths.any()];
   };
@@ -415,6 +418,15 @@ function kernelOp(root: string, op: Op): Answer {
       return readdirSync(p(op[1])).sort();
     case "lstat":
       return describeAttr(lstatSync(p(op[1])));
+    case "readAcrossAppend": {
+      const fd = openSync(p(op[1]), fsConstants.O_RDONLY);
+      try {
+        appendFileSync(p(op[1]), op[2]);
+        return hash(readFileSync(fd));
+      } finally {
+        closeSync(fd);
+      }
+    }
   }
 }
 
@@ -491,8 +503,27 @@ async function overlayOp(fs: OverlayFs, files: PathFs, ctx: Context, op: Op): Pr
       return (await files.readdir(op[1])).map((e) => e.name).sort();
     case "lstat":
       return describeAttr(await files.lstat(op[1]));
+    case "readAcrossAppend":
+      return inParent(fs, ctx, op[1], async (dir, last) => {
+        const { ino } = await fs.lookup(ctx, dir, last);
+        try {
+          const { fh } = await fs.open(ctx, ino, O.RDONLY);
+          try {
+            await files.appendFile(op[1], op[2]);
+            const chunks: Uint8Array[] = [];
+            for (let chunk = await fs.read(ctx, ino, fh, 64 * 1024, 0); chunk.length > 0; chunk = await fs.read(ctx, ino, fh, 64 * 1024, sizeOf(chunks))) chunks.push(chunk);
+            return hash(Buffer.concat(chunks));
+          } finally {
+            await fs.release(ctx, ino, fh, O.RDONLY);
+          }
+        } finally {
+          await fs.forget(ctx, ino, 1);
+        }
+      });
   }
 }
+
+const sizeOf = (chunks: readonly Uint8Array[]): number => chunks.reduce((sum, c) => sum + c.length, 0);
 
 const errnoOf = (error: unknown): string =>
   FsError.isInstance(error) ? error.code : typeof (error as { code?: unknown }).code === "string" ? `${(error as { code: string }).code}` : String(error);
