@@ -5,5 +5,6 @@ export default defineProject({
     name: "fs-overlay",
     include: ["src/**/*.test.ts"],
     environment: "node",
+    benchmark: { include: ["bench/**/*.bench.ts"] },
   },
 });

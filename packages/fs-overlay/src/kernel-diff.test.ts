@@ -1,19 +1,18 @@
 // Differential test: the same operations on the kernel's overlayfs (mounted on
 // host directories) and on OverlayFs (PassthroughFs layers over the same lower
 // directories) must give the same answers and leave the same merged tree.
-// The kernel mounts with redirect_dir=on, since OverlayFs renames lower
-// directories instead of answering EXDEV. Deliberate differences stay out of
+// Deliberate differences stay out of
 // the script: OverlayFs refuses guest names starting with `.wh.` (EINVAL),
 // which the kernel's format (whiteouts are 0:0 devices) allows.
-import { execFileSync } from "node:child_process";
 import * as host from "node:fs/promises";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { FsError, PathFs } from "@msb/fs";
 import { PassthroughFs } from "@msb/fs-passthrough";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OverlayFs } from "./index.js";
+import { canMountOverlay, hostSnapshot, lowerDir, mountOverlay, unmount } from "./kernel.fixture.js";
 import { snapshot } from "./overlay.fixture.js";
 
 /** One operation, on a path-level API both sides offer. */
@@ -148,43 +147,6 @@ function overlayOps(files: PathFs): Ops {
   };
 }
 
-/** Builds a lower directory on the host. */
-function lowerDir(base: string, name: string, files: Record<string, string>): string {
-  const dir = join(base, name);
-  for (const [path, content] of Object.entries(files)) {
-    mkdirSync(join(dir, path, ".."), { recursive: true });
-    writeFileSync(join(dir, path), content, { mode: 0o644 });
-  }
-  return dir;
-}
-
-/** Like `snapshot`, for a host directory. */
-async function hostSnapshot(root: string, rel = ""): Promise<Record<string, string>> {
-  const out: Record<string, string> = { [rel]: "dir" };
-  for (const entry of await host.readdir(join(root, rel), { withFileTypes: true })) {
-    const path = rel === "" ? entry.name : `${rel}/${entry.name}`;
-    if (entry.isDirectory()) Object.assign(out, await hostSnapshot(root, path));
-    else if (entry.isSymbolicLink()) out[path] = `-> ${await host.readlink(join(root, path))}`;
-    else out[path] = await host.readFile(join(root, path), "utf8");
-  }
-  return out;
-}
-
-function canMountOverlay(): string | undefined {
-  if (process.getuid?.() !== 0) return "needs root to mount the kernel's overlayfs";
-  const probe = mkdtempSync(join(tmpdir(), "msb-ovl-probe-"));
-  try {
-    for (const d of ["l", "u", "w", "m"]) mkdirSync(join(probe, d));
-    execFileSync("mount", ["-t", "overlay", "overlay", "-o", `lowerdir=${probe}/l,upperdir=${probe}/u,workdir=${probe}/w`, `${probe}/m`], { stdio: "ignore" });
-    execFileSync("umount", [`${probe}/m`]);
-    return undefined;
-  } catch {
-    return "the kernel's overlayfs cannot be mounted here";
-  } finally {
-    rmSync(probe, { recursive: true, force: true });
-  }
-}
-
 const skip = canMountOverlay();
 if (skip !== undefined) console.warn(`OverlayFs differential test skipped: ${skip}`);
 
@@ -194,11 +156,7 @@ describe.skipIf(skip !== undefined)("OverlayFs against the kernel's overlayfs", 
     base = mkdtempSync(join(tmpdir(), "msb-ovl-diff-"));
   });
   afterAll(() => {
-    try {
-      execFileSync("umount", [join(base, "mnt")], { stdio: "ignore" });
-    } catch {
-      // not mounted
-    }
+    unmount(join(base, "mnt"));
     rmSync(base, { recursive: true, force: true });
   });
 
@@ -206,10 +164,10 @@ describe.skipIf(skip !== undefined)("OverlayFs against the kernel's overlayfs", 
     const bottom = lowerDir(base, "bottom", { "etc/passwd": "root:x:0:0\n", "etc/group": "root:x:0:\n", "usr/bin/sh": "elf", "opt/app/run": "run\n" });
     const top = lowerDir(base, "top", { "etc/hosts": "127.0.0.1\n", "usr/lib/libc.so": "lib", "opt/app/conf": "conf\n" });
     for (const d of ["upper", "work", "mnt", "ours"]) mkdirSync(join(base, d));
-    execFileSync("mount", ["-t", "overlay", "overlay", "-o", `lowerdir=${top}:${bottom},upperdir=${base}/upper,workdir=${base}/work,redirect_dir=on`, `${base}/mnt`]);
+    mountOverlay([bottom, top], join(base, "upper"), join(base, "work"), join(base, "mnt"));
     const kernel = await run(kernelOps(join(base, "mnt")));
     const kernelTree = await hostSnapshot(join(base, "mnt"));
-    execFileSync("umount", [join(base, "mnt")]);
+    unmount(join(base, "mnt"));
 
     const fs = new OverlayFs({
       lowers: [new PassthroughFs({ rootDir: bottom, readOnly: true }), new PassthroughFs({ rootDir: top, readOnly: true })],

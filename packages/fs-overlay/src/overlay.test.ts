@@ -204,6 +204,54 @@ describe("changes", () => {
     expect((await upper.stat("/a")).ino).toBe((await upper.stat("/b")).ino);
   });
 
+  // The kernel's overlayfs (index=on) answers the same counts and contents.
+  it("links a lower inode's other names to its copy after the copied name is let go, counting every name", async () => {
+    const base = await memLayer({ "/a": "shared", "/d/": "" });
+    await new PathFs(base).link("/a", "/b");
+    await new PathFs(base).link("/a", "/d/c");
+    const { files, upper } = await overlay({ lowers: [base], upper: new MemFs() });
+    await files.writeFile("/a", "new");
+    expect((await files.stat("/a")).nlink).toBe(3);
+    expect(await files.readFile("/b", "utf8")).toBe("new");
+    expect((await files.stat("/b")).nlink).toBe(3);
+    expect((await upper.stat("/a")).ino).toBe((await upper.stat("/b")).ino);
+    await files.rm("/d/c");
+    expect((await files.stat("/a")).nlink).toBe(2);
+  });
+
+  it("exchanges a lower directory with a lower file that has another name inside that directory", async () => {
+    const base = await memLayer({ "/d/x": "shared" });
+    await new PathFs(base).link("/d/x", "/f");
+    const { files, upper } = await overlay({ lowers: [base], upper: new MemFs() });
+    await files.rename("/d", "/f", RENAME.EXCHANGE);
+    expect(await snapshot(files)).toEqual({ "": "dir", f: "dir", "f/x": "shared", d: "shared" });
+    expect((await files.stat("/d")).nlink).toBe(2);
+    expect((await upper.stat("/d")).ino).toBe((await upper.stat("/f/x")).ino);
+  });
+
+  // As the kernel's overlayfs does: its files reopen their real file after a copy-up.
+  it("moves a read handle opened before a copy-up to the copy", async () => {
+    const { fs, files } = await overlay({ lowers: [await memLayer({ "/f": "original" })], upper: new MemFs() });
+    const f = await fs.lookup(ROOT, ROOT_INO, n("f"));
+    const { fh } = await fs.open(ROOT, f.ino, O.RDONLY);
+    expect(new TextDecoder().decode(await fs.read(ROOT, f.ino, fh, 64, 0))).toBe("original");
+    await files.writeFile("/f", "changed!!");
+    expect(new TextDecoder().decode(await fs.read(ROOT, f.ino, fh, 64, 0))).toBe("changed!!");
+    expect((await fs.getattr(ROOT, f.ino, fh)).size).toBe(9);
+    await fs.release(ROOT, f.ino, fh, O.RDONLY);
+    await fs.forget(ROOT, f.ino, 1);
+  });
+
+  it("keeps what a hard-linked lower inode's copy holds when its copied-up names are all removed", async () => {
+    const base = await memLayer({ "/a": "shared" });
+    await new PathFs(base).link("/a", "/b");
+    const { files } = await overlay({ lowers: [base], upper: new MemFs() });
+    await files.writeFile("/a", "changed");
+    await files.rm("/a");
+    expect(await files.readFile("/b", "utf8")).toBe("changed");
+    expect((await files.stat("/b")).nlink).toBe(1);
+  });
+
   it("renames a lower directory, its merged contents coming along", async () => {
     const { fs, files, upper } = await overlay({ lowers: await threeLowers(), upper: new MemFs() });
     const etc = await fs.lookup(ROOT, ROOT_INO, n("etc"));

@@ -85,6 +85,8 @@ class Node {
   children = 0;
   /** A directory removed through the overlay: it answers nlink 0 and holds nothing. */
   removed = false;
+  /** A non-directory that is a lower inode with several names: that inode's `layer:ino`, its key in the overlay's hard-link table. */
+  linkKey: string | undefined;
   copying: Promise<void> | undefined;
 
   constructor(
@@ -111,13 +113,30 @@ class Node {
   }
 }
 
-/** An open file: the layer object and that layer's handle. */
+/**
+ * A lower inode with several names, once the overlay changed one of them.
+ * The link count it shows is its copy's upper count plus `lowerNames`, as the
+ * kernel's overlayfs (index=on) counts it.
+ */
+interface LinkedLower {
+  /** The upper copy its names are linked to, held by one upper lookup; `undefined` until a name is copied up. */
+  copy: number | undefined;
+  /** Its names neither copied up nor removed yet. */
+  lowerNames: number;
+}
+
+/** An open file: the layer object and that layer's handle (moved to the upper copy after a copy-up). */
 interface FileHandle {
   readonly node: Node;
-  readonly layer: number;
-  readonly ino: number;
-  readonly fh: number;
+  layer: number;
+  ino: number;
+  fh: number;
+  /** The open flags, without those that only act at open (`O_CREAT`, `O_EXCL`, `O_TRUNC`). */
+  readonly flags: number;
+  moving: Promise<void> | undefined;
 }
+
+const OPEN_ONLY_FLAGS = O.CREAT | O.EXCL | O.TRUNC;
 
 /** An open directory: the merged listing as it was at opendir, `.` and `..` first. */
 interface DirHandle {
@@ -128,7 +147,6 @@ interface DirHandle {
 }
 
 const isNoEntry = (error: unknown): boolean => FsError.isInstance(error) && error.code === "ENOENT";
-const withIno = (attr: Attr, ino: number, removed = false): Attr => ({ ...attr, ino, nlink: removed ? 0 : attr.nlink });
 const refKey = (ref: LayerRef): string => `${ref.layer}:${ref.ino}`;
 
 /** A name from the caller: bytes, not empty, no `/` or NUL, at most 255 bytes (`.` and `..` allowed). */
@@ -172,8 +190,10 @@ export class OverlayFs extends FsBackend {
   readonly #nodes = new Map<number, Node>();
   /** Overlay inode numbers by layer object (`layer:ino`); numbers are never reused. */
   readonly #inoByKey = new Map<string, number>();
-  /** Lower inodes with several names already copied up (`layer:ino` → upper inode), so their other names link to the copy. */
-  readonly #copiedUp = new Map<string, number>();
+  /** Lower inodes with several names the overlay changed, by `layer:ino`: other names are linked to their copy as they are found. */
+  readonly #linkedLowers = new Map<string, LinkedLower>();
+  /** The keys of {@link OverlayFs.#linkedLowers} by upper copy. */
+  readonly #linkedByCopy = new Map<number, string>();
   readonly #files = new Map<number, FileHandle>();
   readonly #dirs = new Map<number, DirHandle>();
   #nextIno = ROOT_INO + 1;
@@ -247,9 +267,9 @@ export class OverlayFs extends FsBackend {
 
   override async getattr(ctx: Context, ino: number, fh?: number): Promise<Attr> {
     const node = this.#node(ino, "getattr");
-    const handle = fh === undefined ? undefined : this.#files.get(fh);
-    if (handle !== undefined && handle.node === node) {
-      return withIno(await this.#layers[handle.layer]!.getattr(ctx, handle.ino, handle.fh), ino);
+    const handle = fh === undefined || this.#files.get(fh)?.node !== node ? undefined : await this.#liveHandle(ino, fh, "getattr");
+    if (handle !== undefined) {
+      return this.#shown(node, await this.#layers[handle.layer]!.getattr(ctx, handle.ino, handle.fh));
     }
     return this.#attr(node);
   }
@@ -266,7 +286,7 @@ export class OverlayFs extends FsBackend {
     // The caller's rights are checked before the copy-up it would cause.
     if (node.upper === undefined) planSetattr(await this.#attr(node), ctx, layerReq, { now: nowTimespec() });
     await this.#exclusive(() => this.#copyUp(node));
-    return withIno(await this.#upper.setattr(ctx, node.upper!, layerReq), ino);
+    return this.#shown(node, await this.#upper.setattr(ctx, node.upper!, layerReq));
   }
 
   override async readlink(ctx: Context, ino: number): Promise<Uint8Array> {
@@ -347,6 +367,7 @@ export class OverlayFs extends FsBackend {
       }
       if (!exchange && dst?.node.isDir === true && (await this.#merged(dst.node)).length > 0) throw new FsError("ENOTEMPTY", { op, path, dest });
       await this.#moveUp(ctx, sdir, name, src.node, ddir, newName, dst?.node, flags);
+      if (dst !== undefined && !exchange) this.#lowerNameGone(dst.node, dst.attr);
     } finally {
       await this.#release(src.node, 1);
       if (dst !== undefined) await this.#release(dst.node, 1);
@@ -399,13 +420,13 @@ export class OverlayFs extends FsBackend {
       return { entry: reply.entry, extra: reply };
     });
     const node = this.#node(made.entry.ino, op);
-    const fh = this.#addFile({ node, layer: UPPER, ino: node.upper!, fh: made.extra.fh });
+    const fh = this.#addFile({ node, layer: UPPER, ino: node.upper!, fh: made.extra.fh, flags: flags & ~OPEN_ONLY_FLAGS, moving: undefined });
     return { entry: made.entry, fh, flags: made.extra.flags };
   }
 
-  override read(ctx: Context, ino: number, fh: number, size: number, offset: number): Promise<Uint8Array> {
-    const h = this.#fileHandle(ino, fh, "read");
-    return Promise.resolve(this.#layers[h.layer]!.read(ctx, h.ino, h.fh, size, offset));
+  override async read(ctx: Context, ino: number, fh: number, size: number, offset: number): Promise<Uint8Array> {
+    const h = await this.#liveHandle(ino, fh, "read");
+    return this.#layers[h.layer]!.read(ctx, h.ino, h.fh, size, offset);
   }
 
   override write(ctx: Context, ino: number, fh: number, data: Uint8Array, offset: number, flags: number): Promise<number> {
@@ -431,6 +452,7 @@ export class OverlayFs extends FsBackend {
   override async release(ctx: Context, ino: number, fh: number, flags: number): Promise<void> {
     const h = this.#fileHandle(ino, fh, "release");
     this.#files.delete(fh);
+    await h.moving;
     try {
       await this.#layers[h.layer]!.release(ctx, h.ino, h.fh, flags);
     } finally {
@@ -444,7 +466,7 @@ export class OverlayFs extends FsBackend {
   }
 
   override async lseek(ctx: Context, ino: number, fh: number, offset: number, whence: number): Promise<number> {
-    const h = this.#fileHandle(ino, fh, "lseek");
+    const h = await this.#liveHandle(ino, fh, "lseek");
     return this.#layers[h.layer]!.lseek(ctx, h.ino, h.fh, offset, whence);
   }
 
@@ -459,7 +481,7 @@ export class OverlayFs extends FsBackend {
     length: number,
     flags: number,
   ): Promise<number> {
-    const from = this.#fileHandle(inoIn, fhIn, "copyFileRange");
+    const from = await this.#liveHandle(inoIn, fhIn, "copyFileRange");
     const to = this.#fileHandle(inoOut, fhOut, "copyFileRange");
     if (from.layer === to.layer) {
       return this.#layers[to.layer]!.copyFileRange(ctx, from.ino, from.fh, offsetIn, to.ino, to.fh, offsetOut, length, flags);
@@ -553,11 +575,11 @@ export class OverlayFs extends FsBackend {
       let entry: Entry;
       if (isDotOrDotDot(e.name)) {
         const node = e.name.length === 1 ? dir : (dir.parent ?? dir);
-        entry = { ino: node.ino, generation: 0, attr: withIno(await this.#attr(node), node.ino, node.removed) };
+        entry = { ino: node.ino, generation: 0, attr: await this.#attr(node) };
       } else {
         const found = await this.#lookupNode(dir, e.name);
         if (found === undefined) return false;
-        entry = { ino: found.node.ino, generation: 0, attr: withIno(found.attr, found.node.ino) };
+        entry = this.#entry(found.node, found.attr);
       }
       out.push({ ino: entry.ino, offset: cookie, type: e.type, name: e.name, entry });
       return true;
@@ -625,12 +647,25 @@ export class OverlayFs extends FsBackend {
 
   async #attr(node: Node): Promise<Attr> {
     const top = node.top;
-    return withIno(await this.#layers[top.layer]!.getattr(ROOT_CTX, top.ino), node.ino, node.removed);
+    return this.#shown(node, await this.#layers[top.layer]!.getattr(ROOT_CTX, top.ino));
   }
 
-  /** `node` as an Entry (its lookup already counted). */
+  /**
+   * The attributes of layer object `attr` as `node` shows them: its overlay
+   * inode number, and a link count that is 0 for a removed directory and
+   * counts the lower names of a hard-linked lower inode. A merged directory
+   * shows its top layer's count (see the README).
+   */
+  #shown(node: Node, attr: Attr): Attr {
+    let nlink = node.removed ? 0 : attr.nlink;
+    const linked = node.linkKey === undefined ? undefined : this.#linkedLowers.get(node.linkKey);
+    if (linked !== undefined) nlink = (node.upper !== undefined ? attr.nlink : 0) + linked.lowerNames;
+    return { ...attr, ino: node.ino, nlink };
+  }
+
+  /** `node` as an Entry, with the attributes it shows (its lookup already counted). */
   #entry(node: Node, attr: Attr): Entry {
-    return { ino: node.ino, generation: 0, attr: withIno(attr, node.ino, node.removed) };
+    return { ino: node.ino, generation: 0, attr };
   }
 
   /** The overlay inode number of a layer object, allocated on first sight. */
@@ -659,7 +694,8 @@ export class OverlayFs extends FsBackend {
 
   /**
    * Finds `name` in `dir` across the layers and counts one lookup of its
-   * node (the caller gives it back), or `undefined` when it does not exist.
+   * node (the caller gives it back), with the attributes it shows, or
+   * `undefined` when it does not exist.
    */
   async #lookupNode(dir: Node, name: Uint8Array): Promise<{ node: Node; attr: Attr } | undefined> {
     if (dir.removed || this.#hidden(dir, name)) return undefined;
@@ -680,29 +716,23 @@ export class OverlayFs extends FsBackend {
       node.name = name;
     } else {
       node = new Node(ino, isDirectory(found.attr.mode), found.refs, dir, name);
+      if (!node.isDir) node.linkKey = top.layer === UPPER ? this.#linkedByCopy.get(top.ino) : found.attr.nlink > 1 ? refKey(top) : undefined;
       this.#nodes.set(ino, node);
       dir.children++;
     }
     node.nlookup++;
     if (!node.isDir && top.layer !== UPPER) {
       // Another name of a lower inode already copied up: link this name to the copy too.
-      const copy = node.upper ?? this.#copiedUp.get(refKey(top));
-      if (copy !== undefined) await this.#linkUp(node, dir, name, copy, refKey(top));
+      const linked = node.linkKey === undefined ? undefined : this.#linkedLowers.get(node.linkKey);
+      if (linked?.copy !== undefined) await this.#linkUp(node, dir, name, linked);
     }
-    return { node, attr: node.upper !== undefined ? await this.#attr(node) : found.attr };
+    return { node, attr: node.upper !== undefined ? await this.#attr(node) : this.#shown(node, found.attr) };
   }
 
-  async #linkUp(node: Node, dir: Node, name: Uint8Array, copy: number, key: string): Promise<void> {
+  async #linkUp(node: Node, dir: Node, name: Uint8Array, linked: LinkedLower): Promise<void> {
     await this.#copyUp(dir);
-    let entry: Entry;
-    try {
-      entry = await this.#upper.link(ROOT_CTX, copy, dir.upper!, name);
-    } catch (error) {
-      // The copy is gone (all its upper names removed): this name stays the lower one.
-      if (!isNoEntry(error)) throw error;
-      this.#copiedUp.delete(key);
-      return;
-    }
+    const entry = await this.#linkCopy(node.linkKey!, linked, dir.upper!, name);
+    linked.lowerNames--;
     if (node.upper === undefined) {
       node.upper = entry.ino;
       this.#inoByKey.set(refKey({ layer: UPPER, ino: entry.ino }), node.ino);
@@ -718,9 +748,12 @@ export class OverlayFs extends FsBackend {
     const refs: LayerRef[] = [];
     let attr: Attr | undefined;
     const whiteout = whiteoutOf(name);
+    const layerDirs = dir.refs;
     try {
-      for (const layerDir of dir.refs) {
+      for (const [i, layerDir] of layerDirs.entries()) {
         const fs = this.#layers[layerDir.layer]!;
+        // Opaque markers and whiteouts in the last layer hide nothing: not looked for.
+        const isLast = i === layerDirs.length - 1;
         let hit: Entry | undefined;
         try {
           hit = await fs.lookup(ROOT_CTX, layerDir.ino, name);
@@ -741,9 +774,9 @@ export class OverlayFs extends FsBackend {
           } else {
             refs.push(ref);
           }
-          if (await this.#hasChild(layerDir.layer, hit.ino, OPAQUE_MARKER)) break;
+          if (isLast || (await this.#hasChild(layerDir.layer, hit.ino, OPAQUE_MARKER))) break;
         }
-        if (whiteout !== undefined && (await this.#hasChild(layerDir.layer, layerDir.ino, whiteout))) break;
+        if (isLast || (whiteout !== undefined && (await this.#hasChild(layerDir.layer, layerDir.ino, whiteout)))) break;
       }
     } catch (error) {
       await this.#forgetRefs(refs);
@@ -887,6 +920,30 @@ export class OverlayFs extends FsBackend {
     return handle;
   }
 
+  /**
+   * Handle `fh` of `ino`, first moved to the upper copy when it was opened on
+   * a lower object copied up since: as with the kernel's overlayfs, a handle
+   * opened before a copy-up reads the copy after it.
+   */
+  #liveHandle(ino: number, fh: number, op: string): FileHandle | Promise<FileHandle> {
+    const handle = this.#fileHandle(ino, fh, op);
+    if (handle.layer === UPPER || handle.node.upper === undefined) return handle;
+    handle.moving ??= this.#moveToCopy(handle).finally(() => {
+      handle.moving = undefined;
+    });
+    return handle.moving.then(() => handle);
+  }
+
+  async #moveToCopy(handle: FileHandle): Promise<void> {
+    const copy = handle.node.upper!;
+    const reply = await this.#upper.open(ROOT_CTX, copy, handle.flags);
+    const { layer, ino, fh } = handle;
+    handle.layer = UPPER;
+    handle.ino = copy;
+    handle.fh = reply.fh;
+    await this.#layers[layer]!.release(ROOT_CTX, ino, fh, handle.flags);
+  }
+
   #addFile(handle: FileHandle): number {
     const fh = this.#nextFh++;
     this.#files.set(fh, handle);
@@ -908,7 +965,7 @@ export class OverlayFs extends FsBackend {
     }
     const top = node.top;
     const reply = await this.#layers[top.layer]!.open(ctx, top.ino, flags);
-    return { fh: this.#addFile({ node, layer: top.layer, ino: top.ino, fh: reply.fh }), flags: reply.flags };
+    return { fh: this.#addFile({ node, layer: top.layer, ino: top.ino, fh: reply.fh, flags: flags & ~OPEN_ONLY_FLAGS, moving: undefined }), flags: reply.flags };
   }
 
   // ---- internals: changes -------------------------------------------------
@@ -957,7 +1014,7 @@ export class OverlayFs extends FsBackend {
       await this.#upper.forget(ROOT_CTX, upperIno, 1);
     }
     node.nlookup++;
-    return { entry: this.#entry(node, made.entry.attr), extra: made.extra };
+    return { entry: this.#entry(node, this.#shown(node, made.entry.attr)), extra: made.extra };
   }
 
   /** Creates the empty file `name` (a whiteout or the opaque marker) in upper directory `dir`. */
@@ -1014,10 +1071,16 @@ export class OverlayFs extends FsBackend {
         await (isRmdir ? this.#upper.rmdir(ctx, dir.upper!, name) : this.#upper.unlink(ctx, dir.upper!, name));
       }
       if (isRmdir) node.removed = true;
+      else this.#lowerNameGone(node, attr);
       this.#gone(dir, name);
     } finally {
       await this.#release(node, 1);
     }
+  }
+
+  /** Counts a name removed from a hard-linked lower inode (`attr`, its lower attributes) that is still only in the lower. */
+  #lowerNameGone(node: Node, attr: Attr): void {
+    if (node.upper === undefined && node.linkKey !== undefined) this.#linkedLower(node.linkKey, attr).lowerNames--;
   }
 
   /** Removes every whiteout (and the opaque marker) from upper directory `ino`. */
@@ -1034,6 +1097,9 @@ export class OverlayFs extends FsBackend {
     await this.#copyUp(ddir);
     await this.#copyUpTree(src);
     if (exchange) await this.#copyUpTree(dst!);
+    // A hard-linked lower file may have just been copied up under another of its names (inside a moved directory).
+    await this.#linkName(src, sdir, name);
+    if (dst !== undefined) await this.#linkName(dst, ddir, newName);
     if (!exchange && dst?.isDir === true && dst.upper !== undefined) await this.#clearWhiteouts(dst.upper);
     const srcBelow = await this.#lowerHas(sdir, name);
     const dstBelow = await this.#lowerHas(ddir, newName);
@@ -1059,6 +1125,15 @@ export class OverlayFs extends FsBackend {
     if (exchange) this.#reparent(dst!, sdir, name);
     else if (dst?.isDir === true) dst.removed = true;
     if (!exchange) this.#gone(sdir, name);
+  }
+
+  /** Links `name` in `dir` to the copy of `node` when it is a hard-linked lower file copied up under another name and this one is not in the upper yet. */
+  async #linkName(node: Node, dir: Node, name: Uint8Array): Promise<void> {
+    const linked = node.isDir || node.linkKey === undefined ? undefined : this.#linkedLowers.get(node.linkKey);
+    if (linked?.copy === undefined || (await this.#hasChild(UPPER, dir.upper!, name))) return;
+    const entry = await this.#linkCopy(node.linkKey!, linked, dir.upper!, name);
+    linked.lowerNames--;
+    await this.#upper.forget(ROOT_CTX, entry.ino, 1);
   }
 
   /** Tells the open listings of `dir` that `name` went. */
@@ -1116,35 +1191,76 @@ export class OverlayFs extends FsBackend {
     const src = node.lowers[0]!;
     const lower = this.#layers[src.layer]!;
     const attr = await lower.getattr(ROOT_CTX, src.ino);
-    const key = refKey(src);
-    const linked = node.isDir ? undefined : this.#copiedUp.get(key);
-    let entry: Entry | undefined;
-    if (linked !== undefined) {
-      try {
-        entry = await this.#upper.link(ROOT_CTX, linked, parent.upper!, node.name);
-      } catch (error) {
-        if (!isNoEntry(error)) throw error;
-        this.#copiedUp.delete(key);
-      }
+    const key = node.linkKey;
+    const linked = key === undefined ? undefined : this.#linkedLower(key, attr);
+    let entry: Entry;
+    if (linked?.copy !== undefined) {
+      entry = await this.#linkCopy(key!, linked, parent.upper!, node.name);
+    } else {
+      entry = await this.#place(lower, src.ino, attr, parent.upper!, node.name, skipData);
+      if (linked !== undefined) await this.#holdCopy(key!, linked, parent.upper!, node.name);
     }
-    if (entry === undefined) {
-      const temp = new TextEncoder().encode(`copyup-${this.#nextTemp++}`);
-      entry = await this.#build(lower, src.ino, attr, temp, skipData);
-      try {
-        await this.#upper.rename(ROOT_CTX, this.#staging, temp, parent.upper!, node.name, 0);
-      } catch (error) {
-        await this.#discard(temp, entry);
-        throw error;
-      }
-      if (!node.isDir && attr.nlink > 1) this.#copiedUp.set(key, entry.ino);
-    }
+    if (linked !== undefined) linked.lowerNames--;
     node.upper = entry.ino;
     this.#inoByKey.set(refKey({ layer: UPPER, ino: entry.ino }), node.ino);
     if (!node.isDir) await this.#dropLowers(node);
   }
 
-  /** Builds a copy of lower object `ino` as `temp` in the staging directory; the returned entry counts one upper lookup. */
-  async #build(lower: DynFileSystem, ino: number, attr: Attr, temp: Uint8Array, skipData: boolean): Promise<Entry> {
+  /** Copies object `ino` of `from` (a lower, or the upper) to `name` in upper directory `dir` through the staging directory; the returned entry counts one upper lookup. */
+  async #place(from: DynFileSystem, ino: number, attr: Attr, dir: number, name: Uint8Array, skipData: boolean): Promise<Entry> {
+    const temp = new TextEncoder().encode(`copyup-${this.#nextTemp++}`);
+    const entry = await this.#build(from, ino, attr, temp, skipData);
+    try {
+      await this.#upper.rename(ROOT_CTX, this.#staging, temp, dir, name, 0);
+    } catch (error) {
+      await this.#discard(temp, entry);
+      throw error;
+    }
+    return entry;
+  }
+
+  /** The hard-link table entry of lower inode `key` (attributes `attr`), made on first use. */
+  #linkedLower(key: string, attr: Attr): LinkedLower {
+    let linked = this.#linkedLowers.get(key);
+    if (linked === undefined) {
+      linked = { copy: undefined, lowerNames: attr.nlink };
+      this.#linkedLowers.set(key, linked);
+    }
+    return linked;
+  }
+
+  /** Makes the upper object just placed at `name` in `dir` the copy the other names of lower inode `key` are linked to, holding one lookup of it. */
+  async #holdCopy(key: string, linked: LinkedLower, dir: number, name: Uint8Array): Promise<void> {
+    const held = await this.#upper.lookup(ROOT_CTX, dir, name);
+    const previous = linked.copy;
+    linked.copy = held.ino;
+    this.#linkedByCopy.set(held.ino, key);
+    if (previous !== undefined) {
+      this.#linkedByCopy.delete(previous);
+      await this.#upper.forget(ROOT_CTX, previous, 1);
+    }
+  }
+
+  /**
+   * Gives `name` in upper directory `dir` the copy of hard-linked lower inode
+   * `key` (`linked`): a link to it, or, when every upper name of the copy has been
+   * removed, a new copy of it (it holds what the other names show), which
+   * becomes the copy. The returned entry counts one upper lookup.
+   */
+  async #linkCopy(key: string, linked: LinkedLower, dir: number, name: Uint8Array): Promise<Entry> {
+    const copy = linked.copy!;
+    try {
+      return await this.#upper.link(ROOT_CTX, copy, dir, name);
+    } catch (error) {
+      if (!isNoEntry(error)) throw error;
+    }
+    const entry = await this.#place(this.#upper, copy, await this.#upper.getattr(ROOT_CTX, copy), dir, name, false);
+    await this.#holdCopy(key, linked, dir, name);
+    return entry;
+  }
+
+  /** Builds a copy of object `ino` of `from` as `temp` in the staging directory; the returned entry counts one upper lookup. */
+  async #build(from: DynFileSystem, ino: number, attr: Attr, temp: Uint8Array, skipData: boolean): Promise<Entry> {
     const upper = this.#upper;
     const type = attr.mode & S.IFMT;
     let entry: Entry;
@@ -1152,7 +1268,7 @@ export class OverlayFs extends FsBackend {
       const reply = await upper.create(ROOT_CTX, this.#staging, temp, S.IFREG | 0o600, O.WRONLY, 0);
       entry = reply.entry;
       try {
-        if (!skipData) await this.#copyData(lower, ino, entry.ino, reply.fh);
+        if (!skipData) await this.#copyData(from, ino, entry.ino, reply.fh);
         // Durable before the rename makes it visible: a crash never shows a renamed but empty copy.
         await upper.fsync(ROOT_CTX, entry.ino, reply.fh, true);
       } catch (error) {
@@ -1164,13 +1280,13 @@ export class OverlayFs extends FsBackend {
     } else if (type === S.IFDIR) {
       entry = await upper.mkdir(ROOT_CTX, this.#staging, temp, S.IFDIR | 0o700, 0);
     } else if (type === S.IFLNK) {
-      entry = await upper.symlink(ROOT_CTX, await lower.readlink(ROOT_CTX, ino), this.#staging, temp);
+      entry = await upper.symlink(ROOT_CTX, await from.readlink(ROOT_CTX, ino), this.#staging, temp);
     } else {
       entry = await upper.mknod(ROOT_CTX, this.#staging, temp, type | 0o600, attr.rdev, 0);
     }
     try {
-      for (const name of await lower.listxattr(ROOT_CTX, ino)) {
-        await upper.setxattr(ROOT_CTX, entry.ino, name, await lower.getxattr(ROOT_CTX, ino, name), 0);
+      for (const name of await from.listxattr(ROOT_CTX, ino)) {
+        await upper.setxattr(ROOT_CTX, entry.ino, name, await from.getxattr(ROOT_CTX, ino, name), 0);
       }
       // Owner before mode (a chown drops setuid), times last.
       const req = setattrRequest({ uid: attr.uid, gid: attr.gid, atime: attr.atime, mtime: attr.mtime });
@@ -1182,11 +1298,11 @@ export class OverlayFs extends FsBackend {
     return entry;
   }
 
-  async #copyData(lower: DynFileSystem, ino: number, upperIno: number, upperFh: number): Promise<void> {
-    const { fh } = await lower.open(ROOT_CTX, ino, O.RDONLY);
+  async #copyData(from: DynFileSystem, ino: number, upperIno: number, upperFh: number): Promise<void> {
+    const { fh } = await from.open(ROOT_CTX, ino, O.RDONLY);
     try {
       for (let offset = 0; ; ) {
-        const data = await lower.read(ROOT_CTX, ino, fh, CHUNK, offset);
+        const data = await from.read(ROOT_CTX, ino, fh, CHUNK, offset);
         if (data.length === 0) return;
         for (let done = 0; done < data.length; ) {
           done += await this.#upper.write(ROOT_CTX, upperIno, upperFh, data.subarray(done), offset + done, 0);
@@ -1194,7 +1310,7 @@ export class OverlayFs extends FsBackend {
         offset += data.length;
       }
     } finally {
-      await lower.release(ROOT_CTX, ino, fh, O.RDONLY);
+      await from.release(ROOT_CTX, ino, fh, O.RDONLY);
     }
   }
 
