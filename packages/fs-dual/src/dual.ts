@@ -31,7 +31,7 @@ import {
   xattrNamespace,
   type Attr,
   type CachePolicy,
-  type CompositeFile,
+  type BackendObject,
   type Context,
   type CreateReply,
   type DirEntry,
@@ -75,15 +75,6 @@ class Node extends CompositeNode {
   }
 }
 
-/** An open file of DualFs. */
-interface FileHandle extends CompositeFile<Node> {
-  side: Side;
-  /** The open flags, to reopen a read handle on the copy once its file was copied across. */
-  readonly flags: number;
-  /** The move over to the copy, while it runs (concurrent reads share it). */
-  following?: Promise<void>;
-}
-
 /** One entry of a merged listing and the backend whose entry shows. */
 interface SideEntry extends MergedName {
   readonly side: Side;
@@ -121,7 +112,7 @@ const isNoEntry = (error: unknown): boolean => FsError.isInstance(error) && erro
  * await new PathFs(fs).writeFile("/README.md", "changed"); // copied into scratch, then changed
  * ```
  */
-export class DualFs extends CompositeFs<Node, FileHandle> {
+export class DualFs extends CompositeFs<Node> {
   readonly #backends: readonly [DynFileSystem, DynFileSystem];
   readonly #policy: DualPolicyFunction;
   /** A built-in policy's answers, which do not depend on the path: no path is built for them. */
@@ -184,14 +175,14 @@ export class DualFs extends CompositeFs<Node, FileHandle> {
     let sideReq = req;
     if ((req.valid & SetattrValid.FH) !== 0) {
       const handle = this.fileHandle(ino, req.fh, op);
-      sideReq = handle.side === side && node.home === side ? { ...req, fh: handle.fh } : { ...req, valid: req.valid & ~SetattrValid.FH };
+      sideReq = handle.fs === this.#backends[side] && node.home === side ? { ...req, fh: handle.fh } : { ...req, valid: req.valid & ~SetattrValid.FH };
     }
     if (!this.#livesOn(node, side)) {
       // The caller's rights are checked before the copy they would cause.
       planSetattr(await this.nodeAttr(node), ctx, sideReq, { now: nowTimespec() });
       await this.exclusive(() => this.#copyAcross(node, side));
     }
-    return this.asNodeAttr(await this.#backends[side].setattr(ctx, node.objs[side]!, sideReq), node);
+    return this.shownAttr(node, await this.#backends[side].setattr(ctx, node.objs[side]!, sideReq));
   }
 
   override async readlink(ctx: Context, ino: number): Promise<Uint8Array> {
@@ -234,32 +225,8 @@ export class DualFs extends CompositeFs<Node, FileHandle> {
     return this.openNode(ctx, node, flags, "open");
   }
 
-  protected override readHandle(ino: number, fh: number, op: string): MaybePromise<FileHandle> {
-    const h = this.fileHandle(ino, fh, op);
-    if (h.side === h.node.home) return h;
-    h.following ??= this.#follow(h).finally(() => (h.following = undefined));
-    return h.following.then(() => h);
-  }
-
   override async statfs(ctx: Context, _ino: number): Promise<StatFs> {
     return this.#backends[this.#target("write", this.node(ROOT_INO, "statfs"))].statfs(ctx, ROOT_INO);
-  }
-
-  /**
-   * Moves a read handle opened before its file was copied across over to the
-   * copy, so it reads what later writes wrote (as overlayfs does since Linux
-   * 4.19). The caller's rights were checked when it opened the file.
-   */
-  async #follow(h: FileHandle): Promise<void> {
-    const { node } = h;
-    const flags = h.flags & ~(O.CREAT | O.EXCL | O.TRUNC);
-    const reply = await this.#backends[node.home].open(ROOT_CONTEXT, node.homeIno, flags);
-    const old = { fs: h.fs, ino: h.ino, fh: h.fh };
-    h.side = node.home;
-    h.fs = this.#backends[node.home];
-    h.ino = node.homeIno;
-    h.fh = reply.fh;
-    await old.fs.release(ROOT_CONTEXT, old.ino, old.fh, flags);
   }
 
   protected override async openNode(ctx: Context, node: Node, flags: number, op: string): Promise<OpenReply> {
@@ -273,7 +240,7 @@ export class DualFs extends CompositeFs<Node, FileHandle> {
       }
     }
     const reply = await this.#backends[node.home].open(ctx, node.homeIno, flags);
-    return { fh: this.#addFile(node, reply.fh, flags), flags: reply.flags };
+    return { fh: this.addFile(node, this.shownObject(node), reply.fh, flags), flags: reply.flags };
   }
 
   protected override async createNew(ctx: Context, dir: Node, name: Uint8Array, mode: number, flags: number, umask: number): Promise<CreateReply> {
@@ -283,11 +250,11 @@ export class DualFs extends CompositeFs<Node, FileHandle> {
       return created.entry;
     });
     const node = this.node(entry.ino, "create");
-    return { entry, fh: this.#addFile(node, created!.fh, flags), flags: created!.flags };
+    return { entry, fh: this.addFile(node, this.shownObject(node), created!.fh, flags), flags: created!.flags };
   }
 
-  #addFile(node: Node, fh: number, flags: number): number {
-    return this.addFile({ node, side: node.home, fs: this.#backends[node.home], ino: node.homeIno, fh, flags });
+  protected override shownObject(node: Node): BackendObject {
+    return { fs: this.#backends[node.home], ino: node.homeIno };
   }
 
   // ---- xattrs -----------------------------------------------------------
@@ -448,7 +415,7 @@ export class DualFs extends CompositeFs<Node, FileHandle> {
   // ---- internals: nodes ---------------------------------------------------
 
   protected override async nodeAttr(node: Node): Promise<Attr> {
-    return this.asNodeAttr(await this.#backends[node.home].getattr(ROOT_CONTEXT, node.homeIno), node);
+    return this.shownAttr(node, await this.#backends[node.home].getattr(ROOT_CONTEXT, node.homeIno));
   }
 
   /** The DualFs inode number of a backend object, allocated on first sight. */
@@ -646,7 +613,7 @@ export class DualFs extends CompositeFs<Node, FileHandle> {
   }
 
   /** The removal itself: the whiteout that hides the other backend's entry, then the entry on the backend that takes the change. */
-  protected override async removeChecked(ctx: Context, dir: Node, name: Uint8Array, node: Node, isRmdir: boolean): Promise<void> {
+  protected override async removeChecked(ctx: Context, dir: Node, name: Uint8Array, node: Node, _attr: Attr, isRmdir: boolean): Promise<void> {
     const side = this.#target("write", dir, name);
     // The whiteout comes first: until the removal the name's own object still shows.
     await this.#hideOther(dir, name, side);
@@ -669,7 +636,17 @@ export class DualFs extends CompositeFs<Node, FileHandle> {
   }
 
   /** The rename itself: everything involved copied to the backend the destination is created on, renamed there, then whiteouts. */
-  protected override async renameChecked(ctx: Context, sdir: Node, name: Uint8Array, src: Node, ddir: Node, newName: Uint8Array, dst: Node | undefined, flags: number): Promise<void> {
+  protected override async renameChecked(
+    ctx: Context,
+    sdir: Node,
+    name: Uint8Array,
+    src: Node,
+    ddir: Node,
+    newName: Uint8Array,
+    replaced: { readonly node: Node } | undefined,
+    flags: number,
+  ): Promise<void> {
+    const dst = replaced?.node;
     const exchange = (flags & RENAME.EXCHANGE) !== 0;
     const side = this.#target("create", ddir, newName);
     this.#checkSameSide(src, side, "rename", newName);

@@ -1,5 +1,4 @@
-import { NAME_MAX, toBytes, validateName, type CachePolicy, type DynFileSystem } from "@msb/fs";
-import { WHITEOUT_PREFIX } from "./whiteout.js";
+import { resolveCachePolicy, resolveStagingName, type CachePolicy, type DynFileSystem } from "@msb/fs";
 
 /** Options of an {@link OverlayFs}. */
 export interface OverlayFsOptions {
@@ -37,16 +36,7 @@ export function resolveOptions(options: OverlayFsOptions): ResolvedOptions {
   if (!Array.isArray(options.lowers) || !options.lowers.every(isFs)) {
     throw new TypeError("OverlayFs: lowers must be an array of DynFileSystem (bottom first)");
   }
-  const staging = toBytes(options.staging ?? ".msb-staging");
-  try {
-    validateName(staging, "staging");
-  } catch (error) {
-    throw new TypeError(`OverlayFs: staging must be one valid name, got ${JSON.stringify(options.staging)}`, { cause: error });
-  }
-  if (staging.length > NAME_MAX - WHITEOUT_PREFIX.length || options.staging?.startsWith(".wh.") === true) {
-    throw new TypeError(`OverlayFs: staging ${JSON.stringify(options.staging)} is too long or a whiteout name`);
-  }
-  const cache = options.cache ?? "auto";
-  if (cache !== "never" && cache !== "auto" && cache !== "always") throw new TypeError(`OverlayFs: cache must be never, auto or always, got ${String(cache)}`);
+  const staging = resolveStagingName("OverlayFs", options.staging, ".msb-staging");
+  const cache = resolveCachePolicy("OverlayFs", options.cache);
   return { layers: [options.upper, ...[...options.lowers].reverse()], staging, cache };
 }

@@ -11,7 +11,7 @@ import { dtFromMode } from "./mode.js";
 import { bytesEqual, bytesToString, isDotOrDotDot, validateEntryName, validateName } from "./names.js";
 import { mapMaybe } from "./maybe.js";
 import type { Attr, Context, CreateReply, DirEntry, DirEntryPlus, DynFileSystem, Entry, MaybePromise, OpenReply } from "./types.js";
-import { copyRangeAcross, isWhiteoutName, nameKey } from "./union.js";
+import { ROOT_CONTEXT, copyRangeAcross, isWhiteoutName, nameKey } from "./union.js";
 
 const DIRENT_HEADER = 24;
 const DIRENTPLUS_HEADER = 152;
@@ -51,7 +51,19 @@ export interface CompositeFile<N extends CompositeNode> {
   fs: DynFileSystem;
   ino: number;
   fh: number;
+  /** The open flags, without those that act only at open (`O_CREAT`, `O_EXCL`, `O_TRUNC`). */
+  readonly flags: number;
+  /** The move over to a copy of the file, while it runs (concurrent calls share it). */
+  moving?: Promise<void>;
 }
+
+/** One backend object: where a node's data and attributes come from. */
+export interface BackendObject {
+  readonly fs: DynFileSystem;
+  readonly ino: number;
+}
+
+const OPEN_ONLY_FLAGS = O.CREAT | O.EXCL | O.TRUNC;
 
 /** One name of a merged directory, as a listing shows it. */
 export interface MergedName {
@@ -77,7 +89,6 @@ export interface CompositeNames {
   readonly stagingName: Uint8Array;
 }
 
-const withIno = (attr: Attr, ino: number, removed: boolean): Attr => ({ ...attr, ino, nlink: removed ? 0 : attr.nlink });
 
 /**
  * The base of filesystems composed of others. It implements lookup of `.`
@@ -86,9 +97,9 @@ const withIno = (attr: Attr, ino: number, removed: boolean): Attr => ({ ...attr,
  * are found on its backends ({@link CompositeFs.lookupNode}), what a
  * directory lists ({@link CompositeFs.mergedNames}) and how changes land.
  */
-export abstract class CompositeFs<N extends CompositeNode, H extends CompositeFile<N> = CompositeFile<N>> extends FsBackend {
+export abstract class CompositeFs<N extends CompositeNode> extends FsBackend {
   protected readonly nodes = new Map<number, N>();
-  protected readonly files = new Map<number, H>();
+  readonly #files = new Map<number, CompositeFile<N>>();
   readonly #dirs = new Map<number, DirHandle<N>>();
   readonly #names: CompositeNames;
   #nextFh = 1;
@@ -126,11 +137,23 @@ export abstract class CompositeFs<N extends CompositeNode, H extends CompositeFi
   /** Gives back what a node nothing holds any more holds on the backends. */
   protected abstract dropRefs(node: N): Promise<void>;
 
-  /** Removes `name` (node `node`) from `dir`, once every check passed. */
-  protected abstract removeChecked(ctx: Context, dir: N, name: Uint8Array, node: N, isRmdir: boolean): Promise<void>;
+  /** The backend object whose data `node` shows: where reads go, and where handles opened elsewhere move to. */
+  protected abstract shownObject(node: N): BackendObject;
 
-  /** Renames, once every check passed: `dst` is the node replaced or exchanged. */
-  protected abstract renameChecked(ctx: Context, sdir: N, name: Uint8Array, src: N, ddir: N, newName: Uint8Array, dst: N | undefined, flags: number): Promise<void>;
+  /** Removes `name` (node `node`, attributes `attr` as found) from `dir`, once every check passed. */
+  protected abstract removeChecked(ctx: Context, dir: N, name: Uint8Array, node: N, attr: Attr, isRmdir: boolean): Promise<void>;
+
+  /** Renames, once every check passed: `dst` is the node replaced or exchanged, with its attributes as found. */
+  protected abstract renameChecked(
+    ctx: Context,
+    sdir: N,
+    name: Uint8Array,
+    src: N,
+    ddir: N,
+    newName: Uint8Array,
+    dst: { readonly node: N; readonly attr: Attr } | undefined,
+    flags: number,
+  ): Promise<void>;
 
   /** Opens `node` (copying it first where a write needs that). */
   protected abstract openNode(ctx: Context, node: N, flags: number, op: string): Promise<OpenReply>;
@@ -202,9 +225,9 @@ export abstract class CompositeFs<N extends CompositeNode, H extends CompositeFi
 
   override async getattr(ctx: Context, ino: number, fh?: number): Promise<Attr> {
     const node = this.node(ino, "getattr");
-    const handle = fh === undefined ? undefined : this.files.get(fh);
-    if (handle !== undefined && handle.node === node) return withIno(await handle.fs.getattr(ctx, handle.ino, handle.fh), ino, false);
-    return this.nodeAttr(node);
+    if (fh === undefined || this.#files.get(fh)?.node !== node) return this.nodeAttr(node);
+    const h = await this.readHandle(ino, fh, "getattr");
+    return this.shownAttr(node, await h.fs.getattr(ctx, h.ino, h.fh));
   }
 
   override read(ctx: Context, ino: number, fh: number, size: number, offset: number): Promise<Uint8Array> {
@@ -225,9 +248,28 @@ export abstract class CompositeFs<N extends CompositeNode, H extends CompositeFi
     );
   }
 
-  /** The handle a read goes through; a subclass may move it first (DualFs follows a copy across). */
-  protected readHandle(ino: number, fh: number, op: string): MaybePromise<H> {
-    return this.fileHandle(ino, fh, op);
+  /**
+   * Handle `fh` of `ino` for a read, lseek or getattr, first moved to the
+   * object the node shows when it was opened on another one since copied
+   * (up or across): as with Linux's overlayfs since 4.19, a handle opened
+   * before a copy reads the copy after it. The caller's rights were checked
+   * when it opened the file.
+   */
+  protected readHandle(ino: number, fh: number, op: string): MaybePromise<CompositeFile<N>> {
+    const h = this.fileHandle(ino, fh, op);
+    const shown = this.shownObject(h.node);
+    if (h.node.isDir || (shown.fs === h.fs && shown.ino === h.ino)) return h;
+    h.moving ??= this.#moveHandle(h, shown).finally(() => (h.moving = undefined));
+    return h.moving.then(() => h);
+  }
+
+  async #moveHandle(h: CompositeFile<N>, to: BackendObject): Promise<void> {
+    const reply = await to.fs.open(ROOT_CONTEXT, to.ino, h.flags);
+    const old = { fs: h.fs, ino: h.ino, fh: h.fh };
+    h.fs = to.fs;
+    h.ino = to.ino;
+    h.fh = reply.fh;
+    await old.fs.release(ROOT_CONTEXT, old.ino, old.fh, h.flags);
   }
 
   override write(ctx: Context, ino: number, fh: number, data: Uint8Array, offset: number, flags: number): Promise<number> {
@@ -251,13 +293,14 @@ export abstract class CompositeFs<N extends CompositeNode, H extends CompositeFi
   }
 
   override async lseek(ctx: Context, ino: number, fh: number, offset: number, whence: number): Promise<number> {
-    const h = this.fileHandle(ino, fh, "lseek");
+    const h = await this.readHandle(ino, fh, "lseek");
     return h.fs.lseek(ctx, h.ino, h.fh, offset, whence);
   }
 
   override async release(ctx: Context, ino: number, fh: number, flags: number): Promise<void> {
     const h = this.fileHandle(ino, fh, "release");
-    this.files.delete(fh);
+    this.#files.delete(fh);
+    await h.moving;
     try {
       await h.fs.release(ctx, h.ino, h.fh, flags);
     } finally {
@@ -277,7 +320,7 @@ export abstract class CompositeFs<N extends CompositeNode, H extends CompositeFi
     length: number,
     flags: number,
   ): Promise<number> {
-    const from = this.fileHandle(inoIn, fhIn, "copyFileRange");
+    const from = await this.readHandle(inoIn, fhIn, "copyFileRange");
     const to = this.fileHandle(inoOut, fhOut, "copyFileRange");
     if (from.fs === to.fs) return to.fs.copyFileRange(ctx, from.ino, from.fh, offsetIn, to.ino, to.fh, offsetOut, length, flags);
     // Across backends: read and write, as the kernel's fallback does.
@@ -322,7 +365,7 @@ export abstract class CompositeFs<N extends CompositeNode, H extends CompositeFi
       if (isDotOrDotDot(e.name)) {
         // Not counted: the kernel never forgets `.` and `..`.
         const node = e.name.length === 1 ? dir : (dir.parent ?? dir);
-        entry = { ino: node.ino, generation: 0, attr: withIno(await this.nodeAttr(node), node.ino, node.removed) };
+        entry = { ino: node.ino, generation: 0, attr: await this.nodeAttr(node) };
       } else {
         const found = await this.findNode(dir, e.name);
         if (found === undefined) return false;
@@ -372,27 +415,32 @@ export abstract class CompositeFs<N extends CompositeNode, H extends CompositeFi
     return node;
   }
 
-  /** `node` as an Entry (its lookup already counted). */
+  /** `node` as an Entry, with attributes it shows already (its lookup already counted). */
   protected entryOf(node: N, attr: Attr): Entry {
-    return { ino: node.ino, generation: 0, attr: withIno(attr, node.ino, node.removed) };
+    return { ino: node.ino, generation: 0, attr };
   }
 
-  /** `attr` of a backend object as node `node` shows it. */
-  protected asNodeAttr(attr: Attr, node: N): Attr {
-    return withIno(attr, node.ino, node.removed);
+  /**
+   * Attributes of a backend object as node `node` shows them: its own inode
+   * number, and no links once removed. A subclass may count links its own way.
+   */
+  protected shownAttr(node: N, attr: Attr): Attr {
+    return { ...attr, ino: node.ino, nlink: node.removed ? 0 : attr.nlink };
   }
 
-  protected fileHandle(ino: number, fh: number, op: string): H {
-    const handle = this.files.get(fh);
+  protected fileHandle(ino: number, fh: number, op: string): CompositeFile<N> {
+    const handle = this.#files.get(fh);
     if (handle?.node.ino !== ino) throw new FsError("EBADF", { op, ino, detail: `handle ${String(fh)}` });
     return handle;
   }
 
-  protected addFile(handle: H): number {
-    const fh = this.#nextFh++;
-    this.files.set(fh, handle);
-    handle.node.opens++;
-    return fh;
+  /** Registers a file opened on backend object `on` as handle `fh` there; returns this filesystem's handle. */
+  protected addFile(node: N, on: BackendObject, fh: number, flags: number): number {
+    const handle: CompositeFile<N> = { node, fs: on.fs, ino: on.ino, fh, flags: flags & ~OPEN_ONLY_FLAGS };
+    const ours = this.#nextFh++;
+    this.#files.set(ours, handle);
+    node.opens++;
+    return ours;
   }
 
   /** Registers a node met for the first time under `dir`. */
@@ -520,7 +568,7 @@ export abstract class CompositeFs<N extends CompositeNode, H extends CompositeFi
       if (!isRmdir && node.isDir) throw new FsError("EISDIR", { op, path, ino: parent });
       if (isRmdir && !node.isDir) throw new FsError("ENOTDIR", { op, path, ino: parent });
       if (isRmdir && (await this.mergedNames(node, true)).length > 0) throw new FsError("ENOTEMPTY", { op, path, ino: parent });
-      await this.removeChecked(ctx, dir, name, node, isRmdir);
+      await this.removeChecked(ctx, dir, name, node, attr, isRmdir);
       if (isRmdir) node.removed = true;
       this.gone(dir, name);
     } finally {
@@ -569,7 +617,7 @@ export abstract class CompositeFs<N extends CompositeNode, H extends CompositeFi
         if (exchange && dst?.node.isDir === true) checkAccess(dst.attr, ctx, ACCESS.W_OK, op);
       }
       if (!exchange && dst?.node.isDir === true && (await this.mergedNames(dst.node, true)).length > 0) throw new FsError("ENOTEMPTY", { op, path, dest });
-      await this.renameChecked(ctx, sdir, name, src.node, ddir, newName, dst?.node, flags);
+      await this.renameChecked(ctx, sdir, name, src.node, ddir, newName, dst, flags);
       this.reparent(src.node, ddir, newName);
       if (exchange) this.reparent(dst!.node, sdir, name);
       else if (dst?.node.isDir === true) dst.node.removed = true;

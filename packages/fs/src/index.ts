@@ -119,4 +119,4 @@ export {
   type CopyTarget,
   type OpenFileRef,
 } from "./union.js";
-export { CompositeFs, CompositeNode, type CompositeFile, type CompositeNames, type MergedName } from "./composite.js";
+export { CompositeFs, CompositeNode, type BackendObject, type CompositeFile, type CompositeNames, type MergedName } from "./composite.js";
