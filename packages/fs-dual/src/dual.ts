@@ -121,11 +121,8 @@ export class DualFs extends CompositeFs<Node> {
   readonly #cache: CachePolicy;
   /** Each backend's staging directory, made on its first copy. */
   readonly #staging: [Promise<number> | undefined, Promise<number> | undefined] = [undefined, undefined];
-  /** DualFs inode numbers by backend object (`side:ino`); numbers are never reused. */
-  readonly #inoByKey = new Map<string, number>();
   /** Objects with several names already copied across (`side:ino` → the copy on the other side), so their other names link to the copy. */
   readonly #copied = new Map<string, number>();
-  #nextIno = ROOT_INO + 1;
   #nextTemp = 1;
 
   constructor(options: DualFsOptions) {
@@ -155,8 +152,8 @@ export class DualFs extends CompositeFs<Node> {
     root.home = this.#target("write", root);
     root.nlookup = 1;
     this.nodes.set(ROOT_INO, root);
-    this.#inoByKey.set(objKey(0, ROOT_INO), ROOT_INO);
-    this.#inoByKey.set(objKey(1, ROOT_INO), ROOT_INO);
+    this.claimIno(objKey(0, ROOT_INO), ROOT_INO);
+    this.claimIno(objKey(1, ROOT_INO), ROOT_INO);
   }
 
   /** Destroys both backends. */
@@ -420,13 +417,7 @@ export class DualFs extends CompositeFs<Node> {
 
   /** The DualFs inode number of a backend object, allocated on first sight. */
   #inoFor(side: Side, ino: number): number {
-    const key = objKey(side, ino);
-    let dualIno = this.#inoByKey.get(key);
-    if (dualIno === undefined) {
-      dualIno = this.#nextIno++;
-      this.#inoByKey.set(key, dualIno);
-    }
-    return dualIno;
+    return this.inoOf(objKey(side, ino));
   }
 
   /** True when a whiteout in the other backend's copy of `dir` hides `name` of `side`. */
@@ -476,7 +467,7 @@ export class DualFs extends CompositeFs<Node> {
       node = new Node(ino, isDir, top.side, dir, name);
       for (const f of found) {
         node.objs[f.side] = f.entry.ino;
-        this.#inoByKey.set(objKey(f.side, f.entry.ino), ino);
+        this.claimIno(objKey(f.side, f.entry.ino), ino);
       }
       if (isDir) {
         const writeSide = this.#target("write", dir, name);
@@ -519,7 +510,7 @@ export class DualFs extends CompositeFs<Node> {
     const old = node.home;
     node.objs[side] = entry.ino;
     node.home = side;
-    this.#inoByKey.set(objKey(side, entry.ino), node.ino);
+    this.claimIno(objKey(side, entry.ino), node.ino);
     await this.#dropSide(node, old);
   }
 
@@ -758,7 +749,7 @@ export class DualFs extends CompositeFs<Node> {
     }
     node.objs[side] = entry.ino;
     node.home = side;
-    this.#inoByKey.set(objKey(side, entry.ino), node.ino);
+    this.claimIno(objKey(side, entry.ino), node.ino);
     if (node.isDir) return;
     await this.#hideOther(parent, node.name, side);
     await this.#dropSide(node, from);

@@ -1,21 +1,11 @@
+import { populate } from "@msb/fs/testing";
 import { FsBackend, PathFs, type Context, type CreateReply, type DynFileSystem, type Entry } from "@msb/fs";
 import { MemFs } from "@msb/fs-memfs";
 import { OverlayFs, type OverlayFsOptions } from "./index.js";
 
 /** A MemFs holding `files`: path → content (a path ending in `/` is a directory). */
-export async function memLayer(files: Record<string, string>): Promise<MemFs> {
-  const fs = new MemFs();
-  const paths = new PathFs(fs);
-  for (const [path, content] of Object.entries(files)) {
-    if (path.endsWith("/")) {
-      await paths.mkdir(path, { recursive: true });
-      continue;
-    }
-    const dir = path.slice(0, path.lastIndexOf("/"));
-    if (dir !== "") await paths.mkdir(dir, { recursive: true });
-    await paths.writeFile(path, content);
-  }
-  return fs;
+export function memLayer(files: Record<string, string>): Promise<MemFs> {
+  return populate(new MemFs(), files);
 }
 
 /** An initialised overlay, with PathFs clients on it and on its upper. */

@@ -141,13 +141,10 @@ export class OverlayFs extends CompositeFs<Node> {
   readonly #stagingName: Uint8Array;
   readonly #cache: CachePolicy;
   #staging = 0;
-  /** Overlay inode numbers by layer object (`layer:ino`); numbers are never reused. */
-  readonly #inoByKey = new Map<string, number>();
   /** Lower inodes with several names the overlay changed, by `layer:ino`: other names are linked to their copy as they are found. */
   readonly #linkedLowers = new Map<string, LinkedLower>();
   /** The keys of {@link OverlayFs.#linkedLowers} by upper copy. */
   readonly #linkedByCopy = new Map<number, string>();
-  #nextIno = ROOT_INO + 1;
   #nextTemp = 1;
 
   constructor(options: OverlayFsOptions) {
@@ -179,7 +176,7 @@ export class OverlayFs extends CompositeFs<Node> {
     const root = new Node(ROOT_INO, true, refs, undefined, new Uint8Array(0));
     root.nlookup = 1;
     this.nodes.set(ROOT_INO, root);
-    this.#inoByKey.set(refKey({ layer: UPPER, ino: ROOT_INO }), ROOT_INO);
+    this.claimIno(refKey({ layer: UPPER, ino: ROOT_INO }), ROOT_INO);
   }
 
   /** Destroys every layer. */
@@ -359,13 +356,7 @@ export class OverlayFs extends CompositeFs<Node> {
 
   /** The overlay inode number of a layer object, allocated on first sight. */
   #inoFor(ref: LayerRef): number {
-    const key = refKey(ref);
-    let ino = this.#inoByKey.get(key);
-    if (ino === undefined) {
-      ino = this.#nextIno++;
-      this.#inoByKey.set(key, ino);
-    }
-    return ino;
+    return this.inoOf(refKey(ref));
   }
 
   /**
@@ -402,7 +393,7 @@ export class OverlayFs extends CompositeFs<Node> {
     linked.lowerNames--;
     if (node.upper === undefined) {
       node.upper = entry.ino;
-      this.#inoByKey.set(refKey({ layer: UPPER, ino: entry.ino }), node.ino);
+      this.claimIno(refKey({ layer: UPPER, ino: entry.ino }), node.ino);
       await this.#forgetRefs(node.lowers);
       node.lowers = [];
     } else {
@@ -677,7 +668,7 @@ export class OverlayFs extends CompositeFs<Node> {
     }
     if (linked !== undefined) linked.lowerNames--;
     node.upper = entry.ino;
-    this.#inoByKey.set(refKey({ layer: UPPER, ino: entry.ino }), node.ino);
+    this.claimIno(refKey({ layer: UPPER, ino: entry.ino }), node.ino);
     if (!node.isDir) await this.#dropLowers(node);
   }
 

@@ -102,6 +102,9 @@ export abstract class CompositeFs<N extends CompositeNode> extends FsBackend {
   readonly #files = new Map<number, CompositeFile<N>>();
   readonly #dirs = new Map<number, DirHandle<N>>();
   readonly #names: CompositeNames;
+  /** Inode numbers by backend object key (a subclass's `backend:ino`); numbers are never reused. */
+  readonly #inoByKey = new Map<string, number>();
+  #nextIno = ROOT_INO + 1;
   #nextFh = 1;
   /** The end of the queue of namespace changes, run one at a time. */
   #tail: Promise<unknown> = Promise.resolve();
@@ -441,6 +444,21 @@ export abstract class CompositeFs<N extends CompositeNode> extends FsBackend {
     this.#files.set(ours, handle);
     node.opens++;
     return ours;
+  }
+
+  /** The inode number of the backend object with key `key`, allocated on first sight. */
+  protected inoOf(key: string): number {
+    let ino = this.#inoByKey.get(key);
+    if (ino === undefined) {
+      ino = this.#nextIno++;
+      this.#inoByKey.set(key, ino);
+    }
+    return ino;
+  }
+
+  /** Gives the backend object with key `key` inode number `ino` (a copy keeps its original's number). */
+  protected claimIno(key: string, ino: number): void {
+    this.#inoByKey.set(key, ino);
   }
 
   /** Registers a node met for the first time under `dir`. */

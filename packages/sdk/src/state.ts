@@ -4,6 +4,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { defaultHome } from "@msb/oci";
+import { processExists } from "@msb/vmm";
 import { SandboxError, type SandboxErrorCode } from "./errors.js";
 
 /** Where a sandbox is in its life. `crashed`: it was creating or running and its process died. */
@@ -186,16 +187,6 @@ function procStat(pid: number): [string, string] | undefined {
   return state === undefined || start === undefined ? undefined : [state, start];
 }
 
-function pidExists(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    // EPERM: it exists, owned by another user.
-    return (error as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
-
 /**
  * True when process `pid` exists, is not a zombie and, where `startTime` is
  * given and `/proc` is there to check it, started at that time (field 22 of
@@ -209,7 +200,7 @@ function pidExists(pid: number): boolean {
  * ```
  */
 export function processAlive(pid: number | null, startTime: string | null): boolean {
-  if (pid === null || !Number.isSafeInteger(pid) || pid <= 0 || !pidExists(pid)) return false;
+  if (pid === null || !Number.isSafeInteger(pid) || pid <= 0 || !processExists(pid)) return false;
   const stat = procStat(pid);
   // Without /proc (not Linux) the signal check is all there is; with it, a pid that has no stat just exited.
   if (stat === undefined) return !existsSync("/proc/self/stat");
@@ -369,7 +360,7 @@ export class StateStore {
   markRunning(name: string, options: { readonly supervisorPid: number; readonly socketPath: string }): SandboxRecord {
     const { supervisorPid, socketPath } = options;
     if (!Number.isSafeInteger(supervisorPid) || supervisorPid <= 0) fail("ERR_MSB_INVALID_CONFIG", name, `supervisorPid must be a positive integer, not ${String(supervisorPid)}`);
-    if (!pidExists(supervisorPid)) fail("ERR_MSB_STATE", name, `supervisor process ${String(supervisorPid)} is not running`);
+    if (!processExists(supervisorPid)) fail("ERR_MSB_STATE", name, `supervisor process ${String(supervisorPid)} is not running`);
     const startTime = procStat(supervisorPid)?.[1] ?? null;
     return this.#write(name, () => {
       const changed = this.#db

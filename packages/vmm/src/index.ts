@@ -34,3 +34,4 @@ export { FLAG_CANCEL, FLAG_END, FrameError, FrameReader, MAX_BODY, MAX_CHUNK, de
 export { MicroVm, type BootTimings, type MicroVmOptions, type VmDisk, type VmMount } from "./vm.js";
 export { qemuArgs, type QemuConfig, type QemuDisk, type QemuExit, type SerialPort } from "./qemu.js";
 export { defaultStateDir, savedStatePath, type SavedState, type SavedStateKey } from "./snapshot.js";
+export { processExists } from "./run-dir.js";

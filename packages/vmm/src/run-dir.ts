@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 /** True while process `pid` exists (signal 0 checks without signalling). */
-function alive(pid: number): boolean {
+export function processExists(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -29,7 +29,7 @@ export async function sweepStaleRunDirs(kind: string, base = tmpdir()): Promise<
   }
   for (const name of names) {
     const pid = Number(pattern.exec(name)?.[1]);
-    if (!Number.isSafeInteger(pid) || pid <= 0 || pid === process.pid || alive(pid)) continue;
+    if (!Number.isSafeInteger(pid) || pid <= 0 || pid === process.pid || processExists(pid)) continue;
     const dir = join(base, name);
     await rm(dir, { recursive: true, force: true }).then(
       () => swept.push(dir),

@@ -1,3 +1,5 @@
+import { spawn } from "node:child_process";
+import { existsSync, readdirSync, statSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -215,4 +217,41 @@ export function withSlowReads(fs: DynFileSystem, ms: number): DynFileSystem {
     }
   }
   return new SlowReads(fs);
+}
+
+/** Sizes of the regular files in host directory `stagingDir` (none when it does not exist). */
+export function stagedFileSizes(stagingDir: string): number[] {
+  if (!existsSync(stagingDir)) return [];
+  const sizes: number[] = [];
+  for (const name of readdirSync(stagingDir)) {
+    try {
+      const st = statSync(join(stagingDir, name));
+      if (st.isFile()) sizes.push(st.size);
+    } catch {
+      // Renamed into place between the listing and the stat.
+    }
+  }
+  return sizes;
+}
+
+/**
+ * Runs `argv` (a node process that copies a file of `fullSize` bytes through
+ * host directory `stagingDir` and prints "done" when finished) and SIGKILLs
+ * it as soon as part of the copy is in the staging directory. Returns what it
+ * printed and the size of the partial copy it was killed at (`undefined` when
+ * it finished first).
+ */
+export async function killMidCopy(argv: readonly string[], stagingDir: string, fullSize: number): Promise<{ output: string; partial: number | undefined }> {
+  const child = spawn(process.execPath, argv, { stdio: ["ignore", "pipe", "inherit"] });
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  let output = "";
+  child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
+  let partial: number | undefined;
+  while (partial === undefined && !output.includes("done")) {
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    partial = stagedFileSizes(stagingDir).find((size) => size > 0 && size < fullSize);
+  }
+  child.kill("SIGKILL");
+  await exited;
+  return { output, partial };
 }

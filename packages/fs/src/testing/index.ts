@@ -24,7 +24,7 @@ import { namespaceSuite } from "./suites/namespace.js";
 import { permissionSuite } from "./suites/permissions.js";
 import { xattrSuite } from "./suites/xattrs.js";
 
-export { ALICE, BOB, ROOT, Harness, createScratchDir, expectErrno, populate, withSlowReads, type ScratchDir } from "./harness.js";
+export { ALICE, BOB, ROOT, Harness, createScratchDir, expectErrno, killMidCopy, populate, stagedFileSizes, withSlowReads, type ScratchDir } from "./harness.js";
 
 /**
  * What a backend can do. Every capability defaults to `true`; turn one off
