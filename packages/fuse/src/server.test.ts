@@ -455,7 +455,7 @@ describe("data operations", () => {
     let readIntoCalls = 0;
     let gate: (() => void) | undefined;
     class Counting extends FsBackend {
-      override readInto(ctx: Context, ino: number, fh: number, target: Uint8Array, offset: number): Promise<number> {
+      readInto(ctx: Context, ino: number, fh: number, target: Uint8Array, offset: number): Promise<number> {
         readIntoCalls++;
         const inner = this.inner!;
         // The first read waits, so the second takes another buffer from the pool meanwhile.
