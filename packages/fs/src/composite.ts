@@ -94,8 +94,8 @@ export interface CompositeNames {
  * The base of filesystems composed of others. It implements lookup of `.`
  * and `..`, forget, the data calls on open files, listings, and the checks
  * of create, remove and rename on the merged view; a subclass says how names
- * are found on its backends ({@link CompositeFs.lookupNode}), what a
- * directory lists ({@link CompositeFs.mergedNames}) and how changes land.
+ * are found on its backends (`lookupNode`), what a
+ * directory lists (`mergedNames`) and how changes land.
  */
 export abstract class CompositeFs<N extends CompositeNode> extends FsBackend {
   protected readonly nodes = new Map<number, N>();
