@@ -188,22 +188,22 @@ export class DualFs extends CompositeFs<Node> {
   }
 
   override symlink(ctx: Context, target: Uint8Array, parent: number, name: Uint8Array): Promise<Entry> {
-    return this.exclusive(() => this.#make(ctx, parent, name, "symlink", (fs, dir) => fs.symlink(ctx, target, dir, name)));
+    return this.exclusive(async () => this.#make(await this.checkNewName(ctx, parent, name, "symlink"), name, (fs, dir) => fs.symlink(ctx, target, dir, name)));
   }
 
   override mknod(ctx: Context, parent: number, name: Uint8Array, mode: number, rdev: number, umask: number): Promise<Entry> {
-    return this.exclusive(() => this.#make(ctx, parent, name, "mknod", (fs, dir) => fs.mknod(ctx, dir, name, mode, rdev, umask)));
+    return this.exclusive(async () => this.#make(await this.checkNewName(ctx, parent, name, "mknod"), name, (fs, dir) => fs.mknod(ctx, dir, name, mode, rdev, umask)));
   }
 
   override mkdir(ctx: Context, parent: number, name: Uint8Array, mode: number, umask: number): Promise<Entry> {
-    return this.exclusive(() => this.#make(ctx, parent, name, "mkdir", (fs, dir) => fs.mkdir(ctx, dir, name, mode, umask)));
+    return this.exclusive(async () => this.#make(await this.checkNewName(ctx, parent, name, "mkdir"), name, (fs, dir) => fs.mkdir(ctx, dir, name, mode, umask)));
   }
 
   override link(ctx: Context, ino: number, newParent: number, newName: Uint8Array): Promise<Entry> {
     const node = this.node(ino, "link");
     if (node.isDir) throw new FsError("EPERM", { op: "link", ino, detail: "hard link to a directory" });
-    return this.exclusive(() =>
-      this.#make(ctx, newParent, newName, "link", async (fs, dir, side) => {
+    return this.exclusive(async () =>
+      this.#make(await this.checkNewName(ctx, newParent, newName, "link"), newName, async (fs, dir, side) => {
         this.#checkSameSide(node, side, "link", newName);
         await this.#copyAcross(node, side);
         return fs.link(ctx, node.objs[side]!, dir, newName);
@@ -242,7 +242,7 @@ export class DualFs extends CompositeFs<Node> {
 
   protected override async createNew(ctx: Context, dir: Node, name: Uint8Array, mode: number, flags: number, umask: number): Promise<CreateReply> {
     let created: CreateReply | undefined;
-    const entry = await this.#make(ctx, dir.ino, name, "create", async (fs, dirIno) => {
+    const entry = await this.#make(dir, name, async (fs, dirIno) => {
       created = await fs.create(ctx, dirIno, name, mode, flags, umask);
       return created.entry;
     });
@@ -566,12 +566,11 @@ export class DualFs extends CompositeFs<Node> {
   // ---- internals: changes -------------------------------------------------
 
   /**
-   * Creates a name with `make` (given the backend the policy creates in and
-   * the directory there), after the checks and the directory's copy to that
-   * backend.
+   * Creates a name in `dir` (the checks a new name needs passed) with `make`,
+   * given the backend the policy creates in and the directory there, after
+   * the directory's copy to that backend.
    */
-  async #make(ctx: Context, parent: number, name: Uint8Array, op: string, make: (fs: DynFileSystem, dirIno: number, side: Side) => MaybePromise<Entry>): Promise<Entry> {
-    const dir = await this.checkNewName(ctx, parent, name, op);
+  async #make(dir: Node, name: Uint8Array, make: (fs: DynFileSystem, dirIno: number, side: Side) => MaybePromise<Entry>): Promise<Entry> {
     const side = this.#target("create", dir, name);
     await this.#ensureDir(dir, side);
     const made = await make(this.#backends[side], dir.objs[side]!, side);

@@ -207,22 +207,22 @@ export class OverlayFs extends CompositeFs<Node> {
   }
 
   override symlink(ctx: Context, target: Uint8Array, parent: number, name: Uint8Array): Promise<Entry> {
-    return this.exclusive(() => this.#make(ctx, parent, name, "symlink", (dir) => this.#upper.symlink(ctx, target, dir, name)));
+    return this.exclusive(async () => this.#make(await this.checkNewName(ctx, parent, name, "symlink"), name, (dir) => this.#upper.symlink(ctx, target, dir, name)));
   }
 
   override mknod(ctx: Context, parent: number, name: Uint8Array, mode: number, rdev: number, umask: number): Promise<Entry> {
-    return this.exclusive(() => this.#make(ctx, parent, name, "mknod", (dir) => this.#upper.mknod(ctx, dir, name, mode, rdev, umask)));
+    return this.exclusive(async () => this.#make(await this.checkNewName(ctx, parent, name, "mknod"), name, (dir) => this.#upper.mknod(ctx, dir, name, mode, rdev, umask)));
   }
 
   override mkdir(ctx: Context, parent: number, name: Uint8Array, mode: number, umask: number): Promise<Entry> {
-    return this.exclusive(() => this.#make(ctx, parent, name, "mkdir", (dir) => this.#upper.mkdir(ctx, dir, name, mode, umask)));
+    return this.exclusive(async () => this.#make(await this.checkNewName(ctx, parent, name, "mkdir"), name, (dir) => this.#upper.mkdir(ctx, dir, name, mode, umask)));
   }
 
   override link(ctx: Context, ino: number, newParent: number, newName: Uint8Array): Promise<Entry> {
     const node = this.node(ino, "link");
     if (node.isDir) throw new FsError("EPERM", { op: "link", ino, detail: "hard link to a directory" });
-    return this.exclusive(() =>
-      this.#make(ctx, newParent, newName, "link", async (dir) => {
+    return this.exclusive(async () =>
+      this.#make(await this.checkNewName(ctx, newParent, newName, "link"), newName, async (dir) => {
         await this.#copyUp(node);
         return this.#upper.link(ctx, node.upper!, dir, newName);
       }),
@@ -256,7 +256,7 @@ export class OverlayFs extends CompositeFs<Node> {
 
   protected override async createNew(ctx: Context, dir: Node, name: Uint8Array, mode: number, flags: number, umask: number): Promise<CreateReply> {
     let created: CreateReply | undefined;
-    const entry = await this.#make(ctx, dir.ino, name, "create", async (upperDir) => {
+    const entry = await this.#make(dir, name, async (upperDir) => {
       created = await this.#upper.create(ctx, upperDir, name, mode, flags, umask);
       return created.entry;
     });
@@ -489,12 +489,11 @@ export class OverlayFs extends CompositeFs<Node> {
   // ---- internals: changes -------------------------------------------------
 
   /**
-   * Creates a name in the upper with `make` (given the upper directory),
-   * after the checks and the parent's copy-up; a whiteout of the name goes,
-   * and a directory made over one becomes opaque.
+   * Creates a name in `dir` (the checks a new name needs passed) with
+   * `make`, given the upper directory, after the parent's copy-up; a whiteout
+   * of the name goes, and a directory made over one becomes opaque.
    */
-  async #make(ctx: Context, parent: number, name: Uint8Array, op: string, make: (upperDir: number) => MaybePromise<Entry>): Promise<Entry> {
-    const dir = await this.checkNewName(ctx, parent, name, op);
+  async #make(dir: Node, name: Uint8Array, make: (upperDir: number) => MaybePromise<Entry>): Promise<Entry> {
     await this.#copyUp(dir);
     const whiteout = whiteoutOf(name);
     const whitedOut = whiteout !== undefined && (await hasEntry(this.#upper, dir.upper!, whiteout));

@@ -161,7 +161,7 @@ export abstract class CompositeFs<N extends CompositeNode> extends FsBackend {
   /** Opens `node` (copying it first where a write needs that). */
   protected abstract openNode(ctx: Context, node: N, flags: number, op: string): Promise<OpenReply>;
 
-  /** Creates and opens the new file `name` in `dir` (the checks of {@link CompositeFs.checkNewName} passed). */
+  /** Creates and opens the new file `name` in `dir`; the checks a new name needs have passed. */
   protected abstract createNew(ctx: Context, dir: N, name: Uint8Array, mode: number, flags: number, umask: number): Promise<CreateReply>;
 
   // ---- names ------------------------------------------------------------
@@ -209,9 +209,13 @@ export abstract class CompositeFs<N extends CompositeNode> extends FsBackend {
       const dir = this.dirNode(parent, op);
       validateEntryName(name, op, "EISDIR");
       this.checkGuestName(dir, name, op);
-      checkAccess(await this.nodeAttr(dir), ctx, ACCESS.X_OK, op);
+      const attr = await this.nodeAttr(dir);
+      checkAccess(attr, ctx, ACCESS.X_OK, op);
       const existing = await this.findNode(dir, name);
-      if (existing === undefined) return this.createNew(ctx, dir, name, mode, flags, umask);
+      if (existing === undefined) {
+        this.#checkWritable(ctx, dir, attr, op);
+        return this.createNew(ctx, dir, name, mode, flags, umask);
+      }
       try {
         if ((flags & O.EXCL) !== 0) throw new FsError("EEXIST", { op, path: bytesToString(name), ino: parent });
         if (existing.node.isDir) throw new FsError("EISDIR", { op, path: bytesToString(name), ino: parent });
@@ -537,8 +541,14 @@ export abstract class CompositeFs<N extends CompositeNode> extends FsBackend {
       await this.releaseNode(existing.node, 1);
       throw new FsError("EEXIST", { op, path: bytesToString(name), ino: parent });
     }
-    checkAccess(attr, ctx, ACCESS.W_OK, op);
+    this.#checkWritable(ctx, dir, attr, op);
     return dir;
+  }
+
+  /** A new name may go in `dir` (attributes `attr`): it was not removed, and the caller may write it. */
+  #checkWritable(ctx: Context, dir: N, attr: Attr, op: string): void {
+    if (dir.removed) throw new FsError("ENOENT", { op, ino: dir.ino, detail: "the directory was removed" });
+    checkAccess(attr, ctx, ACCESS.W_OK, op);
   }
 
   /** The checks an open for writing makes before the copy it would cause: not a symlink, not a directory, permitted. */
