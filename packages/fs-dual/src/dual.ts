@@ -13,6 +13,7 @@ import {
   FsError,
   hasEntry,
   isDirectory,
+  isNoEntry,
   isWhiteoutName,
   listEntries,
   lookupIfExists,
@@ -82,7 +83,6 @@ interface SideEntry extends MergedName {
 }
 
 const objKey = (side: Side, ino: number): string => `${side}:${ino}`;
-const isNoEntry = (error: unknown): boolean => FsError.isInstance(error) && error.code === "ENOENT";
 
 /**
  * Two filesystems under one root, with a policy that routes each operation:
@@ -483,7 +483,9 @@ export class DualFs extends CompositeFs<Node> {
       const copy = this.#copied.get(objKey(top.side, top.entry.ino));
       if (copy !== undefined) await this.#linkAcross(dir, name, copy, other(top.side), node);
     }
-    return { node, attr: await this.nodeAttr(node) };
+    // The lookup's own attributes serve unless the node shows another object (a copy, or a directory's write side).
+    const shown = node.home === top.side && node.homeIno === top.entry.ino;
+    return { node, attr: shown ? this.shownAttr(node, top.entry.attr) : await this.nodeAttr(node) };
   }
 
   /**

@@ -13,6 +13,7 @@ import {
   FsError,
   hasEntry,
   isDirectory,
+  isNoEntry,
   isWhiteoutName,
   listEntries,
   lookupIfExists,
@@ -106,7 +107,6 @@ interface LinkedLower {
   lowerNames: number;
 }
 
-const isNoEntry = (error: unknown): boolean => FsError.isInstance(error) && error.code === "ENOENT";
 const refKey = (ref: LayerRef): string => `${ref.layer}:${ref.ino}`;
 
 /**

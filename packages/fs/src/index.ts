@@ -109,6 +109,7 @@ export {
   discardCopy,
   ensureMarker,
   hasEntry,
+  isNoEntry,
   isWhiteoutName,
   listEntries,
   lookupIfExists,

@@ -4,6 +4,7 @@ import { fileKind, isDirectory, isSymlink, type FileKind } from "./mode.js";
 import { bytesToString, isDotOrDotDot, joinPath, splitPath, toBytes } from "./names.js";
 import { setattrRequest, toTimespec } from "./setattr.js";
 import type { Attr, Context, DirEntry, DynFileSystem, Timespec } from "./types.js";
+import { ROOT_CONTEXT, listEntries } from "./union.js";
 
 /** A path as text or as bytes (bytes address names that are not UTF-8). */
 export type PathLike = string | Uint8Array;
@@ -48,9 +49,7 @@ export interface WriteFileOptions {
   readonly exclusive?: boolean;
 }
 
-const ROOT_CONTEXT: Context = Object.freeze({ uid: 0, gid: 0, pid: 0 });
 const MAX_SYMLINKS = 40;
-const DIR_READ_BYTES = 64 * 1024;
 const DEFAULT_CHUNK = 1024 * 1024;
 
 /** The outcome of resolving a path: the parent directory, the last name, and the inode if it exists. */
@@ -337,24 +336,10 @@ export class PathFs {
   }
 
   /** All entries of directory `ino` but `.` and `..`. */
-  async #listDir(ino: number): Promise<DirEntry[]> {
-    const { fh } = await this.fs.opendir(this.#ctx, ino, O.RDONLY | O.DIRECTORY);
-    try {
-      const entries: DirEntry[] = [];
-      let offset = 0;
-      for (;;) {
-        const batch = await this.fs.readdir(this.#ctx, ino, fh, offset, DIR_READ_BYTES);
-        if (batch.length === 0) break;
-        for (const entry of batch) if (!isDotOrDotDot(entry.name)) entries.push(entry);
-        const next = batch[batch.length - 1]!.offset;
-        if (next === offset) throw new FsError("EIO", { op: "readdir", ino, detail: "directory offset did not advance" });
-        offset = next;
-      }
-      return entries;
-    } finally {
-      await this.fs.releasedir(this.#ctx, ino, fh, O.RDONLY);
-    }
+  #listDir(ino: number): Promise<DirEntry[]> {
+    return listEntries(this.fs, ino, this.#ctx);
   }
+
 
   async #writeAll(path: PathLike, data: Uint8Array, flags: number, mode: number, op: string): Promise<void> {
     const held = new HeldLookups();

@@ -38,24 +38,31 @@ export function nameKey(name: Uint8Array): string {
   return key;
 }
 
-const isNoEntry = (error: unknown): boolean => FsError.isInstance(error) && error.code === "ENOENT";
+/** True for an FsError `ENOENT`: the answer to a name that is not there. */
+export const isNoEntry = (error: unknown): boolean => FsError.isInstance(error) && error.code === "ENOENT";
 const LIST_BATCH_BYTES = 64 * 1024;
 const COPY_CHUNK = 1 << 20;
 
-/** Every entry of directory `ino` of `fs` but `.` and `..`, read as root. */
-export async function listEntries(fs: DynFileSystem, ino: number): Promise<DirEntry[]> {
-  const { fh } = await fs.opendir(ROOT_CONTEXT, ino, O.RDONLY | O.DIRECTORY);
+/**
+ * Every entry of directory `ino` of `fs` but `.` and `..`, read as `ctx`
+ * (root by default). A backend whose cookies do not advance gets `EIO`
+ * instead of an endless listing.
+ */
+export async function listEntries(fs: DynFileSystem, ino: number, ctx: Context = ROOT_CONTEXT): Promise<DirEntry[]> {
+  const { fh } = await fs.opendir(ctx, ino, O.RDONLY | O.DIRECTORY);
   try {
     const entries: DirEntry[] = [];
     let offset = 0;
     for (;;) {
-      const batch = await fs.readdir(ROOT_CONTEXT, ino, fh, offset, LIST_BATCH_BYTES);
+      const batch = await fs.readdir(ctx, ino, fh, offset, LIST_BATCH_BYTES);
       if (batch.length === 0) return entries;
       for (const e of batch) if (!isDotOrDotDot(e.name)) entries.push(e);
-      offset = batch[batch.length - 1]!.offset;
+      const next = batch[batch.length - 1]!.offset;
+      if (next === offset) throw new FsError("EIO", { op: "readdir", ino, detail: "directory offset did not advance" });
+      offset = next;
     }
   } finally {
-    await fs.releasedir(ROOT_CONTEXT, ino, fh, O.RDONLY);
+    await fs.releasedir(ctx, ino, fh, O.RDONLY);
   }
 }
 

@@ -10,6 +10,7 @@ import {
   PATH_MAX,
   PathFs,
   RENAME,
+  ROOT_CONTEXT,
   isDirectory,
   toBytes,
   type Context,
@@ -103,7 +104,6 @@ const DIR_MODE = 0o755;
 const SCRIPT_MODE = 0o755;
 const CHUNK_BYTES = 1024 * 1024;
 const SLASH = Buffer.from("/");
-const ROOT_CONTEXT: Context = Object.freeze({ uid: 0, gid: 0, pid: 0 });
 
 /**
  * Checks that `path` is an absolute, normalized guest path (no empty, `.` or
