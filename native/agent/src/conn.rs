@@ -326,21 +326,23 @@ impl Stream for OneShot {
     }
 }
 
-/// Runs `work` on its own thread as a registered one-shot stream and sends
+/// Runs `work` on a worker thread as a registered one-shot stream and sends
 /// its result (a reply body) with END.
 pub fn spawn_oneshot(c: &'static Conn, id: u32, work: impl FnOnce() -> Value + Send + 'static) {
     if !c.register(id, Arc::new(OneShot { id })) {
         too_many(c, id);
         return;
     }
-    let r = std::thread::Builder::new()
-        .name(format!("req-{id}"))
-        .stack_size(1 << 20)
-        .spawn(move || {
-            let reply = work();
-            c.send(id, FLAG_END, &reply);
-        });
-    if r.is_err() {
+    on_worker(c, id, move || {
+        let reply = work();
+        c.send(id, FLAG_END, &reply);
+    });
+}
+
+/// Runs the work of stream `id` on a worker thread; when no thread can be
+/// started, ends the stream with EAGAIN instead.
+pub fn on_worker(c: &Conn, id: u32, job: impl FnOnce() + Send + 'static) {
+    if crate::workers::run(job).is_err() {
         c.send_error(id, "EAGAIN", 11, "cannot start a thread", None);
     }
 }

@@ -2,20 +2,20 @@
 //!
 //! PID 1 reaps everything: one reaper thread runs waitpid(-1) and hands each
 //! status to the exec session owning the pid (orphans are reaped silently).
-//! A session is registered under the CHILDREN lock across fork(), so the
-//! reaper cannot see a pid before its session exists. Between fork and
+//! A session is registered under the CHILDREN lock across the spawn, so the
+//! reaper cannot see a pid before its session exists. Between clone and
 //! execve the child only makes async-signal-safe calls on data prepared
-//! before the fork (no allocation, no locks).
+//! before the clone (no allocation, no locks).
 
 use std::collections::HashMap;
-use std::ffi::{CString, c_char, c_int};
+use std::ffi::{CString, c_char, c_int, c_void};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::cbor::{self, Value};
-use crate::conn::{Conn, Stream, conn, too_many};
+use crate::conn::{Conn, Stream, conn, on_worker, too_many};
 use crate::log;
 use crate::proto::{self, FLAG_END, WINDOW};
 use crate::sys;
@@ -88,7 +88,7 @@ struct State {
     sent: u64,
     acked: u64,
     status: Option<c_int>,
-    /// fork() to reaping, measured here: the guest's own cost of the process,
+    /// clone() to reaping, measured here: the guest's own cost of the process,
     /// which the host compares with its round trip (the protocol's overhead).
     forked_at: Option<Instant>,
     lifetime: Option<Duration>,
@@ -516,13 +516,7 @@ pub fn request(c: &'static Conn, id: u32, flags: u8, body: Value) {
         session.close_stdin();
     }
     let s2 = session.clone();
-    let r = std::thread::Builder::new()
-        .name(format!("exec-{id}"))
-        .stack_size(256 << 10)
-        .spawn(move || run(c, s2, body, rx));
-    if r.is_err() {
-        c.send_error(id, "EAGAIN", 11, "cannot start a thread", None);
-    }
+    on_worker(c, id, move || run(c, s2, body, rx));
 }
 
 fn fail(c: &Conn, id: u32, f: Failure) {
@@ -632,30 +626,74 @@ const STAGE_USER: u8 = 3;
 const STAGE_RLIMIT: u8 = 4;
 const STAGE_TTY: u8 = 5;
 
-/// The forked child: async-signal-safe calls only, on prepared data.
-#[allow(clippy::too_many_arguments)]
-unsafe fn child(
-    io: &Stdio,
-    err_w: c_int,
+/// Stack of the spawned child until its execve: it only runs `child`.
+const CHILD_STACK: usize = 64 << 10;
+
+/// Where the child says why it did not reach its program: written by the
+/// child (which shares the parent's memory until execve), read by the parent
+/// once clone returns. Stage 0: the execve succeeded.
+#[derive(Default)]
+struct SpawnReport {
+    stage: u8,
+    errno: i32,
+}
+
+/// Everything the child touches, prepared before the clone.
+struct ChildPlan<'a> {
+    io: &'a Stdio,
+    report: *mut SpawnReport,
     tty: bool,
-    rlimits: &[(c_int, sys::rlimit)],
-    ids: Option<(&users::Ids, &[u32])>,
-    cwd: &CString,
-    candidates: &[*const c_char],
-    argv: &[*const c_char],
-    envp: &[*const c_char],
-) -> ! {
+    rlimits: &'a [(c_int, sys::rlimit)],
+    ids: Option<(&'a users::Ids, &'a [u32])>,
+    cwd: &'a CString,
+    candidates: &'a [*const c_char],
+    argv: &'a [*const c_char],
+    envp: &'a [*const c_char],
+}
+
+/// Starts the child with CLONE_VM | CLONE_VFORK: no copy of the agent's page
+/// tables and no copy-on-write faults afterwards, which under TCG made a
+/// fork cost milliseconds. This thread waits until the child has called
+/// execve (or failed); the agent's other threads run on. All signals stay
+/// blocked in the child until just before its execve, so no handler of the
+/// agent ever runs on the shared memory.
+fn spawn(plan: &ChildPlan) -> Result<c_int, i32> {
+    let mut stack = vec![0u8; CHILD_STACK];
+    // The stack grows down from a 16-byte aligned top.
+    let top = unsafe { stack.as_mut_ptr().add(CHILD_STACK) } as usize & !15;
+    let all = sys::sigset_t::full();
+    let mut old = sys::sigset_t::empty();
+    unsafe {
+        sys::pthread_sigmask(sys::SIG_SETMASK, &all, &mut old);
+        let pid = sys::clone(
+            child_main,
+            top as *mut c_void,
+            sys::CLONE_VM | sys::CLONE_VFORK | sys::SIGCHLD,
+            plan as *const ChildPlan as *mut c_void,
+        );
+        let e = sys::errno();
+        sys::pthread_sigmask(sys::SIG_SETMASK, &old, std::ptr::null_mut());
+        if pid < 0 { Err(e) } else { Ok(pid) }
+    }
+}
+
+extern "C" fn child_main(arg: *mut c_void) -> c_int {
+    unsafe { child(&*(arg as *const ChildPlan)) }
+}
+
+/// The child: async-signal-safe calls only, on prepared data, and raw
+/// system calls for the ids (glibc's setresuid would signal the agent's
+/// threads, whose memory the child shares).
+unsafe fn child(p: &ChildPlan) -> ! {
     unsafe {
         let die = |stage: u8, e: i32| -> ! {
-            let mut b = [0u8; 5];
-            b[0] = stage;
-            b[1..].copy_from_slice(&e.to_ne_bytes());
-            sys::write(err_w, b.as_ptr() as *const _, 5);
+            std::ptr::write_volatile(p.report, SpawnReport { stage, errno: e });
             sys::_exit(127)
         };
         sys::signal(sys::SIGPIPE, sys::SIG_DFL);
         sys::setsid();
-        if tty && sys::ioctl(io.child_out, sys::TIOCSCTTY, 0 as c_int) != 0 {
+        let io = p.io;
+        if p.tty && sys::ioctl(io.child_out, sys::TIOCSCTTY, 0 as c_int) != 0 {
             die(STAGE_TTY, sys::errno());
         }
         if sys::dup2(io.child_in, 0) < 0
@@ -664,12 +702,12 @@ unsafe fn child(
         {
             die(STAGE_TTY, sys::errno());
         }
-        for (res, lim) in rlimits {
+        for (res, lim) in p.rlimits {
             if sys::setrlimit(*res, lim) != 0 {
                 die(STAGE_RLIMIT, sys::errno());
             }
         }
-        if let Some((ids, groups)) = ids
+        if let Some((ids, groups)) = p.ids
             && (sys::syscall(
                 sys::SYS_SETGROUPS,
                 groups.len() as std::ffi::c_long,
@@ -690,13 +728,15 @@ unsafe fn child(
         {
             die(STAGE_USER, sys::errno());
         }
-        if sys::chdir(cwd.as_ptr()) != 0 {
+        if sys::chdir(p.cwd.as_ptr()) != 0 {
             die(STAGE_CWD, sys::errno());
         }
+        let none = sys::sigset_t::empty();
+        sys::sigprocmask(sys::SIG_SETMASK, &none, std::ptr::null_mut());
         let mut saw_eacces = false;
         let mut last = sys::ENOENT;
-        for &c in candidates {
-            sys::execve(c, argv.as_ptr(), envp.as_ptr());
+        for &c in p.candidates {
+            sys::execve(c, p.argv.as_ptr(), p.envp.as_ptr());
             let e = sys::errno();
             match e {
                 13 => saw_eacces = true,
@@ -724,13 +764,6 @@ fn run(c: &'static Conn, s: Arc<Exec>, body: Value, stdin_rx: mpsc::Receiver<Std
     if io.master >= 0 {
         s.master.store(io.master, Ordering::SeqCst);
     }
-    let (err_r, err_w) = match sys::pipe_cloexec() {
-        Ok(x) => x,
-        Err(e) => {
-            return fail(c, id, os_failure(e, "cannot create a pipe", None));
-        }
-    };
-    // Everything the child touches, prepared now.
     let ptrs = |v: &[CString]| -> Vec<*const c_char> {
         let mut out: Vec<*const c_char> = v.iter().map(|x| x.as_ptr()).collect();
         out.push(std::ptr::null());
@@ -740,43 +773,36 @@ fn run(c: &'static Conn, s: Arc<Exec>, body: Value, stdin_rx: mpsc::Receiver<Std
     let envp = ptrs(&p.env);
     let candidates: Vec<*const c_char> = p.candidates.iter().map(|x| x.as_ptr()).collect();
     let groups: Vec<u32> = p.ids.as_ref().map(|i| i.groups.clone()).unwrap_or_default();
-    let ids = p.ids.as_ref().map(|i| (i, &groups[..]));
-    let tty = p.tty.is_some();
+    let mut report = SpawnReport::default();
+    let child_plan = ChildPlan {
+        io: &io,
+        report: &mut report,
+        tty: p.tty.is_some(),
+        rlimits: &p.rlimits,
+        ids: p.ids.as_ref().map(|i| (i, &groups[..])),
+        cwd: &p.cwd,
+        candidates: &candidates,
+        argv: &argv,
+        envp: &envp,
+    };
 
-    let pid = {
+    let spawned = {
         let mut reg = lock(children());
         if lock(&s.state).cancelled {
-            -2
+            None
         } else {
             lock(&s.state).forked_at = Some(Instant::now());
-            let pid = unsafe { sys::fork() };
-            if pid == 0 {
-                unsafe {
-                    child(
-                        &io,
-                        err_w,
-                        tty,
-                        &p.rlimits,
-                        ids,
-                        &p.cwd,
-                        &candidates,
-                        &argv,
-                        &envp,
-                    )
-                }
-            }
-            if pid > 0 {
+            let spawned = spawn(&child_plan);
+            if let Ok(pid) = spawned {
                 s.pid.store(pid, Ordering::SeqCst);
                 reg.insert(pid, s.clone());
             }
-            pid
+            Some(spawned)
         }
     };
-    let fork_errno = sys::errno();
     notify_spawned();
     // Parent: close the child's ends.
     unsafe {
-        sys::close(err_w);
         for fd in [io.child_in, io.child_out, io.child_err] {
             if fd >= 0 && fd != io.child_out {
                 sys::close(fd);
@@ -787,32 +813,25 @@ fn run(c: &'static Conn, s: Arc<Exec>, body: Value, stdin_rx: mpsc::Receiver<Std
         }
     }
     let close_parent = || unsafe {
-        for fd in [io.parent_in, io.parent_out, io.parent_err, err_r] {
+        for fd in [io.parent_in, io.parent_out, io.parent_err] {
             if fd >= 0 && fd != io.master {
                 sys::close(fd);
             }
         }
     };
-    if pid < 0 {
-        close_parent();
-        if pid == -1 {
-            fail(c, id, os_failure(fork_errno, "fork", None));
+    let pid = match spawned {
+        Some(Ok(pid)) => pid,
+        None => return close_parent(),
+        Some(Err(e)) => {
+            close_parent();
+            return fail(c, id, os_failure(e, "clone", None));
         }
-        return;
-    }
+    };
     // Did the child get to execve?
-    let mut report = [0u8; 5];
-    let mut got = 0;
-    while got < 5 {
-        match sys::read_some(err_r, &mut report[got..]) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => got += n,
-        }
-    }
-    unsafe { sys::close(err_r) };
-    if got == 5 {
-        let e = i32::from_ne_bytes([report[1], report[2], report[3], report[4]]);
-        let (kind, what) = match report[0] {
+    let report = unsafe { std::ptr::read_volatile(&report) };
+    if report.stage != 0 {
+        let e = report.errno;
+        let (kind, what) = match report.stage {
             STAGE_CWD => (
                 Some("bad_cwd"),
                 format!("cwd {:?}", p.cwd.to_string_lossy()),
@@ -834,11 +853,7 @@ fn run(c: &'static Conn, s: Arc<Exec>, body: Value, stdin_rx: mpsc::Receiver<Std
                 },
             ),
         };
-        for fd in [io.parent_in, io.parent_out, io.parent_err] {
-            if fd >= 0 && fd != io.master {
-                unsafe { sys::close(fd) };
-            }
-        }
+        close_parent();
         fail(c, id, os_failure(e, &what, kind));
         return;
     }
@@ -855,14 +870,11 @@ fn run(c: &'static Conn, s: Arc<Exec>, body: Value, stdin_rx: mpsc::Receiver<Std
     if io.parent_in >= 0 {
         let s2 = s.clone();
         let fd = io.parent_in;
-        let _ = std::thread::Builder::new()
-            .name(format!("stdin-{id}"))
-            .stack_size(128 << 10)
-            .spawn(move || stdin_writer(c, s2, fd, stdin_rx));
+        on_worker(c, id, move || stdin_writer(c, s2, fd, stdin_rx));
     } else {
         drop(stdin_rx);
     }
-    pump(c, &s, io.parent_out, io.parent_err, tty);
+    pump(c, &s, io.parent_out, io.parent_err, p.tty.is_some());
     // The stream is over: release the stdin writer (it holds the session).
     s.close_stdin();
     for fd in [io.parent_out, io.parent_err] {

@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 
 use crate::cbor::{self, Value};
-use crate::conn::{self, Conn, Stream, conn, too_many};
+use crate::conn::{self, Conn, Stream, conn, on_worker, too_many};
 use crate::proto::{self, FLAG_END, MAX_CHUNK, WINDOW};
 use crate::sys;
 
@@ -315,17 +315,11 @@ pub fn read_request(c: &'static Conn, id: u32, body: Value) {
     if !c.register(id, s.clone()) {
         return too_many(c, id);
     }
-    let r = std::thread::Builder::new()
-        .name(format!("read-{id}"))
-        .stack_size(256 << 10)
-        .spawn(move || {
-            if let Err(e) = read_file(c, &s, &body) {
-                c.send(id, FLAG_END, &e);
-            }
-        });
-    if r.is_err() {
-        c.send_error(id, "EAGAIN", 11, "cannot start a thread", None);
-    }
+    on_worker(c, id, move || {
+        if let Err(e) = read_file(c, &s, &body) {
+            c.send(id, FLAG_END, &e);
+        }
+    });
 }
 
 fn read_file(c: &Conn, s: &ReadStream, body: &Value) -> Result<(), Fail> {
@@ -451,16 +445,10 @@ pub fn write_request(c: &'static Conn, id: u32, flags: u8, body: Value) {
     if !c.register(id, s.clone()) {
         return too_many(c, id);
     }
-    let r = std::thread::Builder::new()
-        .name(format!("write-{id}"))
-        .stack_size(256 << 10)
-        .spawn(move || {
-            let reply = write_file(c, &s, &body, rx).unwrap_or_else(|e| e);
-            c.send(id, FLAG_END, &reply);
-        });
-    if r.is_err() {
-        c.send_error(id, "EAGAIN", 11, "cannot start a thread", None);
-    }
+    on_worker(c, id, move || {
+        let reply = write_file(c, &s, &body, rx).unwrap_or_else(|e| e);
+        c.send(id, FLAG_END, &reply);
+    });
 }
 
 /// Removes the temporary file unless disarmed.

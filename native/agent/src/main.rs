@@ -11,6 +11,7 @@ mod proto;
 mod setup;
 mod sys;
 mod users;
+mod workers;
 
 use std::ffi::c_int;
 use std::sync::Mutex;

@@ -31,6 +31,19 @@ pub struct pollfd {
     pub revents: i16,
 }
 
+/// glibc's sigset_t: 1024 bits.
+#[repr(C)]
+pub struct sigset_t([u64; 16]);
+
+impl sigset_t {
+    pub fn empty() -> Self {
+        sigset_t([0; 16])
+    }
+    pub fn full() -> Self {
+        sigset_t([!0; 16])
+    }
+}
+
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct rlimit {
@@ -48,7 +61,15 @@ unsafe extern "C" {
     pub fn dup2(old: c_int, new: c_int) -> c_int;
     pub fn poll(fds: *mut pollfd, n: c_ulong, timeout: c_int) -> c_int;
     pub fn ioctl(fd: c_int, req: c_ulong, ...) -> c_int;
-    pub fn fork() -> pid_t;
+    /// glibc's wrapper: runs `f(arg)` in the child on `stack` (its top).
+    pub fn clone(
+        f: extern "C" fn(*mut c_void) -> c_int,
+        stack: *mut c_void,
+        flags: c_int,
+        arg: *mut c_void, ...
+    ) -> c_int;
+    pub fn pthread_sigmask(how: c_int, set: *const sigset_t, old: *mut sigset_t) -> c_int;
+    pub fn sigprocmask(how: c_int, set: *const sigset_t, old: *mut sigset_t) -> c_int;
     pub fn execve(
         path: *const c_char,
         argv: *const *const c_char,
@@ -95,7 +116,12 @@ pub const SIGHUP: c_int = 1;
 pub const SIGKILL: c_int = 9;
 pub const SIGPIPE: c_int = 13;
 pub const SIGTERM: c_int = 15;
+pub const SIGCHLD: c_int = 17;
 pub const SIG_DFL: usize = 0;
+pub const SIG_SETMASK: c_int = 2;
+
+pub const CLONE_VM: c_int = 0x100;
+pub const CLONE_VFORK: c_int = 0x4000;
 
 pub const MS_RDONLY: c_ulong = 1;
 pub const MS_NOSUID: c_ulong = 2;

@@ -107,6 +107,7 @@ describe.skipIf(!built)("findGuestAssets (assets built by setup)", () => {
     const assets = await findGuestAssets({ env: {} });
     expect(assets.dir.endsWith(join("packages", "vmm", "assets"))).toBe(true);
     expect(assets.cmdline).toContain("tsc_early_khz=");
+    expect(assets.cmdline).toContain("tsc=reliable");
     expect(assets.modules).toContain("virtio_console");
     expect(assets.modules).toContain("fuse");
     expect(existsSync(join(assets.busyboxLayout, "index.json"))).toBe(true);

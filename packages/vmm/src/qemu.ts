@@ -52,13 +52,22 @@ const optionValue = (value: string): string => value.replaceAll(",", ",,");
 export const defaultQemuBinary = (env: NodeJS.ProcessEnv = process.env): string => env.MSB_QEMU ?? "qemu-system-x86_64";
 
 /**
+ * The vCPU model per accelerator. Under TCG: qemu64 with ARAT (the APIC timer
+ * keeps running when idle). Without ARAT the kernel expects the LAPIC timer to
+ * stop in deep idle, finds no broadcast timer on microvm and stays in periodic
+ * low-resolution mode: 4 ms timers and a tick on every idle CPU. A saved state
+ * only restores on the model it was saved with, so its key includes this.
+ */
+export const CPU_MODEL: Readonly<Record<Accelerator, string>> = { kvm: "host", tcg: "qemu64,+arat" };
+
+/**
  * QEMU's arguments for a microVM: `-M microvm` without option ROMs (the
  * kernel enters through PVH), the legacy devices the measured TCG boot needs
  * (serial, RTC, PIT, PIC), no default devices, and one virtio-serial device
  * carrying every port. Multi-threaded TCG when there are several vCPUs.
  */
 export function qemuArgs(config: QemuConfig): string[] {
-  const accel = config.accel === "kvm" ? ["-accel", "kvm", "-cpu", "host"] : ["-accel", config.cpus > 1 ? "tcg,thread=multi" : "tcg", "-cpu", "qemu64"];
+  const accel = ["-accel", config.accel === "kvm" ? "kvm" : config.cpus > 1 ? "tcg,thread=multi" : "tcg", "-cpu", CPU_MODEL[config.accel]];
   const ports = config.ports.flatMap((port, index) => [
     "-chardev",
     `socket,id=port${String(index)},path=${optionValue(port.socketPath)}`,

@@ -15,7 +15,7 @@ import type { Accelerator } from "./accel.js";
 import { VmmError } from "./errors.js";
 import { QmpClient } from "./qmp.js";
 import { makeRunDir } from "./run-dir.js";
-import { consoleTail, qemuFailed, startQemu, type QemuConfig, type SerialPort } from "./qemu.js";
+import { consoleTail, CPU_MODEL, qemuFailed, startQemu, type QemuConfig, type SerialPort } from "./qemu.js";
 
 /** What a saved state is only valid for: restoring needs the same machine. */
 export interface SavedStateKey {
@@ -48,7 +48,7 @@ export interface SavedState {
  * version, so states of other versions can be told apart and pruned.
  */
 export function savedStatePath(dir: string, key: SavedStateKey): SavedState {
-  const digest = createHash("sha256").update(JSON.stringify([key.assetsVersion, key.accel, key.memoryMiB, key.cpus, key.fsPorts, key.qemuBinary])).digest("hex");
+  const digest = createHash("sha256").update(JSON.stringify([key.assetsVersion, key.accel, CPU_MODEL[key.accel], key.memoryMiB, key.cpus, key.fsPorts, key.qemuBinary])).digest("hex");
   const base = join(dir, `${key.assetsVersion.slice(0, 16)}-${digest.slice(0, 16)}`);
   return { ram: `${base}.ram`, devices: `${base}.dev` };
 }

@@ -54,6 +54,15 @@ describe("MicroVm on a PassthroughFs root", () => {
     expect(await vm.agent.ping()).toBeGreaterThan(0);
   });
 
+  it("gives the guest a high-resolution clock and timers (not 4 ms jiffies)", async () => {
+    // Under TCG the TSC watchdog and a LAPIC timer without ARAT used to leave the
+    // guest on jiffies: a 4 ms clock, periodic ticks, sleeps rounded to ticks.
+    const out = await run("cat /sys/devices/system/clocksource/clocksource0/current_clocksource; grep -m1 'hres_active' /proc/timer_list");
+    const [clocksource, hres] = text(out.stdout).trim().split("\n");
+    expect(clocksource).not.toMatch(/jiffies/);
+    expect(hres).toMatch(/hres_active\s*:\s*1/);
+  });
+
   it("passes exit codes through, and 128+n for a signal", async () => {
     expect((await run("exit 3")).code).toBe(3);
     expect((await run("exit 0")).code).toBe(0);
