@@ -40,6 +40,18 @@ fn main() {
     load_modules("order");
     let t_mods = t0.elapsed();
     exec::start_reaper();
+    // Everything up to the agent port's open is in a saved state (the host
+    // saves when that port opens): a restored VM redoes none of it.
+    setup::stage_api_mounts();
+    let fs_ports = cmdline_fs_ports();
+    setup::open_fuse_ports(fs_ports);
+    // setup, the first exec, and each filesystem's two relay loops
+    workers::prestart(2 + 2 * fs_ports);
+    log!(
+        "ready ({} ms since start, modules {} ms)",
+        t0.elapsed().as_millis(),
+        t_mods.as_millis()
+    );
     let fd = match find_port("agent", Duration::from_secs(10)) {
         Some(fd) => fd,
         None => {
@@ -50,11 +62,6 @@ fn main() {
     // Non-blocking: see conn.rs.
     unsafe { set_nonblock(fd) };
     let c = conn::init(fd);
-    log!(
-        "ready ({} ms since start, modules {} ms)",
-        t0.elapsed().as_millis(),
-        t_mods.as_millis()
-    );
     c.run();
 }
 
@@ -87,6 +94,20 @@ fn boot_mounts() {
             None,
         );
     }
+}
+
+/// How many filesystem ports (`fs0`, ...) the host gave this VM: the kernel
+/// command line's `msb.fs_ports=N` (0 when absent).
+fn cmdline_fs_ports() -> usize {
+    std::fs::read_to_string("/proc/cmdline")
+        .ok()
+        .and_then(|line| {
+            line.split_whitespace()
+                .find_map(|arg| arg.strip_prefix("msb.fs_ports="))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+        .min(64)
 }
 
 /// stdin/stdout/stderr on /dev/console (ttyS0).

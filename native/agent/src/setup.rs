@@ -2,6 +2,7 @@
 //! entropy, clock) and `shutdown`.
 
 use std::ffi::{CString, c_int, c_ulong};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -275,57 +276,26 @@ fn run(s: Setup) -> Result<(), Fail> {
     let root = &s.mounts[0];
     let _ = std::fs::create_dir_all("/newroot");
     fuse_mount(&root.tag, c"/newroot", root.ro)?;
-    // The API mounts inside the new root (mkdir when missing; a read-only root must have them).
-    let specials: [(
-        &std::ffi::CStr,
-        &str,
-        &std::ffi::CStr,
-        c_ulong,
-        Option<&std::ffi::CStr>,
-    ); 5] = [
-        (
-            c"proc",
-            "/newroot/proc",
-            c"proc",
-            sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC,
-            None,
-        ),
-        (
-            c"sysfs",
-            "/newroot/sys",
-            c"sysfs",
-            sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC,
-            None,
-        ),
-        (
-            c"devtmpfs",
-            "/newroot/dev",
-            c"devtmpfs",
-            sys::MS_NOSUID,
-            None,
-        ),
-        (
-            c"devpts",
-            "/newroot/dev/pts",
-            c"devpts",
-            sys::MS_NOSUID | sys::MS_NOEXEC,
-            Some(c"newinstance,ptmxmode=0666,mode=0620"),
-        ),
-        (
-            c"shm",
-            "/newroot/dev/shm",
-            c"tmpfs",
-            sys::MS_NOSUID | sys::MS_NODEV,
-            Some(c"mode=1777"),
-        ),
-    ];
-    for (src, target, fstype, flags, data) in specials {
-        if std::fs::metadata(target).is_err() {
-            let _ = std::fs::create_dir_all(target);
+    // The API filesystems, mounted at boot, move into the new root (mkdir
+    // when missing; a read-only root must have them).
+    for name in ["proc", "sys", "dev"] {
+        let target = format!("/newroot/{name}");
+        if std::fs::metadata(&target).is_err() {
+            let _ = std::fs::create_dir_all(&target);
         }
-        if let Err(e) = sys::mount_fs(src, &c(target.as_bytes()), fstype, flags, data) {
+        let staged = c(format!("{API_STAGE}/{name}").as_bytes());
+        let moved = unsafe {
+            sys::mount(
+                staged.as_ptr(),
+                c(target.as_bytes()).as_ptr(),
+                std::ptr::null(),
+                sys::MS_MOVE,
+                std::ptr::null(),
+            )
+        };
+        if moved != 0 {
             // Not fatal: a rootfs without the directory still runs most commands.
-            log!("mount {target}: {}", sys::errno_text(e));
+            log!("mount {target}: {}", sys::errno_text(sys::errno()));
         }
     }
     unsafe {
@@ -403,6 +373,54 @@ fn run(s: Setup) -> Result<(), Fail> {
     Ok(())
 }
 
+/// Where the root's API filesystems wait from boot until setup moves them in.
+const API_STAGE: &str = "/run/msb-api";
+
+/// Mounts the API filesystems every root gets (proc, sys, dev with pts and
+/// shm) under API_STAGE, at boot: a VM restored from a saved state then runs
+/// none of their mount code, which TCG would translate afresh in every VM;
+/// setup only moves them.
+pub fn stage_api_mounts() {
+    let mounts: [(&std::ffi::CStr, &str, &std::ffi::CStr, c_ulong, Option<&std::ffi::CStr>); 5] = [
+        (
+            c"proc",
+            "proc",
+            c"proc",
+            sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC,
+            None,
+        ),
+        (
+            c"sysfs",
+            "sys",
+            c"sysfs",
+            sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC,
+            None,
+        ),
+        (c"devtmpfs", "dev", c"devtmpfs", sys::MS_NOSUID, None),
+        (
+            c"devpts",
+            "dev/pts",
+            c"devpts",
+            sys::MS_NOSUID | sys::MS_NOEXEC,
+            Some(c"newinstance,ptmxmode=0666,mode=0620"),
+        ),
+        (
+            c"shm",
+            "dev/shm",
+            c"tmpfs",
+            sys::MS_NOSUID | sys::MS_NODEV,
+            Some(c"mode=1777"),
+        ),
+    ];
+    for (src, name, fstype, flags, data) in mounts {
+        let target = format!("{API_STAGE}/{name}");
+        let _ = std::fs::create_dir_all(&target);
+        if let Err(e) = sys::mount_fs(src, &c(target.as_bytes()), fstype, flags, data) {
+            log!("mount {target}: {}", sys::errno_text(e));
+        }
+    }
+}
+
 /// `/dev/vdX` of the virtio-blk disk whose serial is `serial` (the host sets
 /// serials, so the order in which the guest probed the disks does not matter).
 fn disk_device(serial: &str) -> Option<String> {
@@ -457,16 +475,49 @@ fn add_entropy(bytes: &[u8]) -> Result<(), Fail> {
 /// Size of a relay buffer: the largest FUSE message with max_write 16 MiB.
 const RELAY_BUF: usize = (16 << 20) + 8192;
 
-/// Opens the port `tag` and /dev/fuse, mounts at `target`, starts the relay.
-fn fuse_mount(tag: &str, target: &std::ffi::CStr, ro: bool) -> Result<(), Fail> {
-    let port = crate::find_port(tag, Duration::from_secs(2))
+/// Filesystem ports and a /dev/fuse for each, opened at boot: (tag, port, fuse).
+static OPENED: Mutex<Vec<(String, c_int, c_int)>> = Mutex::new(Vec::new());
+
+/// Opens the port `tag` (waiting up to `wait` for it) and a /dev/fuse.
+fn open_fuse_port(tag: &str, wait: Duration) -> Result<(c_int, c_int), Fail> {
+    let port = crate::find_port(tag, wait)
         .ok_or((sys::ENODEV, format!("virtio-serial port {tag:?} not found")))?;
-    let fuse = match sys::open_path("/dev/fuse", sys::O_RDWR) {
-        Ok(fd) => fd,
+    match sys::open_path("/dev/fuse", sys::O_RDWR) {
+        Ok(fuse) => Ok((port, fuse)),
         Err(e) => {
             unsafe { sys::close(port) };
-            return Err(fail(e, "open /dev/fuse"));
+            Err(fail(e, "open /dev/fuse"))
         }
+    }
+}
+
+/// Opens the `count` filesystem ports (`fs0`, ...) and their /dev/fuse at
+/// boot, before the agent port: a VM restored from a saved state then
+/// mounts without opening a device (a port's open is also a message to the
+/// host). A port missing here is opened by setup instead.
+pub fn open_fuse_ports(count: usize) {
+    let mut opened = OPENED.lock().unwrap_or_else(|p| p.into_inner());
+    for i in 0..count {
+        let tag = format!("fs{i}");
+        match open_fuse_port(&tag, Duration::from_secs(2)) {
+            Ok((port, fuse)) => opened.push((tag, port, fuse)),
+            Err((_, m)) => log!("{m}"),
+        }
+    }
+}
+
+/// Mounts the FUSE filesystem of port `tag` at `target` and starts its relay.
+fn fuse_mount(tag: &str, target: &std::ffi::CStr, ro: bool) -> Result<(), Fail> {
+    let early = {
+        let mut opened = OPENED.lock().unwrap_or_else(|p| p.into_inner());
+        opened
+            .iter()
+            .position(|(t, _, _)| t == tag)
+            .map(|i| opened.swap_remove(i))
+    };
+    let (port, fuse) = match early {
+        Some((_, port, fuse)) => (port, fuse),
+        None => open_fuse_port(tag, Duration::from_secs(2))?,
     };
     let opts =
         format!("fd={fuse},rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions");
@@ -487,19 +538,11 @@ fn fuse_mount(tag: &str, target: &std::ffi::CStr, ro: bool) -> Result<(), Fail> 
             format!("mount fuse {tag} on {}", target.to_string_lossy()),
         ));
     }
-    let name = tag.to_string();
-    let spawn =
-        |n: String, f: Box<dyn FnOnce() + Send>| std::thread::Builder::new().name(n).spawn(f);
-    let t = name.clone();
-    let a = spawn(
-        format!("{name}-in"),
-        Box::new(move || relay_fuse_to_port(&t, fuse, port)),
-    );
-    let t = name.clone();
-    let b = spawn(
-        format!("{name}-out"),
-        Box::new(move || relay_port_to_fuse(&t, port, fuse)),
-    );
+    // On workers started at boot: no thread creation in a restored VM.
+    let t = tag.to_string();
+    let a = crate::workers::run(move || relay_fuse_to_port(&t, fuse, port));
+    let t = tag.to_string();
+    let b = crate::workers::run(move || relay_port_to_fuse(&t, port, fuse));
     if a.is_err() || b.is_err() {
         return Err((sys::EAGAIN, "cannot start the FUSE relay threads".into()));
     }

@@ -1,4 +1,5 @@
-//! Reusable threads for requests that block (exec sessions, fs streams).
+//! Reusable threads for requests that block (exec sessions, fs streams,
+//! FUSE relays).
 //!
 //! Starting a thread costs about half a millisecond of guest CPU under TCG
 //! (clone, a fresh stack and its page faults) and ending one as much again,
@@ -35,6 +36,19 @@ pub fn run(job: impl FnOnce() + Send + 'static) -> Result<(), ()> {
             Err(mpsc::SendError(back)) => job = back,
         }
     }
+    spawn(job)
+}
+
+/// Starts `count` workers that go idle at once (at most MAX_IDLE wait), so
+/// a VM restored from a saved state taken after this creates no thread for
+/// its first requests.
+pub fn prestart(count: usize) {
+    for _ in 0..count.min(MAX_IDLE) {
+        let _ = spawn(Box::new(|| {}));
+    }
+}
+
+fn spawn(job: Job) -> Result<(), ()> {
     let (tx, rx) = mpsc::channel();
     std::thread::Builder::new()
         .name("worker".into())

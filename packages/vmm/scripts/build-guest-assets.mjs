@@ -48,11 +48,15 @@ const DISK_FILESYSTEMS = { ext4: ["ext4"], vfat: ["vfat", "nls_cp437", "nls_iso8
  * Measured on QEMU 7.2 TCG: tsc_early_khz is required (without it about 1 boot
  * in 5 hangs calibrating the TSC); tsc=reliable keeps the TSC as the clock
  * (under TCG it is the host's TSC, but the clocksource watchdog compares it
- * with jiffies, which lag there, and fell back to jiffies: a 4 ms clock); the i8042/8250 options skip probing
- * hardware microvm does not have; panic=-1 turns a guest panic into an exit.
+ * with jiffies, which lag there, and fell back to jiffies: a 4 ms clock);
+ * lsm= and audit=0 leave out AppArmor, TOMOYO and the audit hooks, which
+ * have no policy in a guest (the VM is the boundary) but cost every system
+ * call, and which TCG translates anew in every VM restored from a saved
+ * state; the i8042/8250 options skip probing hardware microvm does not have;
+ * panic=-1 turns a guest panic into an exit.
  */
 const KERNEL_CMDLINE =
-  "console=ttyS0 quiet loglevel=0 mitigations=off tsc_early_khz=2600000 tsc=reliable i8042.noaux i8042.nokbd i8042.nopnp 8250.nr_uarts=1 cryptomgr.notests random.trust_cpu=on nokaslr panic=-1";
+  "console=ttyS0 quiet loglevel=0 mitigations=off tsc_early_khz=2600000 tsc=reliable lsm=capability,landlock,yama audit=0 i8042.noaux i8042.nokbd i8042.nopnp 8250.nr_uarts=1 cryptomgr.notests random.trust_cpu=on nokaslr panic=-1";
 
 const BUSYBOX_PACKAGE = "busybox-static";
 const BUSYBOX_ENV = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"];

@@ -75,6 +75,9 @@ export async function connectQmp(path: string, timeoutMs = 30_000): Promise<QmpC
   }
 }
 
+/** How long a VM being saved runs on after its agent port opened. */
+const SETTLE_MS = 1000;
+
 /** The migration capability that leaves file-backed shared RAM out of the stream. */
 const IGNORE_SHARED = { capabilities: [{ capability: "x-ignore-shared", state: true }] };
 
@@ -155,6 +158,10 @@ export async function saveVmState(config: Omit<QemuConfig, "extraArgs" | "consol
     const work = (async () => {
       const qmp = (session.qmp = await connectQmp(qmpPath));
       await qmp.waitForEvent("VSERPORT_CHANGE", (event) => event.data?.id === "vport0" && event.data.open === true);
+      // The agent opens its port last; let it reach its wait for the first
+      // frame, so a restored VM does not redo (and TCG translate anew) the
+      // end of its boot.
+      await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
       await qmp.execute("migrate-set-capabilities", IGNORE_SHARED);
       await qmp.execute("migrate", { uri: `exec:cat > ${shellQuote(temp.devices)}` });
       for (;;) {

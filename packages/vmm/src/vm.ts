@@ -214,7 +214,8 @@ export class MicroVm implements AsyncDisposable {
       cpus: options.cpus ?? 1,
       kernel: assets.kernel,
       initramfs: assets.initramfs,
-      cmdline: assets.cmdline,
+      // The agent opens the filesystem ports at boot, before the saved state is taken.
+      cmdline: `${assets.cmdline} msb.fs_ports=${String(mounts.length)}`,
     };
     const disks = await Promise.all(
       (options.disks ?? []).map(async (disk, index) => ({ path: disk.path, format: disk.format ?? (await imageFormat(disk.path)), readonly: disk.readonly === true, serial: `msb-disk${String(index)}` })),
