@@ -542,53 +542,66 @@ fn fuse_mount(tag: &str, target: &std::ffi::CStr, ro: bool) -> Result<(), Fail> 
     let t = tag.to_string();
     let a = crate::workers::run(move || relay_fuse_to_port(&t, fuse, port));
     let t = tag.to_string();
-    let b = crate::workers::run(move || relay_port_to_fuse(&t, port, fuse));
+    let knob = readahead_knob(tag, target);
+    let b = crate::workers::run(move || relay_port_to_fuse(&t, port, fuse, knob));
     if a.is_err() || b.is_err() {
         return Err((sys::EAGAIN, "cannot start the FUSE relay threads".into()));
     }
-    raise_readahead(tag, target);
     Ok(())
 }
 
 /// Readahead for a FUSE mount, in KiB. The kernel caps a FUSE mount's
-/// readahead at its own default (128 KiB) whatever INIT says; every
-/// request costs a round trip to the host, so larger reads pay off.
-const FUSE_READAHEAD_KB: u32 = 1024;
+/// readahead at its own default (128 KiB) whatever INIT says. Every request
+/// costs a round trip to the host; a window of several max_pages-sized
+/// (1 MiB) READs keeps more than one in flight, so the host reads and sends
+/// the next while the guest copies the last.
+const FUSE_READAHEAD_KB: &[u8] = b"4096";
 
-/// Raises the readahead of the filesystem mounted at `target` through its
-/// backing device's sysfs knob. Best effort: a failure only costs speed.
-/// The device number comes from /proc/self/mountinfo, not a stat: a stat of
-/// a fresh FUSE mount waits for INIT and a GETATTR round trip to the host,
-/// which the guest can overlap with the rest of its setup instead.
-fn raise_readahead(tag: &str, target: &std::ffi::CStr) {
+/// Opens the readahead knob (sysfs, of the backing device) of the
+/// filesystem just mounted at `target`; the relay writes it once INIT is
+/// answered (see [`relay_port_to_fuse`]). Opened now because the mount may
+/// have moved, and /sys with it, by then. Best effort: None only costs
+/// speed. The device number comes from /proc/self/mountinfo, not a stat: a
+/// stat of a fresh FUSE mount waits for INIT and a GETATTR round trip to
+/// the host, which the guest can overlap with the rest of its setup instead.
+fn readahead_knob(tag: &str, target: &std::ffi::CStr) -> Option<c_int> {
     let mountinfo = match std::fs::read_to_string("/proc/self/mountinfo") {
         Ok(text) => text,
-        Err(e) => return log!("{tag}: readahead: mountinfo: {e}"),
+        Err(e) => {
+            log!("{tag}: readahead: mountinfo: {e}");
+            return None;
+        }
     };
     let Some(dev) = mount_device(&mountinfo, &target.to_string_lossy()) else {
-        return log!(
+        log!(
             "{tag}: readahead: {} is not in mountinfo",
             target.to_string_lossy()
         );
+        return None;
     };
     let knob = format!("/sys/class/bdi/{dev}/read_ahead_kb");
-    if let Err(e) = std::fs::write(&knob, FUSE_READAHEAD_KB.to_string()) {
-        log!("{tag}: readahead: {knob}: {e}");
+    sys::open_path(&knob, sys::O_WRONLY)
+        .inspect_err(|e| log!("{tag}: readahead: {knob}: {}", sys::errno_text(*e)))
+        .ok()
+}
+
+/// Sets the readahead through `knob` (see [`readahead_knob`]) and closes it.
+fn raise_readahead(tag: &str, knob: c_int) {
+    if let Err(e) = sys::write_all(knob, FUSE_READAHEAD_KB) {
+        log!("{tag}: readahead: {}", sys::errno_text(e));
     }
+    unsafe { sys::close(knob) };
 }
 
 /// The `major:minor` of the last mount at `target` in a mountinfo text
 /// (fields: id, parent, major:minor, root, mount point, ...).
 fn mount_device<'a>(mountinfo: &'a str, target: &str) -> Option<&'a str> {
-    mountinfo
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split(' ');
-            let dev = fields.nth(2)?;
-            let point = fields.nth(1)?;
-            (unescape_mount(point) == target).then_some(dev)
-        })
-        .last()
+    mountinfo.lines().rev().find_map(|line| {
+        let mut fields = line.split(' ');
+        let dev = fields.nth(2)?;
+        let point = fields.nth(1)?;
+        (unescape_mount(point) == target).then_some(dev)
+    })
 }
 
 /// Kernel requests → host: one read is one whole request.
@@ -617,7 +630,11 @@ fn relay_fuse_to_port(tag: &str, fuse: c_int, port: c_int) {
 }
 
 /// Host replies → kernel: framed by fuse_out_header.len; one write per reply.
-fn relay_port_to_fuse(tag: &str, port: c_int, fuse: c_int) {
+/// The first reply is INIT's (the kernel sends nothing else until INIT is
+/// answered) and the kernel applies it within that write, lowering the
+/// mount's readahead to at most 128 KiB: the readahead `knob` is written right
+/// after it, so the raise sticks.
+fn relay_port_to_fuse(tag: &str, port: c_int, fuse: c_int, mut knob: Option<c_int>) {
     let mut buf = vec![0u8; RELAY_BUF];
     let mut have = 0usize;
     loop {
@@ -658,6 +675,8 @@ fn relay_port_to_fuse(tag: &str, port: c_int, fuse: c_int) {
                 if e != sys::ENOENT {
                     log!("{tag}: /dev/fuse write: {}", sys::errno_text(e));
                 }
+            } else if let Some(fd) = knob.take() {
+                raise_readahead(tag, fd);
             }
             start += len;
         }
