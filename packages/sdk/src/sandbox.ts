@@ -2,6 +2,7 @@
 // from an image with volumes, scripts and patches; exec, shell, execStream;
 // the fs API; stop with `await using`.
 import { randomBytes } from "node:crypto";
+import { statSync } from "node:fs";
 import { mkdir, readFile, rm } from "node:fs/promises";
 import { constants } from "node:os";
 import { join } from "node:path";
@@ -290,14 +291,32 @@ function localHost(vm: MicroVm, defaults: ExecDefaults, release: () => Promise<v
 /** Sandboxes this process holds, by name. */
 const live = new Map<string, Sandbox>();
 
-/** Runs `use` on the state database of `home`, closed after. */
+/** This process's open state databases, by home, with the inode each was opened on. */
+const stores = new Map<string, { readonly store: StateStore; readonly ino: number }>();
+
+/**
+ * Runs `use` on the state database of `home`. The connection stays open for
+ * the next call: closing the last connection to a WAL database checkpoints
+ * it, an fsync or two on every sandbox start and stop. A database file that
+ * was replaced meanwhile (its home removed and made again) is reopened.
+ */
 function withStore<T>(home: string, use: (store: StateStore) => T): T {
+  const cached = stores.get(home);
+  const ino = (path: string): number | undefined => statSync(path, { throwIfNoEntry: false })?.ino;
+  if (cached !== undefined && ino(cached.store.path) === cached.ino) return use(cached.store);
+  cached?.store.close();
+  stores.delete(home);
   const store = new StateStore({ home });
-  try {
-    return use(store);
-  } finally {
-    store.close();
+  const opened = ino(store.path);
+  if (opened === undefined) {
+    try {
+      return use(store);
+    } finally {
+      store.close();
+    }
   }
+  stores.set(home, { store, ino: opened });
+  return use(store);
 }
 
 /**

@@ -276,6 +276,10 @@ export class StateStore {
       mkdirSync(this.home, { recursive: true, mode: 0o700 });
       db = new Database(this.path, { timeout: BUSY_TIMEOUT_MS });
       db.pragma("journal_mode = WAL");
+      // WAL with NORMAL: a commit is atomic and consistent without an fsync
+      // (only the last commits can be lost to a power cut); FULL cost every
+      // sandbox start two fsyncs.
+      db.pragma("synchronous = NORMAL");
       db.pragma("foreign_keys = ON");
       migrate(db);
     } catch (error) {
