@@ -8,6 +8,7 @@
 //! * `work`: the sync/async calling convention (napi async work + promises).
 //! * one module per syscall family: `xattr`, `open`, `at`, `stat`,
 //!   `dir`, `file`, `mount`; plus `constants`.
+//! * `poll`: readiness of a descriptor on Node's event loop, non-blocking reads.
 //! * `zstd`: streaming decompression through the system libzstd.
 
 mod at;
@@ -19,6 +20,7 @@ mod file;
 mod mount;
 mod napi;
 mod open;
+mod poll;
 mod stat;
 mod sys;
 mod value;
@@ -146,6 +148,14 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
         Some(zstd::js_decompress),
         ptr::null_mut(),
     );
+    for (name, cb) in [
+        ("pollReadable", poll::js_poll_readable as unsafe extern "C" fn(_, _) -> _),
+        ("pollUnref", poll::js_poll_unref),
+        ("pollClose", poll::js_poll_close),
+        ("readNonBlocking", poll::js_read_non_blocking),
+    ] {
+        export_fn(env, exports, name, Some(cb), ptr::null_mut());
+    }
     env.set(exports, c"constants", constants::build(env));
     env.set(exports, c"UTIME_NOW", env.double(sys::UTIME_NOW as f64));
     env.set(exports, c"UTIME_OMIT", env.double(sys::UTIME_OMIT as f64));
