@@ -744,3 +744,22 @@ export declare function pollClose(handle: FdPoll): void;
  * other errors are thrown as Node-style errors (`code`, `errno`, `syscall`).
  */
 export declare function readNonBlocking(fd: number, target: Uint8Array): number | null;
+
+// ------------------------------------------------------- FUSE passthrough --
+
+/**
+ * `ioctl(fuseFd, FUSE_DEV_IOC_BACKING_OPEN, { fd })` (Linux 6.9+): registers
+ * the open host file `fd` with the FUSE connection of `fuseFd` (which must
+ * have negotiated `FUSE_PASSTHROUGH`) and returns its backing id, for an
+ * OPEN/CREATE reply with `FOPEN_PASSTHROUGH`. The connection keeps its own
+ * reference: `fd` may be closed afterwards. Needs CAP_SYS_ADMIN (EPERM);
+ * ELOOP when `fd`'s filesystem is stacked too deep for the connection's
+ * `max_stack_depth`.
+ */
+export declare function fuseBackingOpen(fuseFd: number, fd: number): number;
+/** Async {@link fuseBackingOpen}. */
+export declare function fuseBackingOpenAsync(fuseFd: number, fd: number): Promise<number>;
+/** `ioctl(fuseFd, FUSE_DEV_IOC_BACKING_CLOSE, backingId)`: drops a registration of {@link fuseBackingOpen}. */
+export declare function fuseBackingClose(fuseFd: number, backingId: number): void;
+/** Async {@link fuseBackingClose}. */
+export declare function fuseBackingCloseAsync(fuseFd: number, backingId: number): Promise<void>;

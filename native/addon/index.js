@@ -171,3 +171,9 @@ module.exports.pollReadable = binding.pollReadable;
 module.exports.pollUnref = binding.pollUnref;
 module.exports.pollClose = binding.pollClose;
 module.exports.readNonBlocking = binding.readNonBlocking;
+
+// FUSE passthrough backing files
+module.exports.fuseBackingOpen = binding.fuseBackingOpen;
+module.exports.fuseBackingOpenAsync = binding.fuseBackingOpenAsync;
+module.exports.fuseBackingClose = binding.fuseBackingClose;
+module.exports.fuseBackingCloseAsync = binding.fuseBackingCloseAsync;

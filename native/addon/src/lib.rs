@@ -8,10 +8,12 @@
 //! * `work`: the sync/async calling convention (napi async work + promises).
 //! * one module per syscall family: `xattr`, `open`, `at`, `stat`,
 //!   `dir`, `file`, `mount`; plus `constants`.
+//! * `backing`: FUSE passthrough's backing files.
 //! * `poll`: readiness of a descriptor on Node's event loop, non-blocking reads.
 //! * `zstd`: streaming decompression through the system libzstd.
 
 mod at;
+mod backing;
 mod constants;
 mod dir;
 mod errno;
@@ -45,6 +47,7 @@ const FAMILIES: &[&[Spec]] = &[
     dir::SPECS,
     file::SPECS,
     mount::SPECS,
+    backing::SPECS,
 ];
 
 fn export_fn(env: Env, exports: napi_value, name: &str, cb: napi_callback, data: *mut c_void) {

@@ -2,7 +2,7 @@ import { closeSync, constants as fsConstants, openSync, writevSync, type Stats }
 import { mkdir, realpath, stat, writeFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import type { DynFileSystem } from "@msb/fs";
-import { constants, fuseDevClone, mount, umount2 } from "@msb/native";
+import { constants, fuseBackingClose, fuseBackingOpen, fuseDevClone, mount, umount2 } from "@msb/native";
 import { FuseError } from "./errors.js";
 import { consoleLogger, describeError } from "./log.js";
 import { mountsAt } from "./mountinfo.js";
@@ -23,6 +23,14 @@ export interface FuseMountOptions extends FuseServerOptions {
    * only for a single-user mount; see the README.
    */
   readonly defaultPermissions?: boolean;
+  /**
+   * Let the kernel read and write files of a backend that names their host
+   * files (`passthroughFd`, as PassthroughFs does) itself, with FUSE
+   * passthrough (Linux 6.9+, CAP_SYS_ADMIN, not with `writebackCache`).
+   * Where the kernel or the backend cannot, files are served through the
+   * backend as usual. Default true.
+   */
+  readonly passthrough?: boolean;
   /** Mount read-only (`MS_RDONLY`). */
   readonly readOnly?: boolean;
   /** The source shown in /proc/mounts. Default `"msb"`. */
@@ -200,7 +208,8 @@ export async function mountFuse(fs: DynFileSystem, mountpoint: string, options: 
     }
   };
   // writevSync has written the reply when it returns: read buffers can be reused.
-  const server = new FuseServer(fs, writeReply, { ...options, logger: log, sinkConsumes: true });
+  const backingFiles = options.passthrough === false ? undefined : { open: (hostFd: number) => fuseBackingOpen(fd, hostFd), close: (id: number) => fuseBackingClose(fd, id) };
+  const server = new FuseServer(fs, writeReply, { ...options, logger: log, sinkConsumes: true, backingFiles });
 
   const uid = process.getuid?.() ?? 0;
   const gid = process.getgid?.() ?? 0;
