@@ -38,7 +38,13 @@ fn parse_backing_open(env: Env, args: &Args) -> Result<Call, ArgErr> {
             flags: 0,
             padding: 0,
         };
-        let id = unsafe { ioctl(fuse_fd, FUSE_DEV_IOC_BACKING_OPEN, &map as *const BackingMap) };
+        let id = unsafe {
+            ioctl(
+                fuse_fd,
+                FUSE_DEV_IOC_BACKING_OPEN,
+                &map as *const BackingMap,
+            )
+        };
         if id < 0 {
             Err(SysErr::last("ioctl(FUSE_DEV_IOC_BACKING_OPEN)"))
         } else {

@@ -151,14 +151,34 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
         Some(zstd::js_decompress),
         ptr::null_mut(),
     );
-    for (name, cb) in [
-        ("pollReadable", poll::js_poll_readable as unsafe extern "C" fn(_, _) -> _),
-        ("pollUnref", poll::js_poll_unref),
-        ("pollClose", poll::js_poll_close),
-        ("readNonBlocking", poll::js_read_non_blocking),
-    ] {
-        export_fn(env, exports, name, Some(cb), ptr::null_mut());
-    }
+    export_fn(
+        env,
+        exports,
+        "pollReadable",
+        Some(poll::js_poll_readable),
+        ptr::null_mut(),
+    );
+    export_fn(
+        env,
+        exports,
+        "pollUnref",
+        Some(poll::js_poll_unref),
+        ptr::null_mut(),
+    );
+    export_fn(
+        env,
+        exports,
+        "pollClose",
+        Some(poll::js_poll_close),
+        ptr::null_mut(),
+    );
+    export_fn(
+        env,
+        exports,
+        "readNonBlocking",
+        Some(poll::js_read_non_blocking),
+        ptr::null_mut(),
+    );
     env.set(exports, c"constants", constants::build(env));
     env.set(exports, c"UTIME_NOW", env.double(sys::UTIME_NOW as f64));
     env.set(exports, c"UTIME_OMIT", env.double(sys::UTIME_OMIT as f64));

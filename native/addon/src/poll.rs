@@ -39,7 +39,13 @@ macro_rules! opaque {
     };
 }
 
-opaque!(UvLoop, UvHandle, NapiRefData, AsyncContextData, HandleScopeData);
+opaque!(
+    UvLoop,
+    UvHandle,
+    NapiRefData,
+    AsyncContextData,
+    HandleScopeData
+);
 type NapiRef = *mut NapiRefData;
 type AsyncContext = *mut AsyncContextData;
 type HandleScope = *mut HandleScopeData;
@@ -117,7 +123,6 @@ unsafe extern "C" {
 
     fn read(fd: c_int, buf: *mut c_void, count: usize) -> isize;
 }
-
 
 /// One poll: the libuv handle (its memory, `uv_handle_size(UV_POLL)` bytes)
 /// and the callback. Freed once both the JS handle is collected and libuv
@@ -272,7 +277,12 @@ pub unsafe extern "C" fn js_poll_readable(env: napi_env, info: napi_callback_inf
     let mut context = ptr::null_mut();
     unsafe {
         napi_create_reference(env.0, callback, 1, &mut reference);
-        napi_async_init(env.0, ptr::null_mut(), env.string("msb:pollReadable"), &mut context);
+        napi_async_init(
+            env.0,
+            ptr::null_mut(),
+            env.string("msb:pollReadable"),
+            &mut context,
+        );
     }
     let poll = Box::into_raw(Box::new(Poll {
         env: env.0,
@@ -288,7 +298,13 @@ pub unsafe extern "C" fn js_poll_readable(env: napi_env, info: napi_callback_inf
     let started = unsafe { uv_poll_start(handle, UV_READABLE, Some(on_readable)) };
     let mut external = ptr::null_mut();
     let wrapped = unsafe {
-        napi_create_external(env.0, poll as *mut c_void, Some(finalize), ptr::null_mut(), &mut external)
+        napi_create_external(
+            env.0,
+            poll as *mut c_void,
+            Some(finalize),
+            ptr::null_mut(),
+            &mut external,
+        )
     };
     if started != 0 || wrapped != NAPI_OK {
         unsafe {
@@ -358,11 +374,17 @@ fn bytes_out(env: Env, v: napi_value, what: &str) -> Result<(*mut u8, usize), Ar
 }
 
 /// `readNonBlocking(fd, target)` → bytes read, or `null` on EAGAIN.
-pub unsafe extern "C" fn js_read_non_blocking(env: napi_env, info: napi_callback_info) -> napi_value {
+pub unsafe extern "C" fn js_read_non_blocking(
+    env: napi_env,
+    info: napi_callback_info,
+) -> napi_value {
     let env = Env(env);
     let args = unsafe { Args::read(env.0, info) };
     let parsed = (|| -> Result<(c_int, (*mut u8, usize)), ArgErr> {
-        Ok((env.fd(args.get(0), "fd")?, bytes_out(env, args.get(1), "target")?))
+        Ok((
+            env.fd(args.get(0), "fd")?,
+            bytes_out(env, args.get(1), "target")?,
+        ))
     })();
     let (fd, (data, len)) = match parsed {
         Ok(parsed) => parsed,
