@@ -27,6 +27,7 @@ use crate::error::{ArgErr, SysErr};
 use crate::napi::*;
 use crate::sys;
 use crate::value::{Args, Env};
+use crate::zstd::{napi_create_external, napi_get_value_external};
 
 macro_rules! opaque {
     ($($name:ident),* $(,)?) => {
@@ -54,8 +55,6 @@ type HandleScope = *mut HandleScopeData;
 type uv_poll_cb = Option<unsafe extern "C" fn(*mut UvHandle, c_int, c_int)>;
 #[allow(non_camel_case_types)]
 type uv_close_cb = Option<unsafe extern "C" fn(*mut UvHandle)>;
-#[allow(non_camel_case_types)]
-type napi_finalize = Option<unsafe extern "C" fn(napi_env, *mut c_void, *mut c_void)>;
 
 /// `UV_POLL` of `uv_handle_type`; `UV_READABLE` of `uv_poll_event`.
 const UV_POLL: c_int = 8;
@@ -107,18 +106,6 @@ unsafe extern "C" {
     fn napi_close_handle_scope(env: napi_env, scope: HandleScope) -> napi_status;
     fn napi_get_global(env: napi_env, result: *mut napi_value) -> napi_status;
     fn napi_fatal_exception(env: napi_env, err: napi_value) -> napi_status;
-    fn napi_create_external(
-        env: napi_env,
-        data: *mut c_void,
-        finalize_cb: napi_finalize,
-        finalize_hint: *mut c_void,
-        result: *mut napi_value,
-    ) -> napi_status;
-    fn napi_get_value_external(
-        env: napi_env,
-        value: napi_value,
-        result: *mut *mut c_void,
-    ) -> napi_status;
     fn napi_get_null(env: napi_env, result: *mut napi_value) -> napi_status;
 
     fn read(fd: c_int, buf: *mut c_void, count: usize) -> isize;
@@ -350,29 +337,6 @@ pub unsafe extern "C" fn js_poll_close(env: napi_env, info: napi_callback_info) 
     }
 }
 
-/// The writable bytes of the `Uint8Array` argument `what`.
-fn bytes_out(env: Env, v: napi_value, what: &str) -> Result<(*mut u8, usize), ArgErr> {
-    let mut kind = 0;
-    let mut len = 0usize;
-    let mut data: *mut c_void = ptr::null_mut();
-    let status = unsafe {
-        napi_get_typedarray_info(
-            env.0,
-            v,
-            &mut kind,
-            &mut len,
-            &mut data,
-            ptr::null_mut(),
-            ptr::null_mut(),
-        )
-    };
-    if status != NAPI_OK || kind != NAPI_UINT8_ARRAY {
-        return Err(env.type_err(v, what, "an instance of Uint8Array"));
-    }
-    // `data` already includes the view's byte offset.
-    Ok((data as *mut u8, len))
-}
-
 /// `readNonBlocking(fd, target)` → bytes read, or `null` on EAGAIN.
 pub unsafe extern "C" fn js_read_non_blocking(
     env: napi_env,
@@ -380,11 +344,13 @@ pub unsafe extern "C" fn js_read_non_blocking(
 ) -> napi_value {
     let env = Env(env);
     let args = unsafe { Args::read(env.0, info) };
-    let parsed = (|| -> Result<(c_int, (*mut u8, usize)), ArgErr> {
-        Ok((
-            env.fd(args.get(0), "fd")?,
-            bytes_out(env, args.get(1), "target")?,
-        ))
+    let parsed = (|| -> Result<(c_int, (*mut c_void, usize)), ArgErr> {
+        let fd = env.fd(args.get(0), "fd")?;
+        let target = args.get(1);
+        let bytes = env
+            .typed_array(target, NAPI_UINT8_ARRAY)
+            .ok_or_else(|| env.type_err(target, "target", "an instance of Uint8Array"))?;
+        Ok((fd, bytes))
     })();
     let (fd, (data, len)) = match parsed {
         Ok(parsed) => parsed,
@@ -392,7 +358,7 @@ pub unsafe extern "C" fn js_read_non_blocking(
         Err(e) => return env.throw(env.arg_error(e)),
     };
     loop {
-        let n = unsafe { read(fd, data as *mut c_void, len) };
+        let n = unsafe { read(fd, data, len) };
         if n >= 0 {
             return env.double(n as f64);
         }
