@@ -724,10 +724,12 @@ export class FuseServer {
    * backend names the handle's host file, and no other kind of open of the
    * inode is there; else `flags` as they are. The first passthrough open of
    * an inode registers the host file; the others name the same backing id,
-   * as the kernel requires. A handle open for writing also gets
-   * FOPEN_DIRECT_IO, which the kernel puts before passthrough for read and
-   * write: its writes still reach the backend, which clears suid/sgid bits
-   * as a write must (the kernel's passthrough write would not).
+   * as the kernel requires. A handle open for writing or with O_DIRECT also
+   * gets FOPEN_DIRECT_IO, which the kernel puts before passthrough for read
+   * and write: writes still reach the backend, which clears suid/sgid bits
+   * as a write must (the kernel's passthrough write would not), and
+   * O_DIRECT reads are answered by the backend as without passthrough (the
+   * kernel's would go to the host disk, O_DIRECT included).
    */
   #openMode(ino: number, fh: number, openFlags: number, flags: number): [flags: number, backingId: number] {
     const backing = this.#backing;
@@ -759,7 +761,7 @@ export class FuseServer {
     files.handles.set(fh, passthrough);
     if (!passthrough) return [flags, 0];
     // The kernel allows no caching flag besides FOPEN_PASSTHROUGH (the host's page cache serves).
-    const direct = (openFlags & O.ACCMODE) === O.RDONLY ? 0 : FOPEN.DIRECT_IO;
+    const direct = (openFlags & O.ACCMODE) === O.RDONLY && (openFlags & O.DIRECT) === 0 ? 0 : FOPEN.DIRECT_IO;
     return [FOPEN_PASSTHROUGH | direct | (flags & FOPEN.NOFLUSH), files.backingId!];
   }
 
