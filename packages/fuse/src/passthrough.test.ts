@@ -1,12 +1,16 @@
 // FUSE passthrough on real mounts: PassthroughFs names the host file of
 // each open handle, and the kernel reads and writes it itself. Driven from
 // child processes, like every mount test.
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { Context } from "@msb/fs";
+import { FOPEN, O, type Context } from "@msb/fs";
+import { MemFs } from "@msb/fs-memfs";
 import { PassthroughFs, type PassthroughFsOptions } from "@msb/fs-passthrough";
 import { afterEach, describe, expect, it } from "vitest";
-import { collectingLogger, type LogLine } from "./harness.fixture.js";
+import { Bytes, type Reply } from "./client.fixture.js";
+import { Harness, collectingLogger, type LogLine } from "./harness.fixture.js";
+import { FOPEN_PASSTHROUGH, Op } from "./protocol.js";
 import { mountFuse, type FuseMount, type FuseMountOptions } from "./mount.js";
 import { USER, fuseUsable, ok, scratch } from "./shell.fixture.js";
 
@@ -32,6 +36,103 @@ class Counting extends PassthroughFs {
 }
 
 const python = (script: string): Promise<string> => ok(`python3 - <<'EOF'\n${script}\nEOF`);
+
+/** The kernel's side of backing files, as the server sees it: ids handed out, and which are registered now. */
+class BackingRegistry {
+  readonly registered = new Map<number, number>();
+  next = 1;
+  refuse: string | undefined;
+  open(fd: number): number {
+    if (this.refuse !== undefined) throw Object.assign(new Error(`${this.refuse}: refused`), { code: this.refuse });
+    this.registered.set(this.next, fd);
+    return this.next++;
+  }
+  close(id: number): void {
+    if (!this.registered.delete(id)) throw new Error(`backing id ${id} is not registered`);
+  }
+}
+
+/** `fuse_open_out` of an OPEN reply (at 0) or a CREATE reply (after the 128-byte entry). */
+const openOut = (reply: Reply, at = 0): { fh: number; flags: number; backingId: number } => ({
+  fh: Number(reply.view.getBigUint64(at, true)),
+  flags: reply.view.getUint32(at + 8, true),
+  backingId: reply.view.getInt32(at + 12, true),
+});
+
+describe("FuseServer's passthrough bookkeeping", () => {
+  const dirs: string[] = [];
+  afterEach(() => dirs.splice(0).forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+  function serve(fs: PassthroughFs | MemFs, registry: BackingRegistry): Harness {
+    const h = new Harness(fs, { backingFiles: registry });
+    expect(h.init().error).toBe(0);
+    return h;
+  }
+  const hostFs = (): PassthroughFs => {
+    const dir = mkdtempSync(join(tmpdir(), "msb-fuse-pt-"));
+    dirs.push(dir);
+    return new PassthroughFs({ rootDir: dir });
+  };
+  const create = (h: Harness, name: string, flags: number): Reply => h.call(Op.CREATE, new Bytes().u32(flags | O.CREAT).u32(0o100644).u32(0).u32(0).cstr(name));
+  const open = (h: Harness, ino: number, flags: number): Reply => h.call(Op.OPEN, new Bytes().u32(flags).u32(0), { nodeid: ino });
+  const release = (h: Harness, ino: number, fh: number): Reply => h.call(Op.RELEASE, new Bytes().u64(fh).u32(0).u32(0).u64(0), { nodeid: ino });
+
+  it("registers an inode's host file once for all its opens, writers and O_DIRECT readers going through the backend, and drops it with the last release", () => {
+    const registry = new BackingRegistry();
+    const h = serve(hostFs(), registry);
+    const created = create(h, "f", O.RDWR);
+    const ino = Number(created.view.getBigUint64(0, true));
+    const writer = openOut(created, 128);
+    expect(writer).toMatchObject({ flags: FOPEN_PASSTHROUGH | FOPEN.DIRECT_IO, backingId: 1 });
+    const reader = openOut(open(h, ino, O.RDONLY));
+    expect(reader).toMatchObject({ flags: FOPEN_PASSTHROUGH, backingId: 1 });
+    const direct = openOut(open(h, ino, O.RDONLY | O.DIRECT));
+    expect(direct).toMatchObject({ flags: FOPEN_PASSTHROUGH | FOPEN.DIRECT_IO, backingId: 1 });
+    expect([...registry.registered.keys()]).toEqual([1]);
+    for (const fh of [writer.fh, reader.fh]) expect(release(h, ino, fh).error).toBe(0);
+    expect(registry.registered.size).toBe(1);
+    expect(release(h, ino, direct.fh).error).toBe(0);
+    expect(registry.registered.size).toBe(0);
+    // A later open registers anew.
+    expect(openOut(open(h, ino, O.RDONLY))).toMatchObject({ flags: FOPEN_PASSTHROUGH, backingId: 2 });
+    expect(h.logs.filter((l) => l.level !== "debug")).toEqual([]);
+  });
+
+  it("keeps an inode opened without passthrough so until its last release", () => {
+    const registry = new BackingRegistry();
+    let named = false;
+    class Sometimes extends PassthroughFs {
+      override passthroughFd(ino: number, fh: number): number | undefined {
+        return named ? super.passthroughFd(ino, fh) : undefined;
+      }
+    }
+    const dir = mkdtempSync(join(tmpdir(), "msb-fuse-pt-"));
+    dirs.push(dir);
+    const h = serve(new Sometimes({ rootDir: dir }), registry);
+    const created = create(h, "f", O.RDWR);
+    const ino = Number(created.view.getBigUint64(0, true));
+    const plain = openOut(created, 128);
+    expect(plain).toMatchObject({ flags: 0, backingId: 0 });
+    named = true;
+    // The kernel would refuse a passthrough open next to a cached one.
+    expect(openOut(open(h, ino, O.RDONLY))).toMatchObject({ flags: 0, backingId: 0 });
+    expect(registry.registered.size).toBe(0);
+  });
+
+  it("serves through the backend when the backend names no host file or registering is refused", () => {
+    const registry = new BackingRegistry();
+    const memfs = serve(new MemFs(), registry);
+    expect(openOut(create(memfs, "m", O.RDWR), 128)).toMatchObject({ backingId: 0 });
+    expect(registry.next).toBe(1);
+
+    registry.refuse = "EPERM";
+    const h = serve(hostFs(), registry);
+    expect(openOut(create(h, "a", O.RDWR), 128)).toMatchObject({ backingId: 0 });
+    // EPERM (no CAP_SYS_ADMIN) turns passthrough off for the connection: no second attempt, one log line.
+    expect(openOut(create(h, "b", O.RDWR), 128)).toMatchObject({ backingId: 0 });
+    expect(h.logs.filter((l) => l.level === "error").map((l) => l.message)).toEqual([expect.stringMatching(/passthrough failed.*EPERM/)]);
+  });
+});
 
 describe.skipIf(skip !== undefined)("mountFuse with FUSE passthrough", () => {
   let base: string;
