@@ -731,7 +731,8 @@ export interface FdPoll {
  * libuv error when polling failed. The callback runs in a callback scope, so
  * promise reactions it queues run when it returns; an exception it throws is
  * an uncaught exception. While active the poll keeps the process alive
- * (see {@link pollUnref}). Stop it with {@link pollClose} before closing `fd`.
+ * (see {@link pollUnref}). Stop it with {@link pollClose} before closing `fd`;
+ * a thread (worker) that ends first closes its polls itself.
  */
 export declare function pollReadable(fd: number, onReadable: (status: number) => void): FdPoll;
 /** The poll no longer keeps the process alive on its own. */

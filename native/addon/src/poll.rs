@@ -55,6 +55,7 @@ type HandleScope = *mut HandleScopeData;
 type uv_poll_cb = Option<unsafe extern "C" fn(*mut UvHandle, c_int, c_int)>;
 #[allow(non_camel_case_types)]
 type uv_close_cb = Option<unsafe extern "C" fn(*mut UvHandle)>;
+type CleanupHook = Option<unsafe extern "C" fn(*mut c_void)>;
 
 /// `UV_POLL` of `uv_handle_type`; `UV_READABLE` of `uv_poll_event`.
 const UV_POLL: c_int = 8;
@@ -107,6 +108,13 @@ unsafe extern "C" {
     fn napi_get_global(env: napi_env, result: *mut napi_value) -> napi_status;
     fn napi_fatal_exception(env: napi_env, err: napi_value) -> napi_status;
     fn napi_get_null(env: napi_env, result: *mut napi_value) -> napi_status;
+    fn napi_add_env_cleanup_hook(env: napi_env, hook: CleanupHook, arg: *mut c_void)
+    -> napi_status;
+    fn napi_remove_env_cleanup_hook(
+        env: napi_env,
+        hook: CleanupHook,
+        arg: *mut c_void,
+    ) -> napi_status;
 
     fn read(fd: c_int, buf: *mut c_void, count: usize) -> isize;
 }
@@ -126,6 +134,9 @@ struct Poll {
     closed: bool,
     /// The JS handle was garbage-collected.
     collected: bool,
+    /// An environment cleanup hook closes the poll if the JS thread ends first
+    /// (a worker terminated while serving), so no open handle outlives its loop.
+    hooked: bool,
 }
 
 impl Poll {
@@ -146,6 +157,12 @@ impl Poll {
             return;
         }
         p.closing = true;
+        if p.hooked {
+            p.hooked = false;
+            unsafe {
+                napi_remove_env_cleanup_hook(p.env, Some(on_env_cleanup), poll as *mut c_void)
+            };
+        }
         unsafe {
             uv_poll_stop(p.handle);
             napi_delete_reference(p.env, p.callback);
@@ -153,6 +170,13 @@ impl Poll {
             uv_close(p.handle, Some(on_close));
         }
     }
+}
+
+unsafe extern "C" fn on_env_cleanup(arg: *mut c_void) {
+    let poll = arg as *mut Poll;
+    // The hook is being run: it must not be removed again.
+    unsafe { (*poll).hooked = false };
+    unsafe { Poll::close(poll) };
 }
 
 unsafe extern "C" fn on_close(handle: *mut UvHandle) {
@@ -280,8 +304,14 @@ pub unsafe extern "C" fn js_poll_readable(env: napi_env, info: napi_callback_inf
         closing: false,
         closed: false,
         collected: false,
+        hooked: false,
     }));
     unsafe { uv_handle_set_data(handle, poll as *mut c_void) };
+    if unsafe { napi_add_env_cleanup_hook(env.0, Some(on_env_cleanup), poll as *mut c_void) }
+        == NAPI_OK
+    {
+        unsafe { (*poll).hooked = true };
+    }
     let started = unsafe { uv_poll_start(handle, UV_READABLE, Some(on_readable)) };
     let mut external = ptr::null_mut();
     let wrapped = unsafe {

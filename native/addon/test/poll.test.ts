@@ -1,5 +1,7 @@
 import { execFileSync } from "node:child_process";
 import fs from "node:fs";
+import { createRequire } from "node:module";
+import { Worker } from "node:worker_threads";
 import { afterEach, describe, expect, it } from "vitest";
 import { fuseBackingOpen, pollClose, pollReadable, readNonBlocking } from "../index.js";
 import { expectErrno, thrown, useTmpDir } from "./helpers.js";
@@ -45,6 +47,22 @@ describe("pollReadable / readNonBlocking", () => {
     await turn();
     expect(seen).toEqual(["abc", "microtask"]);
     expect(readNonBlocking(fd, buffer)).toBe(3);
+  });
+
+  it("a worker ending while it polls closes the poll (no handle outlives its loop)", async () => {
+    const fd = fifo();
+    const addon = createRequire(import.meta.url).resolve("../index.js");
+    const worker = new Worker(
+      `const { pollReadable } = require(${JSON.stringify(addon)});
+       pollReadable(${fd}, () => {});
+       require("node:worker_threads").parentPort.postMessage("polling");`,
+      { eval: true },
+    );
+    await new Promise((resolve) => worker.once("message", resolve));
+    expect(await worker.terminate()).toBe(1);
+    // This thread's own polls still work afterwards.
+    const poll = pollReadable(fd, () => {});
+    pollClose(poll);
   });
 
   it("checks its arguments and reports read errors", () => {
