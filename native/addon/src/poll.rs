@@ -12,6 +12,8 @@
 //! * `pollUnref(handle)`: the poll no longer keeps the process alive.
 //! * `pollClose(handle)`: stops the poll for good; idempotent. The caller
 //!   closes `fd` afterwards (never before: the poll must not outlive it).
+//!   A poll still open when its thread's environment ends (a worker
+//!   terminated) is closed by an environment cleanup hook.
 //! * `readNonBlocking(fd, target)` → bytes read into `target`, or `null`
 //!   when nothing is there (EAGAIN on an `O_NONBLOCK` descriptor); EINTR is
 //!   retried, any other error thrown as a Node-style error.
