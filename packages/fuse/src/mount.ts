@@ -24,11 +24,12 @@ export interface FuseMountOptions extends FuseServerOptions {
    */
   readonly defaultPermissions?: boolean;
   /**
-   * Let the kernel read and write files of a backend that names their host
-   * files (`passthroughFd`, as PassthroughFs does) itself, with FUSE
-   * passthrough (Linux 6.9+, CAP_SYS_ADMIN, not with `writebackCache`).
-   * Where the kernel or the backend cannot, files are served through the
-   * backend as usual. Default true.
+   * Let the kernel itself read (without `O_DIRECT`) and mmap files of a
+   * backend that names their host files (`passthroughFd`, as PassthroughFs
+   * does), with FUSE passthrough (Linux 6.9+, CAP_SYS_ADMIN, not with
+   * `writebackCache`); writes still go to the backend. Where the kernel or
+   * the backend cannot, files are served through the backend as usual.
+   * Default true; see the README.
    */
   readonly passthrough?: boolean;
   /** Mount read-only (`MS_RDONLY`). */

@@ -90,8 +90,9 @@ export interface FuseServerOptions {
    * Registers host files with the kernel for FUSE passthrough; a `/dev/fuse`
    * connection has this ({@link mountFuse} sets it). With it, and when the
    * kernel grants FUSE_PASSTHROUGH (not with `writebackCache`), a file whose
-   * backend names its host file (`passthroughFd`) is read and written by the
-   * kernel itself. Default: none, every read and write goes to the backend.
+   * backend names its host file (`passthroughFd`) is read (without
+   * `O_DIRECT`) and mmapped by the kernel itself; writes still come to the
+   * backend. Default: none, every read and write goes to the backend.
    */
   readonly backingFiles?: BackingFiles;
   /** Where log lines go. Default: the console (debug lines only with `debug`). */
