@@ -717,3 +717,50 @@ export declare function mountAsync(source: PathLike | null, target: PathLike, fs
 export declare function umount2(target: PathLike, flags?: number): void;
 /** Async {@link umount2}. */
 export declare function umount2Async(target: PathLike, flags?: number): Promise<void>;
+
+// ------------------------------------------------------------------ polling --
+
+/** An opaque readiness poll of one descriptor on Node's event loop; see {@link pollReadable}. */
+export interface FdPoll {
+  readonly __fdPoll: unique symbol;
+}
+/**
+ * Calls `onReadable(status)` on this thread each time `fd` is readable
+ * (level-triggered: again on the next loop turn while data is left), through
+ * a libuv `uv_poll_t` on Node's own event loop. `status` is 0, or a negative
+ * libuv error when polling failed. The callback runs in a callback scope, so
+ * promise reactions it queues run when it returns; an exception it throws is
+ * an uncaught exception. While active the poll keeps the process alive
+ * (see {@link pollUnref}). Stop it with {@link pollClose} before closing `fd`;
+ * a thread (worker) that ends first closes its polls itself.
+ */
+export declare function pollReadable(fd: number, onReadable: (status: number) => void): FdPoll;
+/** The poll no longer keeps the process alive on its own. */
+export declare function pollUnref(handle: FdPoll): void;
+/** Stops the poll for good (no callback after this returns); idempotent. */
+export declare function pollClose(handle: FdPoll): void;
+/**
+ * `read(2)` of `fd` (opened `O_NONBLOCK`) into `target`: the number of
+ * bytes read, or `null` when nothing is there (EAGAIN). EINTR is retried;
+ * other errors are thrown as Node-style errors (`code`, `errno`, `syscall`).
+ */
+export declare function readNonBlocking(fd: number, target: Uint8Array): number | null;
+
+// ------------------------------------------------------- FUSE passthrough --
+
+/**
+ * `ioctl(fuseFd, FUSE_DEV_IOC_BACKING_OPEN, { fd })` (Linux 6.9+): registers
+ * the open host file `fd` with the FUSE connection of `fuseFd` (which must
+ * have negotiated `FUSE_PASSTHROUGH`) and returns its backing id, for an
+ * OPEN/CREATE reply with `FOPEN_PASSTHROUGH`. The connection keeps its own
+ * reference: `fd` may be closed afterwards. Needs CAP_SYS_ADMIN (EPERM);
+ * ELOOP when `fd`'s filesystem is stacked too deep for the connection's
+ * `max_stack_depth`.
+ */
+export declare function fuseBackingOpen(fuseFd: number, fd: number): number;
+/** Async {@link fuseBackingOpen}. */
+export declare function fuseBackingOpenAsync(fuseFd: number, fd: number): Promise<number>;
+/** `ioctl(fuseFd, FUSE_DEV_IOC_BACKING_CLOSE, backingId)`: drops a registration of {@link fuseBackingOpen}. */
+export declare function fuseBackingClose(fuseFd: number, backingId: number): void;
+/** Async {@link fuseBackingClose}. */
+export declare function fuseBackingCloseAsync(fuseFd: number, backingId: number): Promise<void>;

@@ -165,3 +165,15 @@ module.exports.mount = binding.mount;
 module.exports.mountAsync = binding.mountAsync;
 module.exports.umount2 = binding.umount2;
 module.exports.umount2Async = binding.umount2Async;
+
+// readiness polling on Node's event loop (FUSE requests served on the JS thread)
+module.exports.pollReadable = binding.pollReadable;
+module.exports.pollUnref = binding.pollUnref;
+module.exports.pollClose = binding.pollClose;
+module.exports.readNonBlocking = binding.readNonBlocking;
+
+// FUSE passthrough backing files
+module.exports.fuseBackingOpen = binding.fuseBackingOpen;
+module.exports.fuseBackingOpenAsync = binding.fuseBackingOpenAsync;
+module.exports.fuseBackingClose = binding.fuseBackingClose;
+module.exports.fuseBackingCloseAsync = binding.fuseBackingCloseAsync;

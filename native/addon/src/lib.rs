@@ -8,9 +8,12 @@
 //! * `work`: the sync/async calling convention (napi async work + promises).
 //! * one module per syscall family: `xattr`, `open`, `at`, `stat`,
 //!   `dir`, `file`, `mount`; plus `constants`.
+//! * `backing`: FUSE passthrough's backing files.
+//! * `poll`: readiness of a descriptor on Node's event loop, non-blocking reads.
 //! * `zstd`: streaming decompression through the system libzstd.
 
 mod at;
+mod backing;
 mod constants;
 mod dir;
 mod errno;
@@ -19,6 +22,7 @@ mod file;
 mod mount;
 mod napi;
 mod open;
+mod poll;
 mod stat;
 mod sys;
 mod value;
@@ -43,6 +47,7 @@ const FAMILIES: &[&[Spec]] = &[
     dir::SPECS,
     file::SPECS,
     mount::SPECS,
+    backing::SPECS,
 ];
 
 fn export_fn(env: Env, exports: napi_value, name: &str, cb: napi_callback, data: *mut c_void) {
@@ -144,6 +149,34 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
         exports,
         "zstdDecompress",
         Some(zstd::js_decompress),
+        ptr::null_mut(),
+    );
+    export_fn(
+        env,
+        exports,
+        "pollReadable",
+        Some(poll::js_poll_readable),
+        ptr::null_mut(),
+    );
+    export_fn(
+        env,
+        exports,
+        "pollUnref",
+        Some(poll::js_poll_unref),
+        ptr::null_mut(),
+    );
+    export_fn(
+        env,
+        exports,
+        "pollClose",
+        Some(poll::js_poll_close),
+        ptr::null_mut(),
+    );
+    export_fn(
+        env,
+        exports,
+        "readNonBlocking",
+        Some(poll::js_read_non_blocking),
         ptr::null_mut(),
     );
     env.set(exports, c"constants", constants::build(env));

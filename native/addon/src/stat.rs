@@ -1,6 +1,6 @@
 //! fstatat / fstat (via statx(2)) and statfs / fstatfs.
 
-use std::ffi::{CString, c_int, c_long, c_void};
+use std::ffi::{CString, c_int, c_long};
 use std::ptr;
 
 use crate::error::{ArgErr, SysErr, SysResult};
@@ -56,23 +56,9 @@ const STATX_FIELDS: usize = 19;
 
 /// The `Float64Array` argument `what` of at least `STATX_FIELDS` elements.
 fn f64_out(env: Env, v: napi_value, what: &str) -> Result<*mut f64, ArgErr> {
-    let mut kind = 0;
-    let mut len = 0usize;
-    let mut data: *mut c_void = ptr::null_mut();
-    let status = unsafe {
-        napi_get_typedarray_info(
-            env.0,
-            v,
-            &mut kind,
-            &mut len,
-            &mut data,
-            ptr::null_mut(),
-            ptr::null_mut(),
-        )
-    };
-    if status != NAPI_OK || kind != NAPI_FLOAT64_ARRAY {
+    let Some((data, len)) = env.typed_array(v, NAPI_FLOAT64_ARRAY) else {
         return Err(env.type_err(v, what, "an instance of Float64Array"));
-    }
+    };
     if len < STATX_FIELDS {
         return Err(ArgErr::Range(format!(
             "The argument '{what}' must hold at least {STATX_FIELDS} numbers. Received length {len}"

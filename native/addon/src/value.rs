@@ -114,28 +114,36 @@ impl Env {
         yes
     }
 
-    /// The bytes of a `Uint8Array` (or `Buffer`), copied.
-    fn uint8_bytes(self, v: napi_value) -> Option<Vec<u8>> {
+    /// The memory of typed array `v` of `kind`: its data (the view's byte
+    /// offset included) and its length in elements; `None` for anything else.
+    pub fn typed_array(
+        self,
+        v: napi_value,
+        kind: napi_typedarray_type,
+    ) -> Option<(*mut c_void, usize)> {
         if !self.is_typed_array(v) {
             return None;
         }
-        let mut kind = 0;
+        let mut actual = 0;
         let mut len = 0usize;
         let mut data: *mut c_void = ptr::null_mut();
         let status = unsafe {
             napi_get_typedarray_info(
                 self.0,
                 v,
-                &mut kind,
+                &mut actual,
                 &mut len,
                 &mut data,
                 ptr::null_mut(),
                 ptr::null_mut(),
             )
         };
-        if status != NAPI_OK || kind != NAPI_UINT8_ARRAY {
-            return None;
-        }
+        (status == NAPI_OK && actual == kind).then_some((data, len))
+    }
+
+    /// The bytes of a `Uint8Array` (or `Buffer`), copied.
+    fn uint8_bytes(self, v: napi_value) -> Option<Vec<u8>> {
+        let (data, len) = self.typed_array(v, NAPI_UINT8_ARRAY)?;
         if len == 0 || data.is_null() {
             return Some(Vec::new());
         }

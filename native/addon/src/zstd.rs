@@ -51,17 +51,17 @@ unsafe extern "C" {
 }
 
 #[allow(non_camel_case_types)]
-type napi_finalize = Option<unsafe extern "C" fn(napi_env, *mut c_void, *mut c_void)>;
+pub(crate) type napi_finalize = Option<unsafe extern "C" fn(napi_env, *mut c_void, *mut c_void)>;
 
 unsafe extern "C" {
-    fn napi_create_external(
+    pub(crate) fn napi_create_external(
         env: napi_env,
         data: *mut c_void,
         finalize_cb: napi_finalize,
         finalize_hint: *mut c_void,
         result: *mut napi_value,
     ) -> napi_status;
-    fn napi_get_value_external(
+    pub(crate) fn napi_get_value_external(
         env: napi_env,
         value: napi_value,
         result: *mut *mut c_void,

@@ -1127,6 +1127,19 @@ export class PassthroughFs extends FsBackend {
     }
   }
 
+  /**
+   * The host fd of file handle `fh` (the optional `passthroughFd` of the
+   * contract), opened through the inode's confined `O_PATH` fd, so a kernel
+   * reading it reaches this file and nothing else. None with a quota: a
+   * shared writable mapping of a passthrough file would change it without
+   * the write calls the quota is charged from.
+   */
+  passthroughFd(ino: number, fh: number): number | undefined {
+    const handle = this.#handles.get(fh);
+    if (!(handle instanceof FileHandle) || handle.inode.ino !== ino || this.#quota !== undefined) return undefined;
+    return handle.fd;
+  }
+
   /** The handle a read of `size` bytes at `offset` goes through, or the kernel's error. */
   #readHandle(ino: number, fh: number, size: number, offset: number, op: string): FileHandle {
     const handle = this.#fileHandle(ino, fh, op, ACCESS.R_OK);

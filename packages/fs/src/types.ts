@@ -214,6 +214,24 @@ export interface DynFileSystem {
    * never bypass their own `read`.
    */
   readInto?(ctx: Context, ino: number, fh: number, target: Uint8Array, offset: number): MaybePromise<number>;
+  /**
+   * Optional: the host file behind open file handle `fh` of `ino`, for a
+   * transport that can have the host kernel use it directly (FUSE
+   * passthrough on a host mount): reads of a handle open read-only, and
+   * mmap of any handle, then reach this host file without `read` calls;
+   * `write` calls still come here, but a shared writable mapping changes the
+   * file without them. `undefined` when the handle's bytes must go through
+   * `read`/`write` (data transformed, writes charged to a quota, ...).
+   * Rules a backend keeps:
+   * - the descriptor is the backend's own, open until `release` of `fh`; the
+   *   caller never closes it nor uses it past that `release`;
+   * - it comes from the backend's confined opening of this very file (as
+   *   `open` reached it), never from a path the caller chose;
+   * - for one inode, the answer is the same host file for every handle
+   *   while any handle of it has one.
+   * Callers use `read`/`write` when it is absent or answers `undefined`.
+   */
+  passthroughFd?(ino: number, fh: number): number | undefined;
   /** Writes `data` at `offset` ({@link WRITE} `flags`); returns the number of bytes written. */
   write(ctx: Context, ino: number, fh: number, data: Uint8Array, offset: number, flags: number): MaybePromise<number>;
   /** Called on each `close(2)` of a file descriptor of the open file. */
@@ -271,5 +289,5 @@ export interface DynFileSystem {
   ): MaybePromise<number>;
 }
 
-/** The names of the operations every {@link DynFileSystem} has (not the optional `readInto`). */
-export type FsOperation = Exclude<keyof DynFileSystem, "cachePolicy" | "readInto">;
+/** The names of the operations every {@link DynFileSystem} has (not the optional `readInto` and `passthroughFd`). */
+export type FsOperation = Exclude<keyof DynFileSystem, "cachePolicy" | "readInto" | "passthroughFd">;

@@ -12,7 +12,7 @@
 // - random 4 KiB O_DIRECT reads of it for RANDOM_SECONDS (fio).
 //
 // Environment: MSB_BENCH_FILES (10000), MSB_BENCH_SEQ_MIB (1024),
-// MSB_BENCH_RANDOM_SECONDS (5), MSB_BENCH_READERS (the FUSE reader threads).
+// MSB_BENCH_RANDOM_SECONDS (5), MSB_BENCH_READERS (the `readers` option).
 import { execFile, execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -80,7 +80,7 @@ const mounts: FuseMount[] = [];
 let tmpfsMounted = false;
 let bindfsMounted = false;
 try {
-  console.log(`@msb/fuse bench: ${FILES} files, ${SEQ_MIB} MiB sequential, ${RANDOM_SECONDS} s of random reads${READERS === undefined ? "" : `, ${READERS} reader threads`}`);
+  console.log(`@msb/fuse bench: ${FILES} files, ${SEQ_MIB} MiB sequential, ${RANDOM_SECONDS} s of random reads${READERS === undefined ? "" : `, readers: ${READERS}`}`);
   execFileSync("mount", ["-t", "tmpfs", "-o", `size=${SEQ_MIB + 256}M`, "tmpfs", dirs.tmpfs!]);
   tmpfsMounted = true;
   await measure("tmpfs", dirs.tmpfs!);

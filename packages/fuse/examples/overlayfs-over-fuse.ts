@@ -1,4 +1,4 @@
-// Serves an in-memory filesystem with @msb/fuse (two reader threads) and
+// Serves an in-memory filesystem with @msb/fuse (read from two cloned /dev/fuse descriptors) and
 // stacks the kernel's overlayfs on it: the FUSE mount is the read-only lower,
 // a tmpfs holds the upper. A shell in a child process reads through, writes
 // (copy-up) and removes (whiteout); the lower stays as it was. Needs root

@@ -153,6 +153,8 @@ describe("reply encoding (golden bytes)", () => {
 
   it("fuse_open_out", () => {
     expect(hex(encodeOpen(to, 7, 2))).toBe("20000000000000002a00000000000000" + "0700000000000000" + "02000000" + "00000000");
+    // FOPEN_PASSTHROUGH names its backing file in the last field.
+    expect(hex(encodeOpen(to, 7, 0x80, 3))).toBe("20000000000000002a00000000000000" + "0700000000000000" + "80000000" + "03000000");
   });
 
   it("fuse_kstatfs with zeroed padding and spare", () => {
@@ -197,7 +199,7 @@ describe("reply encoding (golden bytes)", () => {
     expect(hex(bytes.subarray(16 + 128))).toBe("0500000000000000" + "0300000000000000" + "01000000" + "08000000" + "6600000000000000");
   });
 
-  it("fuse_init_out: flags split into flags and flags2, max_pages, time_gran", () => {
+  it("fuse_init_out: flags split into flags and flags2, max_pages, time_gran, max_stack_depth", () => {
     const bytes = encodeInit(
       { uniqueLo: 2, uniqueHi: 0 },
       {
@@ -210,6 +212,7 @@ describe("reply encoding (golden bytes)", () => {
         maxWrite: 1 << 20,
         timeGran: 1,
         maxPages: 256,
+        maxStackDepth: 1,
       },
     );
     expect(hex(bytes)).toBe(
@@ -217,11 +220,11 @@ describe("reply encoding (golden bytes)", () => {
         fromHex(`
           50000000 00000000 0200000000000000
           07000000 2d000000 00000200 29f0c470 4000 3000 00001000 01000000 0001 0000 54000000
-          00000000 0000 00000000000000000000000000000000000000000000`),
+          01000000 0000 00000000000000000000000000000000000000000000`),
       ),
     );
     // Before 7.23 the kernel expects the 24-byte fuse_init_out.
-    const old = encodeInit({ uniqueLo: 2, uniqueHi: 0 }, { major: 7, minor: 22, maxReadahead: 0, flags: InitFlag.ASYNC_READ, maxBackground: 1, congestionThreshold: 1, maxWrite: 4096, timeGran: 1, maxPages: 1 });
+    const old = encodeInit({ uniqueLo: 2, uniqueHi: 0 }, { major: 7, minor: 22, maxReadahead: 0, flags: InitFlag.ASYNC_READ, maxBackground: 1, congestionThreshold: 1, maxWrite: 4096, timeGran: 1, maxPages: 1, maxStackDepth: 1 });
     expect(old.length).toBe(16 + 24);
   });
 

@@ -141,20 +141,25 @@ export function encodeAttr(to: ReplyTo, a: Attr, seconds: number): Uint8Array {
 }
 
 /** OPEN, OPENDIR: `fuse_open_out`. */
-export function encodeOpen(to: ReplyTo, fh: number, flags: number): Uint8Array {
+export function encodeOpen(to: ReplyTo, fh: number, flags: number, backingId = 0): Uint8Array {
   const { bytes, view } = reply(to, Size.OPEN_OUT);
-  u64(view, Size.OUT_HEADER, fh, "fh");
-  u32(view, Size.OUT_HEADER + 8, flags, "open flags");
+  openOut(view, Size.OUT_HEADER, fh, flags, backingId);
   return bytes;
 }
 
 /** CREATE: `fuse_entry_out` followed by `fuse_open_out`. */
-export function encodeCreate(to: ReplyTo, e: Entry, fh: number, flags: number, t: Timeouts): Uint8Array {
+export function encodeCreate(to: ReplyTo, e: Entry, fh: number, flags: number, t: Timeouts, backingId = 0): Uint8Array {
   const { bytes, view } = reply(to, Size.ENTRY_OUT + Size.OPEN_OUT);
   entryOut(view, Size.OUT_HEADER, e, t);
-  u64(view, Size.OUT_HEADER + Size.ENTRY_OUT, fh, "fh");
-  u32(view, Size.OUT_HEADER + Size.ENTRY_OUT + 8, flags, "open flags");
+  openOut(view, Size.OUT_HEADER + Size.ENTRY_OUT, fh, flags, backingId);
   return bytes;
+}
+
+/** `fuse_open_out`: the handle, FOPEN flags and, with FOPEN_PASSTHROUGH, the backing id. */
+function openOut(view: DataView, at: number, fh: number, flags: number, backingId: number): void {
+  u64(view, at, fh, "fh");
+  u32(view, at + 8, flags, "open flags");
+  view.setInt32(at + 12, backingId, true);
 }
 
 /** WRITE, COPY_FILE_RANGE: `fuse_write_out`. */
@@ -205,6 +210,8 @@ export interface InitOut {
   readonly maxWrite: number;
   readonly timeGran: number;
   readonly maxPages: number;
+  /** With FUSE_PASSTHROUGH: how deep the backing files' filesystems may be stacked, plus one. */
+  readonly maxStackDepth: number;
 }
 
 /** INIT: `fuse_init_out`, in the size the negotiated minor knows (24 bytes before 7.23). */
@@ -223,6 +230,7 @@ export function encodeInit(to: ReplyTo, o: InitOut): Uint8Array {
     view.setUint32(at + 24, o.timeGran, true);
     view.setUint16(at + 28, o.maxPages, true);
     view.setUint32(at + 32, Number(o.flags >> 32n), true);
+    view.setUint32(at + 36, o.maxStackDepth, true);
   }
   return bytes;
 }

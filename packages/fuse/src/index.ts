@@ -6,7 +6,7 @@
  *
  * @packageDocumentation
  */
-export { FuseServer, type FuseConnectionInfo, type FuseServerOptions, type ReplySink } from "./server.js";
+export { FuseServer, type BackingFiles, type FuseConnectionInfo, type FuseServerOptions, type ReplySink } from "./server.js";
 export { mountFuse, type FuseMount, type FuseMountOptions, type UnmountOptions } from "./mount.js";
 export { serveStream, type FuseStream, type StreamServeOptions } from "./stream.js";
 export { FuseError, type FuseErrorCode } from "./errors.js";

@@ -192,7 +192,7 @@ const fuseFds = (): number => readdirSync("/proc/self/fd").filter((fd) => {
   }
 }).length;
 
-describe.skipIf(skip !== undefined)("mountFuse with several reader threads", () => {
+describe.skipIf(skip !== undefined)("mountFuse reading several cloned descriptors", () => {
   it("reads from cloned descriptors, answers each request on its own, and closes them all on unmount", async () => {
     const { base, mnt } = scratch();
     const logs: LogLine[] = [];

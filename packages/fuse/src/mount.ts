@@ -1,13 +1,13 @@
-import { closeSync, openSync, writevSync, type Stats } from "node:fs";
+import { closeSync, constants as fsConstants, openSync, writevSync, type Stats } from "node:fs";
 import { mkdir, realpath, stat, writeFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import type { DynFileSystem } from "@msb/fs";
-import { constants, fuseDevClone, mount, umount2 } from "@msb/native";
+import { constants, fuseBackingClose, fuseBackingOpen, fuseDevClone, mount, umount2 } from "@msb/native";
 import { FuseError } from "./errors.js";
 import { consoleLogger, describeError } from "./log.js";
 import { mountsAt } from "./mountinfo.js";
 import { isNoReply, maxRequestSize } from "./protocol.js";
-import { startReader } from "./reader.js";
+import { startReader, type Reader } from "./reader.js";
 import { FuseServer, type FuseConnectionInfo, type FuseServerOptions } from "./server.js";
 
 /** Options of {@link mountFuse}. */
@@ -23,6 +23,15 @@ export interface FuseMountOptions extends FuseServerOptions {
    * only for a single-user mount; see the README.
    */
   readonly defaultPermissions?: boolean;
+  /**
+   * Let the kernel itself read (without `O_DIRECT`) and mmap files of a
+   * backend that names their host files (`passthroughFd`, as PassthroughFs
+   * does), with FUSE passthrough (Linux 6.9+, CAP_SYS_ADMIN, not with
+   * `writebackCache`); writes still go to the backend. Where the kernel or
+   * the backend cannot, files are served through the backend as usual.
+   * Default true; see the README.
+   */
+  readonly passthrough?: boolean;
   /** Mount read-only (`MS_RDONLY`). */
   readonly readOnly?: boolean;
   /** The source shown in /proc/mounts. Default `"msb"`. */
@@ -30,10 +39,10 @@ export interface FuseMountOptions extends FuseServerOptions {
   /** How long to wait for the kernel's INIT after mounting, in ms. Default 10 000. */
   readonly initTimeoutMs?: number;
   /**
-   * Threads reading requests from /dev/fuse, 1 to 16: each past the first
-   * reads its own descriptor cloned from the mount's (`FUSE_DEV_IOC_CLONE`).
-   * Requests are still served on this thread. Default 1; see the README for
-   * what more readers gave on 2 cores.
+   * Descriptors requests are read from, 1 to 16: each past the first is
+   * cloned from the mount's (`FUSE_DEV_IOC_CLONE`). All are read and served
+   * on this thread, so more than one only spreads the kernel's queues.
+   * Default 1; see the README.
    */
   readonly readers?: number;
 }
@@ -135,10 +144,11 @@ async function abortConnection(minor: number): Promise<void> {
  * until {@link FuseMount.unmount} (needs root or CAP_SYS_ADMIN). A stale
  * mount left there by a crashed server is detached first.
  *
- * Requests are read by dedicated threads (`readers`; blocking reads of /dev/fuse, so
- * libuv's threadpool stays free for the backend's I/O) and served on this
- * thread. Never touch the mount with synchronous `fs` calls from this
- * process: this thread would wait for itself.
+ * Requests are read and served on this thread: when /dev/fuse is readable
+ * (a poll on Node's event loop), every queued request is read without
+ * blocking, served, and its reply written, with no thread in between.
+ * Never touch the mount with synchronous `fs` calls from this process:
+ * this thread would wait for itself.
  *
  * @example
  * ```ts
@@ -160,16 +170,18 @@ export async function mountFuse(fs: DynFileSystem, mountpoint: string, options: 
     throw new FuseError("ERR_FUSE_MOUNT", `cannot resolve the mountpoint ${mountpoint}: ${describeError(cause)}`, { path: mountpoint, cause });
   });
 
+  // Non-blocking: requests are read on this thread only when there are some.
+  const deviceFlags = fsConstants.O_RDWR | fsConstants.O_NONBLOCK;
   let fd: number;
   try {
-    fd = openSync("/dev/fuse", "r+");
+    fd = openSync("/dev/fuse", deviceFlags);
   } catch (error) {
     throw new FuseError("ERR_FUSE_DEVICE", `cannot open /dev/fuse: ${describeError(error)} (is the fuse module loaded, and are we root?)`, {
       path: "/dev/fuse",
       cause: error,
     });
   }
-  // The mount's descriptor first, then its clones (one per extra reader thread).
+  // The mount's descriptor first, then its clones (one per extra reader).
   const fds = [fd];
   let fdsOpen = true;
   const closeFds = (): void => {
@@ -197,7 +209,8 @@ export async function mountFuse(fs: DynFileSystem, mountpoint: string, options: 
     }
   };
   // writevSync has written the reply when it returns: read buffers can be reused.
-  const server = new FuseServer(fs, writeReply, { ...options, logger: log, sinkConsumes: true });
+  const backingFiles = options.passthrough === false ? undefined : { open: (hostFd: number) => fuseBackingOpen(fd, hostFd), close: (id: number) => fuseBackingClose(fd, id) };
+  const server = new FuseServer(fs, writeReply, { ...options, logger: log, sinkConsumes: true, backingFiles });
 
   const uid = process.getuid?.() ?? 0;
   const gid = process.getgid?.() ?? 0;
@@ -224,7 +237,7 @@ export async function mountFuse(fs: DynFileSystem, mountpoint: string, options: 
   for (let i = 1; i < readerCount; i++) {
     let clone: number | undefined;
     try {
-      clone = openSync("/dev/fuse", "r+");
+      clone = openSync("/dev/fuse", deviceFlags);
       fuseDevClone(clone, fd);
       fds.push(clone);
     } catch (error) {
@@ -246,12 +259,16 @@ export async function mountFuse(fs: DynFileSystem, mountpoint: string, options: 
           }
           server.handle(message);
         };
+  // Each message is copied out before the next read: one read buffer serves every descriptor.
+  const readBuffer = new Uint8Array(maxRequestSize(server.maxWrite));
   // The connection ends for every reader at once (ENODEV); the first to see it ends the mount.
-  const readers = fds.map((readFd) =>
-    startReader(readFd, maxRequestSize(server.maxWrite), onMessage, (why) => {
+  const readers: Reader[] = fds.map((readFd) =>
+    startReader(readFd, readBuffer, onMessage, (why) => {
       if (ended) return;
       ended = true;
       if (why !== undefined) log.warn(`FUSE connection of ${target} ended: ${why}`);
+      // No poll may outlive the descriptors closed below.
+      readers.forEach((reader) => reader.stop());
       detachOnExit.delete(detach);
       void server.close().then(() => {
         closeFds();
@@ -288,7 +305,7 @@ export async function mountFuse(fs: DynFileSystem, mountpoint: string, options: 
         await abortConnection(minor).catch((error: unknown) => log.warn(`aborting the FUSE connection failed: ${describeError(error)}`));
       }
       if (!(await Promise.race([closed.then(() => true), delay(5000).then(() => false)]))) {
-        // Without fusectl the reader thread stays blocked until the last user leaves; do not hold the process for it.
+        // Without fusectl the connection lives until the last user leaves; do not hold the process for it.
         log.warn(`the FUSE connection of ${target} could not be aborted; it ends when its last user closes it`);
         readers.forEach((reader) => reader.unref());
       }

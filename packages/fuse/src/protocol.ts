@@ -124,6 +124,15 @@ export function initFlagNames(flags: bigint): string[] {
     .map(([name]) => name);
 }
 
+/** `FOPEN_PASSTHROUGH`: the kernel reads and writes the open file's backing file (`fuse_open_out.backing_id`) itself. */
+export const FOPEN_PASSTHROUGH = 1 << 7;
+/**
+ * `max_stack_depth` asked with FUSE_PASSTHROUGH: backing files on a plain
+ * filesystem (depth 0) only, so that the FUSE mount counts depth 1 and
+ * kernel overlayfs can still stack on it.
+ */
+export const PASSTHROUGH_STACK_DEPTH = 1;
+
 /** `fuse_open_in.open_flags` (HANDLE_KILLPRIV_V2): the open truncates and must clear suid/sgid. */
 export const OPEN_KILL_SUIDGID = 1;
 /** `fuse_notify_code`: drop the kernel's cached attributes (and, for off >= 0, pages) of an inode. */

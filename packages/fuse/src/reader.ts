@@ -1,60 +1,72 @@
-import { Worker } from "node:worker_threads";
+import { pollClose, pollReadable, pollUnref, readNonBlocking } from "@msb/native";
+import { describeError } from "./log.js";
 
-// The reader thread: blocking read(2)s of /dev/fuse, each request copied into
-// its own ArrayBuffer and transferred to the main thread. It runs in a worker
-// so that waiting for the kernel never holds one of libuv's four threadpool
-// threads (which the backends' own async I/O needs). Kept as source text so
-// the same code runs from src/ under vitest and from dist/ after tsup.
-//   EINTR: a signal; ENOENT: the request was interrupted while being read
-//   (the kernel drops it); both are retried. ENODEV (or ECONNABORTED): the
-//   connection ended (unmount or abort), the normal way out.
-const READER_SOURCE = `
-const { parentPort, workerData } = require("node:worker_threads");
-const { readSync } = require("node:fs");
-const { fd, size } = workerData;
-const buffer = Buffer.allocUnsafe(size);
-for (;;) {
-  let n;
-  try {
-    n = readSync(fd, buffer, 0, size, null);
-  } catch (error) {
-    if (error.code === "EINTR" || error.code === "ENOENT" || error.code === "EAGAIN") continue;
-    const ended = error.code === "ENODEV" || error.code === "ECONNABORTED";
-    parentPort.postMessage({ end: ended ? null : String(error.code) + ": " + error.message });
-    break;
-  }
-  if (n === 0) {
-    parentPort.postMessage({ end: "read returned 0 bytes" });
-    break;
-  }
-  const message = new Uint8Array(n);
-  message.set(buffer.subarray(0, n));
-  parentPort.postMessage(message, [message.buffer]);
-}
-`;
-
-/** How the reader thread ended: `undefined` for the connection's normal end, else what went wrong. */
+/** How the reading ended: `undefined` for the connection's normal end, else what went wrong. */
 export type ReaderEnd = string | undefined;
 
+/** Reading of one /dev/fuse descriptor, started by {@link startReader}. */
+export interface Reader {
+  /** Stops reading; no message is delivered after this returns. Idempotent. */
+  stop(): void;
+  /** Reading no longer keeps the process alive. */
+  unref(): void;
+}
+
 /**
- * Starts the reader thread on a /dev/fuse descriptor already mounted (or
- * cloned from one): `onMessage` gets each request (its own buffer, safe to
- * keep) and the descriptor it was read from, `onEnd` is called once when the
- * connection ends or reading fails.
+ * Requests read per readiness callback at most: the kernel's queue is
+ * bounded anyway (one request per blocked caller plus max_background), but
+ * a cap lets timers and completions run between batches of a busy mount.
  */
-export function startReader(fd: number, bufferSize: number, onMessage: (message: Uint8Array, fd: number) => void, onEnd: (end: ReaderEnd) => void): Worker {
-  const worker = new Worker(READER_SOURCE, { eval: true, workerData: { fd, size: bufferSize }, name: "msb-fuse-reader" });
+const BATCH = 64;
+
+/**
+ * Reads requests from a /dev/fuse descriptor (opened `O_NONBLOCK`, mounted
+ * or cloned from one) on this thread: whenever the descriptor is readable
+ * (a libuv poll on Node's own loop), the requests queued there are read
+ * one by one until none is left, each copied out of `buffer` into its own
+ * array (safe to keep) and given to `onMessage` with the descriptor it came
+ * from. `buffer` (at least `maxRequestSize` bytes) may be shared by the
+ * readers of one thread. `onEnd` is called once when the connection ends
+ * or reading fails, after which nothing more is read.
+ *
+ * Read errors: ENOENT (the request was interrupted while being read; the
+ * kernel dropped it) is skipped; ENODEV (or ECONNABORTED) is the connection's
+ * normal end (unmount or abort).
+ */
+export function startReader(fd: number, buffer: Uint8Array, onMessage: (message: Uint8Array, fd: number) => void, onEnd: (end: ReaderEnd) => void): Reader {
   let ended = false;
   const end = (why: ReaderEnd): void => {
     if (ended) return;
     ended = true;
+    pollClose(poll);
     onEnd(why);
   };
-  worker.on("message", (message: unknown) => {
-    if (message instanceof Uint8Array) onMessage(message, fd);
-    else end((message as { end: ReaderEnd }).end ?? undefined);
-  });
-  worker.on("error", (error) => end(`reader thread failed: ${error.message}`));
-  worker.on("exit", (code) => end(code === 0 ? undefined : `reader thread exited with code ${code}`));
-  return worker;
+  // A poll error (libuv reports POLLERR as EBADF, and /dev/fuse reports POLLERR once the
+  // connection is gone) is explained by the read that follows: ENODEV is the normal end.
+  const drain = (status: number): void => {
+    for (let i = 0; i < BATCH && !ended; i++) {
+      let n: number | null;
+      try {
+        n = readNonBlocking(fd, buffer);
+      } catch (error) {
+        const code = (error as { code?: unknown }).code;
+        if (code === "ENOENT") continue;
+        return end(code === "ENODEV" || code === "ECONNABORTED" ? undefined : `reading /dev/fuse failed: ${describeError(error)}`);
+      }
+      if (n === null) {
+        if (status < 0) end(`polling /dev/fuse failed (libuv error ${status})`);
+        return;
+      }
+      if (n === 0) return end("read returned 0 bytes");
+      onMessage(buffer.slice(0, n), fd);
+    }
+  };
+  const poll = pollReadable(fd, drain);
+  return {
+    stop: () => {
+      ended = true;
+      pollClose(poll);
+    },
+    unref: () => pollUnref(poll),
+  };
 }

@@ -1,6 +1,8 @@
 import {
   Errno,
+  FOPEN,
   FsError,
+  O,
   WRITE,
   isDotOrDotDot,
   isPromiseLike,
@@ -44,7 +46,18 @@ import {
   type ReplyTo,
 } from "./encode.js";
 import { LogLimiter, consoleLogger, describeError, type FuseLogger } from "./log.js";
-import { FUSE_MAJOR, FUSE_MINOR, FUSE_MIN_MINOR, InitFlag, Op, initFlagNames, isNoReply, opName } from "./protocol.js";
+import {
+  FOPEN_PASSTHROUGH,
+  FUSE_MAJOR,
+  FUSE_MINOR,
+  FUSE_MIN_MINOR,
+  InitFlag,
+  Op,
+  PASSTHROUGH_STACK_DEPTH,
+  initFlagNames,
+  isNoReply,
+  opName,
+} from "./protocol.js";
 
 
 /** How many read buffers a server keeps for reuse: enough for the reads a 2-core host has in flight at once. */
@@ -73,10 +86,29 @@ export interface FuseServerOptions {
    * READ. Leave it off for a sink that keeps the bytes (a stream). Default false.
    */
   readonly sinkConsumes?: boolean;
+  /**
+   * Registers host files with the kernel for FUSE passthrough; a `/dev/fuse`
+   * connection has this ({@link mountFuse} sets it). With it, and when the
+   * kernel grants FUSE_PASSTHROUGH (not with `writebackCache`), a file whose
+   * backend names its host file (`passthroughFd`) is read (without
+   * `O_DIRECT`) and mmapped by the kernel itself; writes still come to the
+   * backend. Default: none, every read and write goes to the backend.
+   */
+  readonly backingFiles?: BackingFiles;
   /** Where log lines go. Default: the console (debug lines only with `debug`). */
   readonly logger?: FuseLogger;
   /** Log every request and reply at debug level. */
   readonly debug?: boolean;
+}
+
+/**
+ * The kernel's registry of backing files of one FUSE connection
+ * (`FUSE_DEV_IOC_BACKING_OPEN` / `_CLOSE` on its `/dev/fuse` descriptor).
+ * Both may throw (an errno-coded error); `open` returns the backing id.
+ */
+export interface BackingFiles {
+  open(fd: number): number;
+  close(backingId: number): void;
 }
 
 /** What INIT negotiated with the kernel. */
@@ -107,11 +139,24 @@ interface Pending {
   replied: boolean;
 }
 
+/**
+ * The open files of one inode, while the connection has passthrough: the
+ * kernel takes passthrough opens of an inode only through one backing file
+ * and never alongside other opens, so each inode has one mode at a time.
+ */
+interface InodeFiles {
+  /** The backing id every open of the inode names, while they are passthrough. */
+  backingId: number | undefined;
+  /** Open handles, each with whether it is passthrough. */
+  readonly handles: Map<number, boolean>;
+}
+
 interface Settings {
   readonly maxWrite: number;
   readonly maxReadahead: number | undefined;
   readonly maxBackground: number;
   readonly writebackCache: boolean;
+  readonly backingFiles: BackingFiles | undefined;
 }
 
 type State = "new" | "initializing" | "ready" | "failed" | "destroyed" | "closed";
@@ -127,6 +172,7 @@ function checkOptions(options: FuseServerOptions): Settings {
     maxReadahead: options.maxReadahead === undefined ? undefined : int("maxReadahead", options.maxReadahead, 0, 0xffff_ffff, 0),
     maxBackground: int("maxBackground", options.maxBackground, 1, 0xffff, 64),
     writebackCache: options.writebackCache === true,
+    backingFiles: options.backingFiles,
   };
 }
 
@@ -151,6 +197,8 @@ function wantedFlags(settings: Settings, cache: CacheSettings): bigint {
   // Symlink targets are cached in the page cache, which DIRECT_IO-style "never" forbids.
   if (cache.timeouts.attr > 0) flags |= InitFlag.CACHE_SYMLINKS;
   if (settings.writebackCache) flags |= InitFlag.WRITEBACK_CACHE;
+  // The kernel does not combine passthrough with the writeback cache.
+  else if (settings.backingFiles !== undefined) flags |= InitFlag.PASSTHROUGH;
   return flags;
 }
 
@@ -196,6 +244,10 @@ export class FuseServer {
   readonly #malformedLog: LogLimiter;
   readonly #failureLog: LogLimiter;
   readonly #pending = new Map<number, Pending>();
+  /** The backing files, once INIT granted FUSE_PASSTHROUGH (until registering one is refused). */
+  #backing: BackingFiles | undefined;
+  /** Open files by inode, kept only while `#backing` is set. */
+  readonly #openFiles = new Map<number, InodeFiles>();
   #state: State = "new";
   #setxattrExt = false;
   #info: FuseConnectionInfo | undefined;
@@ -362,7 +414,9 @@ export class FuseServer {
           "open",
           fs.open(ctx, ino, req.flags),
           (r) => {
-            const reply = encodeOpen(h, openHandle(r), openFlags(r, this.#cache.fileFlags));
+            const fh = openHandle(r);
+            const [flags, backingId] = this.#openMode(ino, fh, req.flags, openFlags(r, this.#cache.fileFlags));
+            const reply = encodeOpen(h, fh, flags, backingId);
             if (req.killSuidgid) this.#invalidateAttr(ino);
             return reply;
           },
@@ -381,7 +435,12 @@ export class FuseServer {
           h,
           "create",
           fs.create(ctx, ino, req.name, req.mode, req.flags, req.umask),
-          (r) => encodeCreate(h, createEntry(r), openHandle(r), openFlags(r, this.#cache.fileFlags), t),
+          (r) => {
+            const entry = createEntry(r);
+            const fh = openHandle(r);
+            const [flags, backingId] = this.#openMode(entry.ino, fh, req.flags, openFlags(r, this.#cache.fileFlags));
+            return encodeCreate(h, entry, fh, flags, t, backingId);
+          },
           (r) => {
             this.#release(ctx, isObject(r.entry) ? r.entry.ino : ino, r, req.flags, false);
             this.#forget(ctx, r.entry);
@@ -401,6 +460,7 @@ export class FuseServer {
       case "statfs":
         return this.#settle(h, "statfs", fs.statfs(ctx, ino), (st) => encodeStatfs(h, st));
       case "release":
+        this.#closed(ino, req.fh);
         return this.#settle(h, "release", fs.release(ctx, ino, req.fh, req.flags), () => encodeEmpty(h));
       case "releasedir":
         return this.#settle(h, "releasedir", fs.releasedir(ctx, ino, req.fh, req.flags), () => encodeEmpty(h));
@@ -502,7 +562,9 @@ export class FuseServer {
           maxWrite: s.maxWrite,
           timeGran: 1,
           maxPages,
+          maxStackDepth: PASSTHROUGH_STACK_DEPTH,
         });
+        if ((flags & InitFlag.PASSTHROUGH) !== 0n) this.#backing = s.backingFiles;
         if (this.#state === "initializing") this.#state = "ready";
         this.#resolveInit(info);
         return reply;
@@ -651,7 +713,70 @@ export class FuseServer {
   #release(ctx: Context, ino: number, reply: OpenReply, flags: number, dir: boolean): void {
     if (!isObject(reply) || !Number.isSafeInteger(reply.fh)) return;
     const fs = this.#fs;
+    if (!dir) this.#closed(ino, reply.fh);
     this.#quietly(dir ? "releasedir" : "release", () => (dir ? fs.releasedir(ctx, ino, reply.fh, flags) : fs.release(ctx, ino, reply.fh, flags)));
+  }
+
+  // ---- passthrough -------------------------------------------------------------
+
+  /**
+   * The FOPEN flags and backing id of the reply opening handle `fh` of
+   * `ino` with `openFlags`: passthrough when the connection has it, the
+   * backend names the handle's host file, and no other kind of open of the
+   * inode is there; else `flags` as they are. The first passthrough open of
+   * an inode registers the host file; the others name the same backing id,
+   * as the kernel requires. A handle open for writing or with O_DIRECT also
+   * gets FOPEN_DIRECT_IO, which the kernel puts before passthrough for read
+   * and write: writes still reach the backend, which clears suid/sgid bits
+   * as a write must (the kernel's passthrough write would not), and
+   * O_DIRECT reads are answered by the backend as without passthrough (the
+   * kernel's would go to the host disk, O_DIRECT included).
+   */
+  #openMode(ino: number, fh: number, openFlags: number, flags: number): [flags: number, backingId: number] {
+    const backing = this.#backing;
+    if (backing === undefined) return [flags, 0];
+    let files = this.#openFiles.get(ino);
+    if (files === undefined) {
+      files = { backingId: undefined, handles: new Map() };
+      this.#openFiles.set(ino, files);
+    }
+    let fd: number | undefined;
+    try {
+      fd = this.#fs.passthroughFd?.(ino, fh);
+    } catch (error) {
+      this.#failureLog.log(`passthroughFd (inode ${ino}) failed, serving the file through the backend: ${describeError(error)}`);
+    }
+    if (fd !== undefined && files.backingId === undefined && files.handles.size === 0) {
+      try {
+        files.backingId = backing.open(fd);
+      } catch (error) {
+        // EPERM: no CAP_SYS_ADMIN; nothing registers on this connection then.
+        if ((error as { code?: unknown }).code === "EPERM") this.#backing = undefined;
+        this.#failureLog.log(`registering the host file of inode ${ino} for passthrough failed, serving it through the backend: ${describeError(error)}`);
+      }
+    } else if (fd === undefined && files.backingId !== undefined) {
+      // The kernel refuses this open (EIO to the caller): the backend broke passthroughFd's rule.
+      this.#failureLog.log(`inode ${ino} is open with passthrough, but the backend names no host file for handle ${fh}`);
+    }
+    const passthrough = fd !== undefined && files.backingId !== undefined;
+    files.handles.set(fh, passthrough);
+    if (!passthrough) return [flags, 0];
+    // The kernel allows no caching flag besides FOPEN_PASSTHROUGH (the host's page cache serves).
+    const direct = (openFlags & O.ACCMODE) === O.RDONLY && (openFlags & O.DIRECT) === 0 ? 0 : FOPEN.DIRECT_IO;
+    return [FOPEN_PASSTHROUGH | direct | (flags & FOPEN.NOFLUSH), files.backingId!];
+  }
+
+  /** Handle `fh` of `ino` is released: the last open of an inode drops its backing file. */
+  #closed(ino: number, fh: number): void {
+    const files = this.#openFiles.get(ino);
+    if (files === undefined || !files.handles.delete(fh) || files.handles.size > 0) return;
+    this.#openFiles.delete(ino);
+    if (files.backingId === undefined) return;
+    try {
+      this.#settings.backingFiles?.close(files.backingId);
+    } catch (error) {
+      this.#failureLog.log(`dropping backing file ${files.backingId} of inode ${ino} failed: ${describeError(error)}`);
+    }
   }
 
   /**
