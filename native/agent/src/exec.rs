@@ -94,6 +94,8 @@ struct State {
     lifetime: Option<Duration>,
     cancelled: bool,
     started: bool,
+    /// stdout and stderr have ended and the pump loop is gone: the reaper sends `exited`.
+    output_done: bool,
 }
 
 pub struct Exec {
@@ -133,8 +135,14 @@ impl Exec {
         let mut st = lock(&self.state);
         st.status = Some(status);
         st.lifetime = st.forked_at.map(|t| t.elapsed());
-        drop(st);
-        self.wake();
+        if st.output_done && !st.cancelled {
+            let lifetime = st.lifetime;
+            drop(st);
+            conn().send(self.id, FLAG_END, &exited(status, lifetime));
+        } else {
+            drop(st);
+            self.wake();
+        }
     }
 
     fn kill_all(&self) {
@@ -658,8 +666,9 @@ struct ChildPlan<'a> {
 /// blocked in the child until just before its execve, so no handler of the
 /// agent ever runs on the shared memory.
 fn spawn(plan: &ChildPlan) -> Result<c_int, i32> {
-    let mut stack = vec![0u8; CHILD_STACK];
-    // The stack grows down from a 16-byte aligned top.
+    // Uninitialised (zeroing 64 KiB costs more than the rest of a spawn under
+    // TCG); the stack grows down from a 16-byte aligned top.
+    let mut stack: Vec<u8> = Vec::with_capacity(CHILD_STACK);
     let top = unsafe { stack.as_mut_ptr().add(CHILD_STACK) } as usize & !15;
     let all = sys::sigset_t::full();
     let mut old = sys::sigset_t::empty();
@@ -905,13 +914,40 @@ fn stdin_writer(c: &'static Conn, s: Arc<Exec>, fd: c_int, rx: mpsc::Receiver<St
     unsafe { sys::close(fd) };
 }
 
+/// The `exited` message for a wait status.
+fn exited(status: c_int, lifetime: Option<Duration>) -> Value {
+    let (code, signal) = if status & 0x7f == 0 {
+        (((status >> 8) & 0xff) as i64, Value::Null)
+    } else {
+        let sig = (status & 0x7f) as i64;
+        (128 + sig, Value::Int(sig as i128))
+    };
+    cbor::map(vec![
+        ("t", "exited".into()),
+        ("code", code.into()),
+        ("signal", signal),
+        (
+            "guest_us",
+            lifetime.map_or(Value::Null, |d| Value::Int(d.as_micros() as i128)),
+        ),
+    ])
+}
+
 /// Streams stdout/stderr within the window, then `exited` once both hit EOF
-/// and the process has been reaped.
+/// and the process has been reaped (sent by whichever of this loop and the
+/// reaper sees the second of those).
 fn pump(c: &Conn, s: &Exec, out: c_int, err: c_int, tty: bool) {
+    // One output buffer per worker thread, zeroed once, not once per exec.
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; CHUNK]);
+    }
+    BUF.with_borrow_mut(|buf| pump_with(c, s, out, err, tty, buf))
+}
+
+fn pump_with(c: &Conn, s: &Exec, out: c_int, err: c_int, tty: bool, buf: &mut [u8]) {
     let id = s.id;
     let mut out_open = out >= 0;
     let mut err_open = err >= 0;
-    let mut buf = vec![0u8; CHUNK];
     loop {
         let (room, status, lifetime) = {
             let st = lock(&s.state);
@@ -924,30 +960,19 @@ fn pump(c: &Conn, s: &Exec, out: c_int, err: c_int, tty: bool) {
                 st.lifetime,
             )
         };
-        if !out_open
-            && !err_open
-            && let Some(status) = status
-        {
-            let (code, signal) = if status & 0x7f == 0 {
-                (((status >> 8) & 0xff) as i64, Value::Null)
-            } else {
-                let sig = (status & 0x7f) as i64;
-                (128 + sig, Value::Int(sig as i128))
-            };
-            c.send(
-                id,
-                FLAG_END,
-                &cbor::map(vec![
-                    ("t", "exited".into()),
-                    ("code", code.into()),
-                    ("signal", signal),
-                    (
-                        "guest_us",
-                        lifetime.map_or(Value::Null, |d| Value::Int(d.as_micros() as i128)),
-                    ),
-                ]),
-            );
-            return;
+        if !out_open && !err_open {
+            if let Some(status) = status {
+                c.send(id, FLAG_END, &exited(status, lifetime));
+                return;
+            }
+            // The output ended before the reaper saw the exit: it sends `exited`
+            // itself, one thread hand-off fewer than waking this loop for it.
+            let mut st = lock(&s.state);
+            if st.status.is_none() {
+                st.output_done = true;
+                return;
+            }
+            continue;
         }
         let mut fds = vec![sys::pollfd {
             fd: s.wake_r,
