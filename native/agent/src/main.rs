@@ -44,7 +44,7 @@ fn main() {
     // saves when that port opens): a restored VM redoes none of it.
     setup::stage_api_mounts();
     let fs_ports = cmdline_fs_ports();
-    setup::open_fuse_ports(fs_ports);
+    setup::stage_fuse_mounts(fs_ports);
     // setup, the first exec, and each filesystem's two relay loops
     workers::prestart(2 + 2 * fs_ports);
     log!(

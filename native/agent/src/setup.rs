@@ -298,6 +298,13 @@ fn run(s: Setup) -> Result<(), Fail> {
             log!("mount {target}: {}", sys::errno_text(sys::errno()));
         }
     }
+    // Volumes go in before the switch of root: their mounts staged at boot
+    // are only reachable from the initramfs.
+    for m in &s.mounts[1..] {
+        let target = [&b"/newroot"[..], &m.target].concat();
+        mkdir_p(&target)?;
+        fuse_mount(&m.tag, &c(&target), m.ro)?;
+    }
     unsafe {
         if sys::chdir(c"/newroot".as_ptr()) != 0 {
             return Err(fail(sys::errno(), "chdir /newroot"));
@@ -318,10 +325,6 @@ fn run(s: Setup) -> Result<(), Fail> {
         if sys::chdir(c"/".as_ptr()) != 0 {
             return Err(fail(sys::errno(), "chdir /"));
         }
-    }
-    for m in &s.mounts[1..] {
-        mkdir_p(&m.target)?;
-        fuse_mount(&m.tag, &c(&m.target), m.ro)?;
     }
     for t in &s.tmpfs {
         mkdir_p(&t.target)?;
@@ -381,7 +384,13 @@ const API_STAGE: &str = "/run/msb-api";
 /// none of their mount code, which TCG would translate afresh in every VM;
 /// setup only moves them.
 pub fn stage_api_mounts() {
-    let mounts: [(&std::ffi::CStr, &str, &std::ffi::CStr, c_ulong, Option<&std::ffi::CStr>); 5] = [
+    let mounts: [(
+        &std::ffi::CStr,
+        &str,
+        &std::ffi::CStr,
+        c_ulong,
+        Option<&std::ffi::CStr>,
+    ); 5] = [
         (
             c"proc",
             "proc",
@@ -475,8 +484,20 @@ fn add_entropy(bytes: &[u8]) -> Result<(), Fail> {
 /// Size of a relay buffer: the largest FUSE message with max_write 16 MiB.
 const RELAY_BUF: usize = (16 << 20) + 8192;
 
-/// Filesystem ports and a /dev/fuse for each, opened at boot: (tag, port, fuse).
-static OPENED: Mutex<Vec<(String, c_int, c_int)>> = Mutex::new(Vec::new());
+/// Where each filesystem port's FUSE mount waits from boot until setup.
+const FUSE_STAGE: &str = "/run/msb-fs";
+
+/// A filesystem port's FUSE mount, made at boot under FUSE_STAGE.
+struct StagedMount {
+    tag: String,
+    port: c_int,
+    fuse: c_int,
+    /// The mount's readahead knob (see [`readahead_knob`]).
+    knob: Option<c_int>,
+}
+
+/// FUSE mounts made at boot, waiting for setup.
+static STAGED: Mutex<Vec<StagedMount>> = Mutex::new(Vec::new());
 
 /// Opens the port `tag` (waiting up to `wait` for it) and a /dev/fuse.
 fn open_fuse_port(tag: &str, wait: Duration) -> Result<(c_int, c_int), Fail> {
@@ -491,42 +512,21 @@ fn open_fuse_port(tag: &str, wait: Duration) -> Result<(c_int, c_int), Fail> {
     }
 }
 
-/// Opens the `count` filesystem ports (`fs0`, ...) and their /dev/fuse at
-/// boot, before the agent port: a VM restored from a saved state then
-/// mounts without opening a device (a port's open is also a message to the
-/// host). A port missing here is opened by setup instead.
-pub fn open_fuse_ports(count: usize) {
-    let mut opened = OPENED.lock().unwrap_or_else(|p| p.into_inner());
-    for i in 0..count {
-        let tag = format!("fs{i}");
-        match open_fuse_port(&tag, Duration::from_secs(2)) {
-            Ok((port, fuse)) => opened.push((tag, port, fuse)),
-            Err((_, m)) => log!("{m}"),
-        }
-    }
-}
-
-/// Mounts the FUSE filesystem of port `tag` at `target` and starts its relay.
-fn fuse_mount(tag: &str, target: &std::ffi::CStr, ro: bool) -> Result<(), Fail> {
-    let early = {
-        let mut opened = OPENED.lock().unwrap_or_else(|p| p.into_inner());
-        opened
-            .iter()
-            .position(|(t, _, _)| t == tag)
-            .map(|i| opened.swap_remove(i))
-    };
-    let (port, fuse) = match early {
-        Some((_, port, fuse)) => (port, fuse),
-        None => open_fuse_port(tag, Duration::from_secs(2))?,
-    };
+/// Opens the port `tag` and a /dev/fuse and mounts that FUSE connection at
+/// `target` (read-write; setup makes a read-only mount so per mount).
+fn mount_fuse_port(
+    tag: &str,
+    target: &std::ffi::CStr,
+    wait: Duration,
+) -> Result<StagedMount, Fail> {
+    let (port, fuse) = open_fuse_port(tag, wait)?;
     let opts =
         format!("fd={fuse},rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions");
-    let flags = if ro { sys::MS_RDONLY } else { 0 };
     if let Err(e) = sys::mount_fs(
         &c(tag.as_bytes()),
         target,
         c"fuse",
-        flags,
+        0,
         Some(&c(opts.as_bytes())),
     ) {
         unsafe {
@@ -538,12 +538,95 @@ fn fuse_mount(tag: &str, target: &std::ffi::CStr, ro: bool) -> Result<(), Fail> 
             format!("mount fuse {tag} on {}", target.to_string_lossy()),
         ));
     }
-    // On workers started at boot: no thread creation in a restored VM.
-    let t = tag.to_string();
-    let a = crate::workers::run(move || relay_fuse_to_port(&t, fuse, port));
-    let t = tag.to_string();
     let knob = readahead_knob(tag, target);
-    let b = crate::workers::run(move || relay_port_to_fuse(&t, port, fuse, knob));
+    Ok(StagedMount {
+        tag: tag.to_string(),
+        port,
+        fuse,
+        knob,
+    })
+}
+
+/// Mounts the FUSE filesystems of the `count` filesystem ports (`fs0`, ...)
+/// under FUSE_STAGE, at boot, before the agent port opens. The kernel sends
+/// each INIT at once, but nothing reads it until setup starts the relays:
+/// a saved state taken now holds no host-side FUSE state, and a VM restored
+/// from it does none of a mount's work (a superblock, its bdi device and
+/// sysfs files), which TCG would translate anew. A port that fails here is
+/// mounted by setup instead.
+pub fn stage_fuse_mounts(count: usize) {
+    let mut staged = STAGED.lock().unwrap_or_else(|p| p.into_inner());
+    for i in 0..count {
+        let tag = format!("fs{i}");
+        let target = format!("{FUSE_STAGE}/{tag}");
+        let _ = std::fs::create_dir_all(&target);
+        match mount_fuse_port(&tag, &c(target.as_bytes()), Duration::from_secs(2)) {
+            Ok(mount) => staged.push(mount),
+            Err((_, m)) => log!("{m}"),
+        }
+    }
+}
+
+/// Puts the FUSE filesystem of port `tag` at `target` (moving its mount
+/// staged at boot, or mounting it now), read-only when `ro`, and starts its
+/// relay.
+fn fuse_mount(tag: &str, target: &std::ffi::CStr, ro: bool) -> Result<(), Fail> {
+    let staged = {
+        let mut staged = STAGED.lock().unwrap_or_else(|p| p.into_inner());
+        staged
+            .iter()
+            .position(|m| m.tag == tag)
+            .map(|i| staged.swap_remove(i))
+    };
+    let mount = match staged {
+        Some(mount) => {
+            let from = c(format!("{FUSE_STAGE}/{tag}").as_bytes());
+            let moved = unsafe {
+                sys::mount(
+                    from.as_ptr(),
+                    target.as_ptr(),
+                    std::ptr::null(),
+                    sys::MS_MOVE,
+                    std::ptr::null(),
+                )
+            };
+            if moved != 0 {
+                return Err(fail(
+                    sys::errno(),
+                    format!("move the {tag} mount to {}", target.to_string_lossy()),
+                ));
+            }
+            mount
+        }
+        None => mount_fuse_port(tag, target, Duration::from_secs(2))?,
+    };
+    if ro {
+        let remounted = unsafe {
+            sys::mount(
+                std::ptr::null(),
+                target.as_ptr(),
+                std::ptr::null(),
+                sys::MS_REMOUNT | sys::MS_BIND | sys::MS_RDONLY,
+                std::ptr::null(),
+            )
+        };
+        if remounted != 0 {
+            return Err(fail(
+                sys::errno(),
+                format!("make {} read-only", target.to_string_lossy()),
+            ));
+        }
+    }
+    // On workers started at boot: no thread creation in a restored VM.
+    let StagedMount {
+        tag,
+        port,
+        fuse,
+        knob,
+    } = mount;
+    let t = tag.clone();
+    let a = crate::workers::run(move || relay_fuse_to_port(&t, fuse, port));
+    let b = crate::workers::run(move || relay_port_to_fuse(&tag, port, fuse, knob));
     if a.is_err() || b.is_err() {
         return Err((sys::EAGAIN, "cannot start the FUSE relay threads".into()));
     }
@@ -559,8 +642,8 @@ const FUSE_READAHEAD_KB: &[u8] = b"4096";
 
 /// Opens the readahead knob (sysfs, of the backing device) of the
 /// filesystem just mounted at `target`; the relay writes it once INIT is
-/// answered (see [`relay_port_to_fuse`]). Opened now because the mount may
-/// have moved, and /sys with it, by then. Best effort: None only costs
+/// answered (see [`relay_port_to_fuse`]). Opened now because the mount
+/// moves, and /sys with it, before then. Best effort: None only costs
 /// speed. The device number comes from /proc/self/mountinfo, not a stat: a
 /// stat of a fresh FUSE mount waits for INIT and a GETATTR round trip to
 /// the host, which the guest can overlap with the rest of its setup instead.

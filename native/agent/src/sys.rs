@@ -66,7 +66,8 @@ unsafe extern "C" {
         f: extern "C" fn(*mut c_void) -> c_int,
         stack: *mut c_void,
         flags: c_int,
-        arg: *mut c_void, ...
+        arg: *mut c_void,
+        ...
     ) -> c_int;
     pub fn pthread_sigmask(how: c_int, set: *const sigset_t, old: *mut sigset_t) -> c_int;
     pub fn sigprocmask(how: c_int, set: *const sigset_t, old: *mut sigset_t) -> c_int;
@@ -127,6 +128,8 @@ pub const MS_RDONLY: c_ulong = 1;
 pub const MS_NOSUID: c_ulong = 2;
 pub const MS_NODEV: c_ulong = 4;
 pub const MS_NOEXEC: c_ulong = 8;
+pub const MS_REMOUNT: c_ulong = 32;
+pub const MS_BIND: c_ulong = 4096;
 pub const MS_MOVE: c_ulong = 8192;
 pub const MNT_DETACH: c_int = 2;
 
