@@ -34,6 +34,8 @@ export interface QemuConfig {
   readonly disks?: readonly QemuDisk[];
   /** Extra arguments (e.g. `-incoming` for a saved state), appended last. */
   readonly extraArgs?: readonly string[];
+  /** Open descriptors QEMU inherits as fd 3, 4, ... (for `-incoming fd:3`). */
+  readonly inheritFds?: readonly number[];
 }
 
 /** A disk image attached as a virtio-blk device. */
@@ -122,7 +124,7 @@ export interface QemuProcess {
  */
 export function startQemu(config: QemuConfig): QemuProcess {
   const binary = config.binary ?? defaultQemuBinary();
-  const child: ChildProcess = spawn("setpriv", ["--pdeathsig", "SIGKILL", "--", binary, ...qemuArgs(config)], { stdio: ["ignore", "ignore", "pipe"] });
+  const child: ChildProcess = spawn("setpriv", ["--pdeathsig", "SIGKILL", "--", binary, ...qemuArgs(config)], { stdio: ["ignore", "ignore", "pipe", ...(config.inheritFds ?? [])] });
   let stderr = "";
   child.stderr?.setEncoding("utf8");
   child.stderr?.on("data", (chunk: string) => {

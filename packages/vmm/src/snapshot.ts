@@ -81,17 +81,26 @@ const SETTLE_MS = 1000;
 /** The migration capability that leaves file-backed shared RAM out of the stream. */
 const IGNORE_SHARED = { capabilities: [{ capability: "x-ignore-shared", state: true }] };
 
-/** QEMU arguments that start a VM waiting to load `state` (see {@link loadSavedState}). */
+/**
+ * QEMU arguments that start a VM waiting to load a saved state (see
+ * {@link loadSavedState}); the caller opens the state's device file as the
+ * inherited fd 3, and the RAM is the memory file's.
+ */
 export function restoreArgs(qmpPath: string): string[] {
-  return ["-qmp", `unix:${qmpPath},server=on,wait=on`, "-incoming", "defer"];
+  return ["-qmp", `unix:${qmpPath},server=on,wait=off`, "-incoming", "defer"];
 }
 
-/** Loads the device state into a VM started with {@link restoreArgs}; it then runs by itself. */
-export async function loadSavedState(qmpPath: string, state: SavedState): Promise<void> {
+/**
+ * Loads the device state from QEMU's fd 3 into a VM started with
+ * {@link restoreArgs}; it then runs by itself. (The capability needs QMP in
+ * QEMU 7.2; reading an inherited descriptor spares the `exec:` URI's shell
+ * and `cat`.)
+ */
+export async function loadSavedState(qmpPath: string): Promise<void> {
   const qmp = await connectQmp(qmpPath);
   try {
     await qmp.execute("migrate-set-capabilities", IGNORE_SHARED);
-    await qmp.execute("migrate-incoming", { uri: `exec:cat ${shellQuote(state.devices)}` });
+    await qmp.execute("migrate-incoming", { uri: "fd:3" });
   } finally {
     qmp.close();
   }

@@ -227,15 +227,20 @@ export class MicroVm implements AsyncDisposable {
     const servers: FuseStream[] = [];
     try {
       const qmpPath = join(runDir, "qmp.sock");
-      qemu = startQemu({
-        ...machine,
-        consoleLog: join(runDir, "console.log"),
-        ports,
-        disks,
-        ...(savedState === undefined ? {} : { memoryFile: { path: savedState.ram, shared: false }, extraArgs: restoreArgs(qmpPath) }),
-      });
-      // QEMU waits on its QMP socket for the device state; the ports connect meanwhile.
-      const loading = savedState === undefined ? Promise.resolve() : loadSavedState(qmpPath, savedState);
+      const devices = savedState === undefined ? undefined : await open(savedState.devices, "r");
+      try {
+        qemu = startQemu({
+          ...machine,
+          consoleLog: join(runDir, "console.log"),
+          ports,
+          disks,
+          ...(savedState === undefined || devices === undefined ? {} : { memoryFile: { path: savedState.ram, shared: false }, extraArgs: restoreArgs(qmpPath), inheritFds: [devices.fd] }),
+        });
+      } finally {
+        // QEMU has its own copy of the descriptor.
+        await devices?.close();
+      }
+      const loading = savedState === undefined ? Promise.resolve() : loadSavedState(qmpPath);
       // Awaited below; a failure after QEMU died or the boot timed out is already reported.
       loading.catch(() => undefined);
       const running = qemu;
