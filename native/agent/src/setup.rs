@@ -254,6 +254,11 @@ fn c(bytes: &[u8]) -> CString {
 }
 
 fn run(s: Setup) -> Result<(), Fail> {
+    // The root's relay first: the host answers its INIT while the guest sets
+    // the clock and the entropy.
+    let root = &s.mounts[0];
+    let _ = std::fs::create_dir_all("/newroot");
+    fuse_mount(&root.tag, c"/newroot", root.ro)?;
     if let Some((sec, nsec)) = s.time {
         let ts = sys::timespec {
             tv_sec: sec,
@@ -273,9 +278,6 @@ fn run(s: Setup) -> Result<(), Fail> {
     for fstype in fstypes {
         crate::load_modules(&format!("order.{fstype}"));
     }
-    let root = &s.mounts[0];
-    let _ = std::fs::create_dir_all("/newroot");
-    fuse_mount(&root.tag, c"/newroot", root.ro)?;
     // The API filesystems, mounted at boot, move into the new root (mkdir
     // when missing; a read-only root must have them).
     for name in ["proc", "sys", "dev"] {
