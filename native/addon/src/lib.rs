@@ -9,6 +9,7 @@
 //! * one module per syscall family: `xattr`, `open`, `at`, `stat`,
 //!   `dir`, `file`, `mount`; plus `constants`.
 //! * `zstd`: streaming decompression through the system libzstd.
+//! * `layer`: an image layer's entries written on the threadpool, batch by batch.
 
 mod at;
 mod constants;
@@ -16,6 +17,7 @@ mod dir;
 mod errno;
 mod error;
 mod file;
+mod layer;
 mod mount;
 mod napi;
 mod open;
@@ -144,6 +146,27 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
         exports,
         "zstdDecompress",
         Some(zstd::js_decompress),
+        ptr::null_mut(),
+    );
+    export_fn(
+        env,
+        exports,
+        "layerWriter",
+        Some(layer::js_writer),
+        ptr::null_mut(),
+    );
+    export_fn(
+        env,
+        exports,
+        "layerWriterApply",
+        Some(layer::js_apply),
+        ptr::null_mut(),
+    );
+    export_fn(
+        env,
+        exports,
+        "layerWriterClose",
+        Some(layer::js_close),
         ptr::null_mut(),
     );
     env.set(exports, c"constants", constants::build(env));
