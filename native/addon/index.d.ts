@@ -440,6 +440,13 @@ export declare function zstdDecompressor(): ZstdDecompressor;
  */
 export declare function zstdDecompress(handle: ZstdDecompressor, input: Uint8Array, maxOutput?: number): ZstdChunk;
 
+/**
+ * {@link zstdDecompress} on the libuv threadpool (`input` is copied first), so
+ * the JS thread works on meanwhile. One call at a time per handle: a second
+ * one while a call runs (async or sync) fails with code `ERR_MSB_ZSTD_BUSY`.
+ */
+export declare function zstdDecompressAsync(handle: ZstdDecompressor, input: Uint8Array, maxOutput?: number): Promise<ZstdChunk>;
+
 // ------------------------------------------------------------- layer writer --
 
 /** An opaque layer writer (see {@link layerWriter}), freed by the garbage collector. */

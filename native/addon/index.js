@@ -46,6 +46,7 @@ module.exports.STATX_FIELDS = Object.freeze({
 // zstd streaming decompression (libzstd)
 module.exports.zstdDecompressor = binding.zstdDecompressor;
 module.exports.zstdDecompress = binding.zstdDecompress;
+module.exports.zstdDecompressAsync = binding.zstdDecompressAsync;
 
 // image layer entries written on the threadpool
 module.exports.layerWriter = binding.layerWriter;

@@ -858,25 +858,17 @@ fn fail_to_js(env: Env, index: usize, fail: Fail) -> napi_value {
             env.set(err, c"linkTarget", env.boolean(true));
             err
         }
-        Fail::Unsafe(why) => plain_error(env, "ERR_MSB_LAYER_UNSAFE", why),
-        Fail::ReplacesDir => plain_error(
-            env,
+        Fail::Unsafe(why) => env.coded_error("ERR_MSB_LAYER_UNSAFE", why),
+        Fail::ReplacesDir => env.coded_error(
             "ERR_MSB_LAYER_REPLACES_DIR",
             "a non-directory entry replaces a directory",
         ),
-        Fail::Malformed(why) => plain_error(
-            env,
+        Fail::Malformed(why) => env.coded_error(
             "ERR_INVALID_ARG_VALUE",
             &format!("layerWriterApply: malformed ops: {why}"),
         ),
     };
     env.set(err, c"index", env.double(index as f64));
-    err
-}
-
-fn plain_error(env: Env, code: &str, msg: &str) -> napi_value {
-    let mut err = ptr::null_mut();
-    unsafe { napi_create_error(env.0, env.string(code), env.string(msg), &mut err) };
     err
 }
 

@@ -151,6 +151,13 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
     export_fn(
         env,
         exports,
+        "zstdDecompressAsync",
+        Some(zstd::js_decompress_async),
+        ptr::null_mut(),
+    );
+    export_fn(
+        env,
+        exports,
         "layerWriter",
         Some(layer::js_writer),
         ptr::null_mut(),

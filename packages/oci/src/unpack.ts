@@ -22,7 +22,7 @@ import {
   layerWriterApply,
   layerWriterClose,
   openat,
-  zstdDecompress,
+  zstdDecompressAsync,
   zstdDecompressor,
   type LayerWriter as NativeLayerWriter,
 } from "@msb/native";
@@ -148,13 +148,14 @@ export function entryComponents(raw: Buffer, display: string): Buffer[] {
 // libzstd output per call: bounded, so a tiny hostile frame cannot balloon one allocation.
 const ZSTD_OUTPUT = 1 << 20;
 
+/** zstd decompression on the threadpool (libzstd through @msb/native), one call at a time, while this thread parses the output before. */
 function zstdTransform(): Transform {
   const handle = zstdDecompressor();
   let done = false;
-  const feed = (transform: Transform, input: Buffer): void => {
+  const feed = async (transform: Transform, input: Buffer): Promise<void> => {
     let rest = input;
     for (;;) {
-      const result = zstdDecompress(handle, rest, ZSTD_OUTPUT);
+      const result = await zstdDecompressAsync(handle, rest, ZSTD_OUTPUT);
       if (result.output.length > 0) transform.push(result.output);
       // A call that made no progress says nothing about the frame that ended before it.
       if (result.consumed > 0 || result.output.length > 0) done = result.done;
@@ -164,20 +165,10 @@ function zstdTransform(): Transform {
   };
   return new Transform({
     transform(chunk: Buffer, _encoding, callback) {
-      try {
-        feed(this, chunk);
-        callback();
-      } catch (error) {
-        callback(error as Error);
-      }
+      feed(this, chunk).then(() => callback(), callback);
     },
     flush(callback) {
-      try {
-        feed(this, Buffer.alloc(0));
-        callback(done ? null : new Error("zstd stream ends inside a frame"));
-      } catch (error) {
-        callback(error as Error);
-      }
+      feed(this, Buffer.alloc(0)).then(() => callback(done ? null : new Error("zstd stream ends inside a frame")), callback);
     },
   });
 }
