@@ -329,8 +329,8 @@ class LayerWriter {
   #names: string[] = [];
   #chunks: Buffer[] = [];
   #chunkBytes = 0;
-  /** Chunks of the open file not yet covered by a WRITE op. */
-  #unwritten = 0;
+  /** The open file's entry name and how many of its chunks no WRITE op covers yet. */
+  #open: { display: string; unwritten: number } | undefined;
   /** The batch the native writer runs now: settles with its failure, never rejects. */
   #running: Promise<OciError | undefined> | undefined;
 
@@ -397,16 +397,17 @@ class LayerWriter {
     this.#names.push(display);
   }
 
-  /** Closes the open file's pending chunks with a WRITE op. */
-  #write(display: string): void {
-    if (this.#unwritten === 0) return;
-    this.#op(LAYER_OPS.WRITE, display);
-    this.#ops.u32(this.#unwritten);
-    this.#unwritten = 0;
+  /** Covers the open file's pending chunks with a WRITE op. */
+  #write(): void {
+    if (this.#open === undefined || this.#open.unwritten === 0) return;
+    this.#op(LAYER_OPS.WRITE, this.#open.display);
+    this.#ops.u32(this.#open.unwritten);
+    this.#open.unwritten = 0;
   }
 
   /** Hands the batch built so far to the native writer, once the one before it is done. */
   async #flush(): Promise<void> {
+    this.#write();
     if (this.#ops.length === 0) return;
     const ops = this.#ops.take();
     const names = this.#names;
@@ -449,19 +450,19 @@ class LayerWriter {
     if (parts.length === 0) unsafe(display, "names the layer root as a file");
     this.#op(LAYER_OPS.OPEN_FILE, display);
     this.#ops.path(parts);
+    const open = { display, unwritten: 0 };
+    this.#open = open;
     if (body !== undefined) {
       for await (const chunk of body) {
         this.#chunks.push(chunk);
         this.#chunkBytes += chunk.length;
-        this.#unwritten++;
+        open.unwritten++;
         // A big file goes over in several batches, never whole into memory.
-        if (this.#chunkBytes >= BATCH_DATA) {
-          this.#write(display);
-          await this.#flush();
-        }
+        if (this.#chunkBytes >= BATCH_DATA) await this.#flush();
       }
-      this.#write(display);
+      this.#write();
     }
+    this.#open = undefined;
     const typeBits = TYPE_BITS[header.type] ?? c.S_IFREG;
     const device = typeBits === c.S_IFCHR || typeBits === c.S_IFBLK;
     this.#op(LAYER_OPS.CLOSE_FILE, display);
