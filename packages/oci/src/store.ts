@@ -10,7 +10,7 @@ import { OciError } from "./errors.js";
 import { processAlive, withLock } from "./lock.js";
 import { LAYER_MEDIA_TYPES, parseImageConfig, type ImageConfig } from "./manifest.js";
 import { formatReference, parseReference } from "./reference.js";
-import { unpackLayer } from "./unpack.js";
+import { coalesce, HANDOFF, unpackLayer } from "./unpack.js";
 
 /** Options of an {@link ImageStore}. */
 export interface StoreOptions {
@@ -222,7 +222,8 @@ export class ImageStore {
         const teed = new BlobTee(blob);
         try {
           const tee = async function* (): AsyncGenerator<Buffer> {
-            for await (const chunk of chunks()) {
+            // Big pieces: each write is a trip to the threadpool.
+            for await (const chunk of coalesce(chunks(), HANDOFF)) {
               await teed.write(chunk);
               yield chunk;
             }

@@ -146,7 +146,30 @@ export function entryComponents(raw: Buffer, display: string): Buffer[] {
 }
 
 // libzstd output per call: bounded, so a tiny hostile frame cannot balloon one allocation.
-const ZSTD_OUTPUT = 1 << 20;
+const ZSTD_OUTPUT = 4 << 20;
+
+/**
+ * Compressed bytes handed to the threadpool per decompression call: every
+ * hand-off costs two context switches (dear in a VM), and the network gives
+ * 64 KiB at a time.
+ */
+export const HANDOFF = 1 << 20;
+
+/** `source`'s bytes in chunks of at least `size` bytes (the last may be shorter). */
+export async function* coalesce(source: AsyncIterable<Buffer>, size: number): AsyncGenerator<Buffer> {
+  let pending: Buffer[] = [];
+  let bytes = 0;
+  for await (const chunk of source) {
+    pending.push(chunk);
+    bytes += chunk.length;
+    if (bytes >= size) {
+      yield pending.length === 1 ? pending[0]! : Buffer.concat(pending, bytes);
+      pending = [];
+      bytes = 0;
+    }
+  }
+  if (bytes > 0) yield Buffer.concat(pending, bytes);
+}
 
 /** zstd decompression on the threadpool (libzstd through @msb/native), one call at a time, while this thread parses the output before. */
 function zstdTransform(): Transform {
@@ -175,7 +198,7 @@ function zstdTransform(): Transform {
 
 // zlib inflates on the thread pool: big output chunks and a deep buffer let it run ahead of the
 // untar on the main thread instead of waiting for it every 16 KiB (Node passes stream options through).
-const GUNZIP: ZlibOptions & TransformOptions = { chunkSize: 256 << 10, highWaterMark: 8 << 20 };
+const GUNZIP: ZlibOptions & TransformOptions = { chunkSize: 1 << 20, highWaterMark: 8 << 20 };
 
 function decompressor(compression: Compression): Transform {
   if (compression === "gzip") return createGunzip(GUNZIP);
@@ -209,7 +232,7 @@ export async function unpackLayer(source: AsyncIterable<Buffer>, compression: Co
   keepRawPaxXattrs(extract);
   const writer = new LayerWriter(dir);
   try {
-    const decompressed = pipeline(Readable.from(source), decompressor(compression), () => undefined);
+    const decompressed = pipeline(Readable.from(coalesce(source, HANDOFF)), decompressor(compression), () => undefined);
     const feeding = (async () => {
       for await (const chunk of decompressed as AsyncIterable<Buffer>) {
         if (!extract.write(chunk)) await once(extract, "drain");
