@@ -10,7 +10,7 @@
 // follow it either).
 import { fchmodSync } from "node:fs";
 import { once } from "node:events";
-import { PassThrough, pipeline, Readable, Transform, type TransformOptions } from "node:stream";
+import { pipeline, Readable, type TransformOptions } from "node:stream";
 import { createGunzip, type ZlibOptions } from "node:zlib";
 import { encodeOverrideStat, makedev, OVERRIDE_STAT_XATTR } from "@msb/fs";
 import {
@@ -171,39 +171,41 @@ export async function* coalesce(source: AsyncIterable<Buffer>, size: number): As
   if (bytes > 0) yield Buffer.concat(pending, bytes);
 }
 
-/** zstd decompression on the threadpool (libzstd through @msb/native), one call at a time, while this thread parses the output before. */
-function zstdTransform(): Transform {
+/**
+ * zstd decompression on the threadpool (libzstd through @msb/native), one call
+ * at a time. A generator: each output waits for the consumer, so a small
+ * hostile frame that expands without end is never buffered whole.
+ */
+async function* zstdChunks(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
   const handle = zstdDecompressor();
   let done = false;
-  const feed = async (transform: Transform, input: Buffer): Promise<void> => {
+  async function* decode(input: Buffer): AsyncGenerator<Buffer> {
     let rest = input;
     for (;;) {
       const result = await zstdDecompressAsync(handle, rest, ZSTD_OUTPUT);
-      if (result.output.length > 0) transform.push(result.output);
+      if (result.output.length > 0) yield result.output;
       // A call that made no progress says nothing about the frame that ended before it.
       if (result.consumed > 0 || result.output.length > 0) done = result.done;
       rest = rest.subarray(result.consumed);
       if (rest.length === 0 && result.output.length < ZSTD_OUTPUT) return;
     }
-  };
-  return new Transform({
-    transform(chunk: Buffer, _encoding, callback) {
-      feed(this, chunk).then(() => callback(), callback);
-    },
-    flush(callback) {
-      feed(this, Buffer.alloc(0)).then(() => callback(done ? null : new Error("zstd stream ends inside a frame")), callback);
-    },
-  });
+  }
+  for await (const input of source) yield* decode(input);
+  yield* decode(Buffer.alloc(0));
+  if (!done) throw new Error("zstd stream ends inside a frame");
 }
 
 // zlib inflates on the thread pool: big output chunks and a deep buffer let it run ahead of the
 // untar on the main thread instead of waiting for it every 16 KiB (Node passes stream options through).
 const GUNZIP: ZlibOptions & TransformOptions = { chunkSize: 1 << 20, highWaterMark: 8 << 20 };
 
-function decompressor(compression: Compression): Transform {
-  if (compression === "gzip") return createGunzip(GUNZIP);
-  if (compression === "zstd") return zstdTransform();
-  return new PassThrough();
+/** The decompressed bytes of `source`, read ahead a little on the threadpool. */
+function decompressed(source: AsyncIterable<Buffer>, compression: Compression): Readable {
+  const pieces = Readable.from(coalesce(source, HANDOFF));
+  if (compression === "gzip") return pipeline(pieces, createGunzip(GUNZIP), () => undefined);
+  // Two outputs of up to ZSTD_OUTPUT ahead of the untar.
+  if (compression === "zstd") return Readable.from(zstdChunks(pieces), { highWaterMark: 2 });
+  return pieces;
 }
 
 /** Options of {@link unpackLayer}. */
@@ -232,9 +234,9 @@ export async function unpackLayer(source: AsyncIterable<Buffer>, compression: Co
   keepRawPaxXattrs(extract);
   const writer = new LayerWriter(dir);
   try {
-    const decompressed = pipeline(Readable.from(coalesce(source, HANDOFF)), decompressor(compression), () => undefined);
+    const data = decompressed(source, compression);
     const feeding = (async () => {
-      for await (const chunk of decompressed as AsyncIterable<Buffer>) {
+      for await (const chunk of data as AsyncIterable<Buffer>) {
         if (!extract.write(chunk)) await once(extract, "drain");
       }
       extract.end(undefined);
@@ -247,7 +249,7 @@ export async function unpackLayer(source: AsyncIterable<Buffer>, compression: Co
       await writer.finish();
     })().catch((error: unknown) => {
       extract.destroy(error as Error);
-      decompressed.destroy();
+      data.destroy();
       throw error;
     });
     const [consumed, fed] = await Promise.allSettled([consuming, feeding]);
