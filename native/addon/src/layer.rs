@@ -123,6 +123,7 @@ const RESOLVE: u64 = 0x02 | 0x04 | 0x08; // NO_MAGICLINKS | NO_SYMLINKS | BENEAT
 const S_IFMT: u16 = 0o170000;
 const S_IFDIR: u16 = 0o040000;
 const EINTR: i32 = 4;
+const EIO: i32 = 5;
 const EBADF: i32 = 9;
 const EEXIST: i32 = 17;
 const EXDEV: i32 = 18;
@@ -246,6 +247,13 @@ fn write_all(fd: c_int, chunks: &[(*const u8, usize)]) -> SysResult<()> {
                 continue;
             }
             return Err(e);
+        }
+        if written == 0 {
+            // No progress on a regular file: give up instead of spinning.
+            return Err(SysErr {
+                errno: EIO,
+                syscall: "writev",
+            });
         }
         let mut left = written as usize;
         while start < iov.len() && left >= iov[start].len {
