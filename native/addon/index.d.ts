@@ -441,9 +441,10 @@ export declare function zstdDecompressor(): ZstdDecompressor;
 export declare function zstdDecompress(handle: ZstdDecompressor, input: Uint8Array, maxOutput?: number): ZstdChunk;
 
 /**
- * {@link zstdDecompress} on the libuv threadpool (`input` is copied first), so
- * the JS thread works on meanwhile. One call at a time per handle: a second
- * one while a call runs (async or sync) fails with code `ERR_MSB_ZSTD_BUSY`.
+ * {@link zstdDecompress} on the libuv threadpool, so the JS thread works on
+ * meanwhile. `input` is read in place: do not change it until the promise
+ * settles. One call at a time per handle: a second one while a call runs
+ * (async or sync) fails with code `ERR_MSB_ZSTD_BUSY`.
  */
 export declare function zstdDecompressAsync(handle: ZstdDecompressor, input: Uint8Array, maxOutput?: number): Promise<ZstdChunk>;
 

@@ -735,31 +735,6 @@ struct Batch {
     work: napi_async_work,
 }
 
-/// The bytes of a `Uint8Array`, in place.
-fn view(env: Env, v: napi_value) -> Option<(*const u8, usize)> {
-    let mut kind = 0;
-    let mut len = 0usize;
-    let mut data: *mut c_void = ptr::null_mut();
-    let mut is = false;
-    unsafe { napi_is_typedarray(env.0, v, &mut is) };
-    if !is {
-        return None;
-    }
-    let status = unsafe {
-        napi_get_typedarray_info(
-            env.0,
-            v,
-            &mut kind,
-            &mut len,
-            &mut data,
-            ptr::null_mut(),
-            ptr::null_mut(),
-        )
-    };
-    (status == NAPI_OK && kind == NAPI_UINT8_ARRAY)
-        .then_some((data as *const u8, if data.is_null() { 0 } else { len }))
-}
-
 fn release(env: Env, refs: &[napi_ref]) {
     for &r in refs {
         unsafe { napi_delete_reference(env.0, r) };
@@ -799,7 +774,7 @@ pub unsafe extern "C" fn js_apply(env: napi_env, info: napi_callback_info) -> na
         let mut item = ptr::null_mut();
         unsafe { napi_get_element(env.0, list, i, &mut item) };
         let mut reference = ptr::null_mut();
-        match view(env, item) {
+        match env.uint8_view(item) {
             Some(chunk)
                 if unsafe { napi_create_reference(env.0, item, 1, &mut reference) } == NAPI_OK =>
             {

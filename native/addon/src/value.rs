@@ -114,8 +114,10 @@ impl Env {
         yes
     }
 
-    /// The bytes of a `Uint8Array` (or `Buffer`), copied.
-    fn uint8_bytes(self, v: napi_value) -> Option<Vec<u8>> {
+    /// The bytes of a `Uint8Array` (or `Buffer`) in place, as (pointer, length):
+    /// valid while the value lives and its buffer is neither detached nor
+    /// changed; a call that reads them on another thread holds a reference.
+    pub fn uint8_view(self, v: napi_value) -> Option<(*const u8, usize)> {
         if !self.is_typed_array(v) {
             return None;
         }
@@ -136,11 +138,17 @@ impl Env {
         if status != NAPI_OK || kind != NAPI_UINT8_ARRAY {
             return None;
         }
-        if len == 0 || data.is_null() {
+        // `data` already includes the view's byte offset.
+        Some((data as *const u8, if data.is_null() { 0 } else { len }))
+    }
+
+    /// The bytes of a `Uint8Array` (or `Buffer`), copied.
+    fn uint8_bytes(self, v: napi_value) -> Option<Vec<u8>> {
+        let (data, len) = self.uint8_view(v)?;
+        if len == 0 {
             return Some(Vec::new());
         }
-        // `data` already includes the view's byte offset.
-        Some(unsafe { std::slice::from_raw_parts(data as *const u8, len) }.to_vec())
+        Some(unsafe { std::slice::from_raw_parts(data, len) }.to_vec())
     }
 
     fn string_bytes(self, v: napi_value) -> Result<Vec<u8>, ArgErr> {

@@ -231,8 +231,20 @@ fn result_to_js(env: Env, decoded: Decoded) -> napi_value {
     result
 }
 
+/// `input` bytes read in place (see [`Env::uint8_view`]).
+type Input = (*const u8, usize);
+
+fn slice<'a>((data, len): Input) -> &'a [u8] {
+    if len == 0 {
+        &[]
+    } else {
+        // SAFETY: the caller keeps the `Uint8Array` alive (an argument, or referenced) and unchanged.
+        unsafe { std::slice::from_raw_parts(data, len) }
+    }
+}
+
 /// Reads `(handle, input, maxOutput?)`.
-fn parse(env: Env, args: &Args) -> Result<(*mut Handle, Vec<u8>, usize), ArgErr> {
+fn parse(env: Env, args: &Args) -> Result<(*mut Handle, Input, usize), ArgErr> {
     let handle = args.get(0);
     let mut data: *mut c_void = ptr::null_mut();
     if env.type_of(handle) != NAPI_EXTERNAL
@@ -241,7 +253,9 @@ fn parse(env: Env, args: &Args) -> Result<(*mut Handle, Vec<u8>, usize), ArgErr>
     {
         return Err(env.type_err(handle, "handle", "a zstdDecompressor() handle"));
     }
-    let input = env.u8array(args.get(1), "input")?;
+    let input = env
+        .uint8_view(args.get(1))
+        .ok_or_else(|| env.type_err(args.get(1), "input", "an instance of Uint8Array"))?;
     let max = env.opt_int(args.get(2), "maxOutput", 1, 1 << 30, DEFAULT_MAX_OUTPUT)? as usize;
     Ok((data as *mut Handle, input, max))
 }
@@ -262,7 +276,7 @@ pub unsafe extern "C" fn js_decompress(env: napi_env, info: napi_callback_info) 
             "zstdDecompress: a zstdDecompressAsync call on this handle is running",
         );
     }
-    let decoded = decompress(handle.zds, &input, max);
+    let decoded = decompress(handle.zds, slice(input), max);
     handle.busy.store(false, Ordering::Release);
     match decoded {
         Ok(decoded) => result_to_js(env, decoded),
@@ -270,12 +284,19 @@ pub unsafe extern "C" fn js_decompress(env: napi_env, info: napi_callback_info) 
     }
 }
 
+fn release(env: Env, references: &[napi_ref]) {
+    for &r in references.iter().filter(|r| !r.is_null()) {
+        unsafe { napi_delete_reference(env.0, r) };
+    }
+}
+
 /// One `zstdDecompressAsync` call, owned by its async work.
 struct Pending {
     handle: *mut Handle,
-    /// Keeps the handle's external (and so the stream) alive until `complete`.
+    /// Keep the handle's external (and so the stream) and the input alive until `complete`.
     reference: napi_ref,
-    input: Vec<u8>,
+    input_reference: napi_ref,
+    input: Input,
     max: usize,
     result: Option<Result<Decoded, String>>,
     deferred: napi_deferred,
@@ -310,13 +331,18 @@ pub unsafe extern "C" fn js_decompress_async(
         ));
     }
     let mut reference = ptr::null_mut();
-    if unsafe { napi_create_reference(env.0, args.get(0), 1, &mut reference) } != NAPI_OK {
+    let mut input_reference = ptr::null_mut();
+    if unsafe { napi_create_reference(env.0, args.get(0), 1, &mut reference) } != NAPI_OK
+        || unsafe { napi_create_reference(env.0, args.get(1), 1, &mut input_reference) } != NAPI_OK
+    {
         unsafe { &*handle }.busy.store(false, Ordering::Release);
+        release(env, &[reference, input_reference]);
         return reject(env.internal_error("napi_create_reference failed"));
     }
     let pending = Box::into_raw(Box::new(Pending {
         handle,
         reference,
+        input_reference,
         input,
         max,
         result: None,
@@ -343,7 +369,7 @@ pub unsafe extern "C" fn js_decompress_async(
         unsafe { &*pending.handle }
             .busy
             .store(false, Ordering::Release);
-        unsafe { napi_delete_reference(env.0, pending.reference) };
+        release(env, &[pending.reference, pending.input_reference]);
         return reject(env.internal_error("could not queue zstdDecompressAsync"));
     }
     unsafe { (*pending).work = work };
@@ -355,7 +381,7 @@ unsafe extern "C" fn execute(_env: napi_env, data: *mut c_void) {
     // SAFETY: `data` is the `Pending` of `js_decompress_async`; only this callback uses it until `complete`.
     let pending = unsafe { &mut *(data as *mut Pending) };
     let zds = unsafe { &*pending.handle }.zds;
-    pending.result = Some(decompress(zds, &pending.input, pending.max));
+    pending.result = Some(decompress(zds, slice(pending.input), pending.max));
 }
 
 /// JS thread side: frees the handle for the next call and settles the promise.
@@ -367,7 +393,7 @@ unsafe extern "C" fn complete(env: napi_env, _status: napi_status, data: *mut c_
     unsafe { &*pending.handle }
         .busy
         .store(false, Ordering::Release);
-    unsafe { napi_delete_reference(env.0, pending.reference) };
+    release(env, &[pending.reference, pending.input_reference]);
     let outcome = match pending.result {
         Some(Ok(decoded)) => Ok(result_to_js(env, decoded)),
         Some(Err(msg)) => Err(env.coded_error(ERR, &msg)),
