@@ -47,61 +47,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{SysErr, SysResult};
 use crate::napi::*;
+use crate::open;
 use crate::sys::{self, OpenHow, Statx, Timespec};
 use crate::value::{Args, Env};
-
-/// `napi_type_tag`.
-#[repr(C)]
-struct TypeTag {
-    lower: u64,
-    upper: u64,
-}
-
-#[repr(C)]
-struct NapiRef {
-    _private: [u8; 0],
-}
-#[allow(non_camel_case_types)]
-type napi_ref = *mut NapiRef;
-#[allow(non_camel_case_types)]
-type napi_finalize = Option<unsafe extern "C" fn(napi_env, *mut c_void, *mut c_void)>;
-
-unsafe extern "C" {
-    fn napi_create_external(
-        env: napi_env,
-        data: *mut c_void,
-        finalize_cb: napi_finalize,
-        finalize_hint: *mut c_void,
-        result: *mut napi_value,
-    ) -> napi_status;
-    fn napi_get_value_external(
-        env: napi_env,
-        value: napi_value,
-        result: *mut *mut c_void,
-    ) -> napi_status;
-    fn napi_is_array(env: napi_env, value: napi_value, result: *mut bool) -> napi_status;
-    fn napi_get_array_length(env: napi_env, value: napi_value, result: *mut u32) -> napi_status;
-    fn napi_get_element(
-        env: napi_env,
-        object: napi_value,
-        index: u32,
-        result: *mut napi_value,
-    ) -> napi_status;
-    fn napi_type_tag_object(env: napi_env, value: napi_value, tag: *const TypeTag) -> napi_status;
-    fn napi_check_object_type_tag(
-        env: napi_env,
-        value: napi_value,
-        tag: *const TypeTag,
-        result: *mut bool,
-    ) -> napi_status;
-    fn napi_create_reference(
-        env: napi_env,
-        value: napi_value,
-        initial_refcount: u32,
-        result: *mut napi_ref,
-    ) -> napi_status;
-    fn napi_delete_reference(env: napi_env, reference: napi_ref) -> napi_status;
-}
+use crate::work::{Promised, not_run_error, queue_work, settle};
 
 unsafe extern "C" {
     fn fchmod(fd: c_int, mode: u32) -> c_int;
@@ -178,26 +127,14 @@ fn components(path: &[u8]) -> OpResult<Vec<&[u8]>> {
         .collect()
 }
 
+/// openat2 confined below `dirfd`.
 fn openat2(dirfd: c_int, path: &CString, flags: u64, mode: u64) -> SysResult<c_int> {
     let how = OpenHow {
         flags: flags | sys::O_CLOEXEC,
         mode,
         resolve: RESOLVE,
     };
-    let fd = unsafe {
-        sys::syscall(
-            sys::SYS_OPENAT2,
-            dirfd as c_long,
-            path.as_ptr() as c_long,
-            &how as *const OpenHow as c_long,
-            std::mem::size_of::<OpenHow>() as c_long,
-        )
-    };
-    if fd < 0 {
-        Err(SysErr::last("openat2"))
-    } else {
-        Ok(fd as c_int)
-    }
+    open::openat2(dirfd, path, &how)
 }
 
 fn check(rc: c_int, syscall: &'static str) -> SysResult<()> {
@@ -642,7 +579,7 @@ unsafe extern "C" fn finalize(_env: napi_env, data: *mut c_void, _hint: *mut c_v
 }
 
 /// Marks this module's externals, so another external (a zstd handle) is never taken for a writer.
-const TYPE_TAG: TypeTag = TypeTag {
+const TYPE_TAG: napi_type_tag = napi_type_tag {
     lower: 0x6d73_622d_6c61_7965,
     upper: 0x722d_7772_6974_6572,
 };
@@ -689,20 +626,10 @@ pub unsafe extern "C" fn js_writer(env: napi_env, info: napi_callback_info) -> n
         closed: false,
     };
     let data = Box::into_raw(Box::new(Arc::new(Mutex::new(writer))));
-    let mut handle = ptr::null_mut();
-    let status = unsafe {
-        napi_create_external(
-            env.0,
-            data as *mut c_void,
-            Some(finalize),
-            ptr::null_mut(),
-            &mut handle,
-        )
-    };
-    if status != NAPI_OK {
+    let Some(handle) = env.external(data as *mut c_void, finalize) else {
         drop(unsafe { Box::from_raw(data) });
         return env.throw(env.internal_error("napi_create_external failed"));
-    }
+    };
     // On failure the external is garbage already: its finalizer frees the writer.
     if unsafe { napi_type_tag_object(env.0, handle, &TYPE_TAG) } != NAPI_OK {
         return env.throw(env.internal_error("napi_type_tag_object failed"));
@@ -735,25 +662,15 @@ struct Batch {
     work: napi_async_work,
 }
 
-fn release(env: Env, refs: &[napi_ref]) {
-    for &r in refs {
-        unsafe { napi_delete_reference(env.0, r) };
-    }
-}
-
 /// `layerWriterApply(handle, ops, chunks)` → `Promise<void>`.
 pub unsafe extern "C" fn js_apply(env: napi_env, info: napi_callback_info) -> napi_value {
     let env = Env(env);
     let args = unsafe { Args::read(env.0, info) };
-    let mut deferred = ptr::null_mut();
-    let mut promise = ptr::null_mut();
-    if unsafe { napi_create_promise(env.0, &mut deferred, &mut promise) } != NAPI_OK {
-        return env.throw_msg("ERR_NAPI", "napi_create_promise failed");
-    }
-    let reject = |value: napi_value| {
-        unsafe { napi_reject_deferred(env.0, deferred, value) };
-        promise
+    let Some(promised) = Promised::new(env) else {
+        return ptr::null_mut();
     };
+    let Promised { deferred, promise } = promised;
+    let reject = |error: napi_value| promised.reject(env, error);
     let Some(writer) = writer_of(env, args.get(0)) else {
         return reject(env.arg_error(env.type_err(args.get(0), "handle", HANDLE)));
     };
@@ -782,7 +699,7 @@ pub unsafe extern "C" fn js_apply(env: napi_env, info: napi_callback_info) -> na
                 refs.push(reference);
             }
             _ => {
-                release(env, &refs);
+                env.delete_references(&refs);
                 return reject(env.arg_error(env.type_err(
                     item,
                     &format!("chunks[{i}]"),
@@ -800,27 +717,19 @@ pub unsafe extern "C" fn js_apply(env: napi_env, info: napi_callback_info) -> na
         deferred,
         work: ptr::null_mut(),
     }));
-    let mut work = ptr::null_mut();
-    let status = unsafe {
-        napi_create_async_work(
-            env.0,
-            ptr::null_mut(),
-            env.string("layerWriterApply"),
-            Some(execute),
-            Some(complete),
-            batch as *mut c_void,
-            &mut work,
-        )
-    };
-    if status != NAPI_OK || unsafe { napi_queue_async_work(env.0, work) } != NAPI_OK {
-        if status == NAPI_OK {
-            unsafe { napi_delete_async_work(env.0, work) };
-        }
+    let queued = queue_work(
+        env,
+        "layerWriterApply",
+        batch as *mut c_void,
+        execute,
+        complete,
+        |work| unsafe { (*batch).work = work },
+    );
+    if let Err(error) = queued {
         let batch = unsafe { Box::from_raw(batch) };
-        release(env, &batch.refs);
-        return reject(env.internal_error("could not queue the layer writer's work"));
+        env.delete_references(&batch.refs);
+        return reject(error);
     }
-    unsafe { (*batch).work = work };
     promise
 }
 
@@ -861,26 +770,11 @@ unsafe extern "C" fn complete(env: napi_env, status: napi_status, data: *mut c_v
     // SAFETY: reclaims the box leaked in `js_apply`; called exactly once.
     let batch = unsafe { Box::from_raw(data as *mut Batch) };
     unsafe { napi_delete_async_work(env.0, batch.work) };
-    release(env, &batch.refs);
+    env.delete_references(&batch.refs);
     let outcome = match batch.result {
         Some(Ok(())) => Ok(env.undefined()),
         Some(Err((index, fail))) => Err(fail_to_js(env, index, fail)),
-        None => {
-            let errno = if status == NAPI_CANCELLED { 125 } else { 0 }; // ECANCELED
-            Err(env.sys_error(
-                SysErr {
-                    errno,
-                    syscall: "uv_queue_work",
-                },
-                None,
-                None,
-            ))
-        }
+        None => Err(not_run_error(env, status)),
     };
-    unsafe {
-        match outcome {
-            Ok(v) => napi_resolve_deferred(env.0, batch.deferred, v),
-            Err(e) => napi_reject_deferred(env.0, batch.deferred, e),
-        }
-    };
+    settle(env, batch.deferred, outcome);
 }

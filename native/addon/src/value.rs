@@ -395,6 +395,27 @@ impl Env {
         v
     }
 
+    /// An external holding `data`, which `finalize` frees once it is
+    /// collected; `None` when Node-API refuses (the caller still owns `data`).
+    pub fn external(
+        self,
+        data: *mut c_void,
+        finalize: unsafe extern "C" fn(napi_env, *mut c_void, *mut c_void),
+    ) -> Option<napi_value> {
+        let mut value = ptr::null_mut();
+        let status = unsafe {
+            napi_create_external(self.0, data, Some(finalize), ptr::null_mut(), &mut value)
+        };
+        (status == NAPI_OK).then_some(value)
+    }
+
+    /// Deletes references (null ones are skipped).
+    pub fn delete_references(self, references: &[napi_ref]) {
+        for &r in references.iter().filter(|r| !r.is_null()) {
+            unsafe { napi_delete_reference(self.0, r) };
+        }
+    }
+
     pub fn object(self) -> napi_value {
         let mut v = ptr::null_mut();
         unsafe { napi_create_object(self.0, &mut v) };

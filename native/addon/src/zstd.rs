@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::error::ArgErr;
 use crate::napi::*;
 use crate::value::{Args, Env};
+use crate::work::{Promised, not_run_error, queue_work, settle};
 
 #[repr(C)]
 struct ZstdDStream {
@@ -56,51 +57,10 @@ unsafe extern "C" {
     fn ZSTD_getErrorName(code: usize) -> *const c_char;
 }
 
-#[allow(non_camel_case_types)]
-type napi_finalize = Option<unsafe extern "C" fn(napi_env, *mut c_void, *mut c_void)>;
-
-#[repr(C)]
-struct NapiRef {
-    _private: [u8; 0],
-}
-#[allow(non_camel_case_types)]
-type napi_ref = *mut NapiRef;
-
 /// A handle's data: the stream, and whether a call is using it.
 struct Handle {
     zds: *mut ZstdDStream,
     busy: AtomicBool,
-}
-
-unsafe extern "C" {
-    fn napi_create_external(
-        env: napi_env,
-        data: *mut c_void,
-        finalize_cb: napi_finalize,
-        finalize_hint: *mut c_void,
-        result: *mut napi_value,
-    ) -> napi_status;
-    fn napi_get_value_external(
-        env: napi_env,
-        value: napi_value,
-        result: *mut *mut c_void,
-    ) -> napi_status;
-    fn napi_get_boolean(env: napi_env, value: bool, result: *mut napi_value) -> napi_status;
-    fn napi_create_external_buffer(
-        env: napi_env,
-        length: usize,
-        data: *mut c_void,
-        finalize_cb: napi_finalize,
-        finalize_hint: *mut c_void,
-        result: *mut napi_value,
-    ) -> napi_status;
-    fn napi_create_reference(
-        env: napi_env,
-        value: napi_value,
-        initial_refcount: u32,
-        result: *mut napi_ref,
-    ) -> napi_status;
-    fn napi_delete_reference(env: napi_env, reference: napi_ref) -> napi_status;
 }
 
 const DEFAULT_MAX_OUTPUT: i64 = 1 << 20;
@@ -134,20 +94,10 @@ pub unsafe extern "C" fn js_decompressor(env: napi_env, _info: napi_callback_inf
         zds,
         busy: AtomicBool::new(false),
     }));
-    let mut handle = ptr::null_mut();
-    let status = unsafe {
-        napi_create_external(
-            env.0,
-            data as *mut c_void,
-            Some(finalize),
-            ptr::null_mut(),
-            &mut handle,
-        )
-    };
-    if status != NAPI_OK {
+    let Some(handle) = env.external(data as *mut c_void, finalize) else {
         unsafe { ZSTD_freeDStream(Box::from_raw(data).zds) };
         return env.throw(env.internal_error("napi_create_external failed"));
-    }
+    };
     handle
 }
 
@@ -284,12 +234,6 @@ pub unsafe extern "C" fn js_decompress(env: napi_env, info: napi_callback_info) 
     }
 }
 
-fn release(env: Env, references: &[napi_ref]) {
-    for &r in references.iter().filter(|r| !r.is_null()) {
-        unsafe { napi_delete_reference(env.0, r) };
-    }
-}
-
 /// One `zstdDecompressAsync` call, owned by its async work.
 struct Pending {
     handle: *mut Handle,
@@ -310,15 +254,11 @@ pub unsafe extern "C" fn js_decompress_async(
 ) -> napi_value {
     let env = Env(env);
     let args = unsafe { Args::read(env.0, info) };
-    let mut deferred = ptr::null_mut();
-    let mut promise = ptr::null_mut();
-    if unsafe { napi_create_promise(env.0, &mut deferred, &mut promise) } != NAPI_OK {
-        return env.throw_msg("ERR_NAPI", "napi_create_promise failed");
-    }
-    let reject = |value: napi_value| {
-        unsafe { napi_reject_deferred(env.0, deferred, value) };
-        promise
+    let Some(promised) = Promised::new(env) else {
+        return ptr::null_mut();
     };
+    let Promised { deferred, promise } = promised;
+    let reject = |error: napi_value| promised.reject(env, error);
     let (handle, input, max) = match parse(env, &args) {
         Ok(v) => v,
         Err(e) => return reject(env.arg_error(e)),
@@ -336,7 +276,7 @@ pub unsafe extern "C" fn js_decompress_async(
         || unsafe { napi_create_reference(env.0, args.get(1), 1, &mut input_reference) } != NAPI_OK
     {
         unsafe { &*handle }.busy.store(false, Ordering::Release);
-        release(env, &[reference, input_reference]);
+        env.delete_references(&[reference, input_reference]);
         return reject(env.internal_error("napi_create_reference failed"));
     }
     let pending = Box::into_raw(Box::new(Pending {
@@ -349,30 +289,22 @@ pub unsafe extern "C" fn js_decompress_async(
         deferred,
         work: ptr::null_mut(),
     }));
-    let mut work = ptr::null_mut();
-    let status = unsafe {
-        napi_create_async_work(
-            env.0,
-            ptr::null_mut(),
-            env.string("zstdDecompressAsync"),
-            Some(execute),
-            Some(complete),
-            pending as *mut c_void,
-            &mut work,
-        )
-    };
-    if status != NAPI_OK || unsafe { napi_queue_async_work(env.0, work) } != NAPI_OK {
-        if status == NAPI_OK {
-            unsafe { napi_delete_async_work(env.0, work) };
-        }
+    let queued = queue_work(
+        env,
+        "zstdDecompressAsync",
+        pending as *mut c_void,
+        execute,
+        complete,
+        |work| unsafe { (*pending).work = work },
+    );
+    if let Err(error) = queued {
         let pending = unsafe { Box::from_raw(pending) };
         unsafe { &*pending.handle }
             .busy
             .store(false, Ordering::Release);
-        release(env, &[pending.reference, pending.input_reference]);
-        return reject(env.internal_error("could not queue zstdDecompressAsync"));
+        env.delete_references(&[pending.reference, pending.input_reference]);
+        return reject(error);
     }
-    unsafe { (*pending).work = work };
     promise
 }
 
@@ -385,7 +317,7 @@ unsafe extern "C" fn execute(_env: napi_env, data: *mut c_void) {
 }
 
 /// JS thread side: frees the handle for the next call and settles the promise.
-unsafe extern "C" fn complete(env: napi_env, _status: napi_status, data: *mut c_void) {
+unsafe extern "C" fn complete(env: napi_env, status: napi_status, data: *mut c_void) {
     let env = Env(env);
     // SAFETY: reclaims the box leaked in `js_decompress_async`; called exactly once.
     let pending = unsafe { Box::from_raw(data as *mut Pending) };
@@ -393,16 +325,11 @@ unsafe extern "C" fn complete(env: napi_env, _status: napi_status, data: *mut c_
     unsafe { &*pending.handle }
         .busy
         .store(false, Ordering::Release);
-    release(env, &[pending.reference, pending.input_reference]);
+    env.delete_references(&[pending.reference, pending.input_reference]);
     let outcome = match pending.result {
         Some(Ok(decoded)) => Ok(result_to_js(env, decoded)),
         Some(Err(msg)) => Err(env.coded_error(ERR, &msg)),
-        None => Err(env.coded_error(ERR, "zstdDecompressAsync was cancelled")),
+        None => Err(not_run_error(env, status)),
     };
-    unsafe {
-        match outcome {
-            Ok(v) => napi_resolve_deferred(env.0, pending.deferred, v),
-            Err(e) => napi_reject_deferred(env.0, pending.deferred, e),
-        }
-    };
+    settle(env, pending.deferred, outcome);
 }

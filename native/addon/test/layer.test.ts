@@ -59,7 +59,7 @@ class Ops {
 describe("layerWriter", () => {
   const tmp = useTmpDir();
 
-  function open(): { root: number; writer: LayerWriter; done(): void } {
+  function open(): { root: number; writer: LayerWriter; done: () => void } {
     fs.mkdirSync(tmp.join("layer"));
     const root = openat(c.AT_FDCWD, tmp.join("layer"), c.O_RDONLY | c.O_DIRECTORY);
     const writer = layerWriter(root, "user.test", IMPLICIT);
