@@ -440,6 +440,75 @@ export declare function zstdDecompressor(): ZstdDecompressor;
  */
 export declare function zstdDecompress(handle: ZstdDecompressor, input: Uint8Array, maxOutput?: number): ZstdChunk;
 
+/**
+ * {@link zstdDecompress} on the libuv threadpool, so the JS thread works on
+ * meanwhile. `input` is read in place: do not change it until the promise
+ * settles. One call at a time per handle: a second one while a call runs
+ * (async or sync) fails with code `ERR_MSB_ZSTD_BUSY`.
+ */
+export declare function zstdDecompressAsync(handle: ZstdDecompressor, input: Uint8Array, maxOutput?: number): Promise<ZstdChunk>;
+
+// ------------------------------------------------------------- layer writer --
+
+/** An opaque layer writer (see {@link layerWriter}), freed by the garbage collector. */
+export interface LayerWriter {
+  readonly __layerWriter: unique symbol;
+}
+
+/** Op codes of {@link layerWriterApply}'s `ops`. */
+export declare const LAYER_OPS: Readonly<{
+  /** `path`: create a regular file (`0600`, `O_EXCL | O_NOFOLLOW`) and keep it open. */
+  OPEN_FILE: 1;
+  /** `u32 count`: append the next `count` chunks to the open file. */
+  WRITE: 2;
+  /** `u32 mode, i64 mtime, xattrs`: `fchmod`, the xattrs, the mtime (seconds; `-(2**63)` for none), close. */
+  CLOSE_FILE: 3;
+  /** `path, u32 mode, xattrs`: make the directory (one already there stays), set `mode` and the xattrs; the empty path is the root. */
+  DIRECTORY: 4;
+  /** `path, bytes target`: a symlink (the target is never followed). */
+  SYMLINK: 5;
+  /** `path, path target`: a hard link to an earlier entry (a link to a symlink links the symlink). */
+  LINK: 6;
+}>;
+
+/**
+ * Creates a writer of an image layer's entries below the directory `rootFd`
+ * (which stays the caller's: close it after {@link layerWriterClose}).
+ * Directories the entries imply without listing them are made `0700` and
+ * get the xattr `implicitDirXattr` = `implicitDirValue`.
+ *
+ * Every directory is opened from `rootFd` with `openat2(RESOLVE_BENEATH |
+ * RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)` and every final component is
+ * made without following it, so nothing is written outside `rootFd`.
+ */
+export declare function layerWriter(rootFd: number, implicitDirXattr: PathLike, implicitDirValue: Uint8Array): LayerWriter;
+
+/**
+ * Runs the encoded `ops` in order on the libuv threadpool. Little endian;
+ * `bytes` is a u32 length and the bytes, a path is the `bytes` of its
+ * components joined by `/` (no empty, `.` or `..` component, no NUL), and
+ * `xattrs` a u32 count of (`bytes` name, `bytes` value); each op is a u8
+ * code of {@link LAYER_OPS} and its fields. A name that exists is replaced
+ * as tar does: a non-directory is unlinked first, a directory stays for
+ * `DIRECTORY` and is an error for anything else.
+ *
+ * `chunks` are the file data the `WRITE` ops consume in order, read in
+ * place: do not change them until the promise settles. Batches of one
+ * writer run one at a time; await each before the next to keep their order.
+ *
+ * Rejects with an `Error` whose `index` is the failed op's position (the ops
+ * before it are applied): a Node-style system error (`code`, `errno`,
+ * `syscall`, `path` = the name below its directory; `linkTarget: true` when
+ * a hard link target's directory could not be opened), or `code`
+ * `ERR_MSB_LAYER_UNSAFE` (a path through a symlink or out of the root; the
+ * message says which), `ERR_MSB_LAYER_REPLACES_DIR`, `ERR_INVALID_ARG_VALUE`
+ * (malformed ops). Bad arguments reject with `ERR_INVALID_ARG_TYPE`.
+ */
+export declare function layerWriterApply(handle: LayerWriter, ops: Uint8Array, chunks: readonly Uint8Array[]): Promise<void>;
+
+/** Closes the writer's open file and directory fds (after a running batch); later batches reject with `EBADF`. */
+export declare function layerWriterClose(handle: LayerWriter): void;
+
 // ------------------------------------------------------------------- xattrs --
 
 /** Value of extended attribute `name` of `path` (follows symlinks). Throws ENODATA if absent; retries if the value grows meanwhile. */

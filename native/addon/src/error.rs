@@ -117,8 +117,13 @@ impl Env {
         ptr::null_mut()
     }
 
+    /// A plain `Error` with a code, to throw or reject with.
+    pub fn coded_error(self, code: &str, msg: &str) -> napi_value {
+        self.make_error(napi_create_error, code, msg)
+    }
+
     /// Throws a plain `Error` with a code (used for internal failures).
     pub fn throw_msg(self, code: &str, msg: &str) -> napi_value {
-        self.throw(self.make_error(napi_create_error, code, msg))
+        self.throw(self.coded_error(code, msg))
     }
 }

@@ -11,6 +11,7 @@
 //! * `backing`: FUSE passthrough's backing files.
 //! * `poll`: readiness of a descriptor on Node's event loop, non-blocking reads.
 //! * `zstd`: streaming decompression through the system libzstd.
+//! * `layer`: an image layer's entries written on the threadpool, batch by batch.
 
 mod at;
 mod backing;
@@ -19,6 +20,7 @@ mod dir;
 mod errno;
 mod error;
 mod file;
+mod layer;
 mod mount;
 mod napi;
 mod open;
@@ -161,8 +163,22 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
     export_fn(
         env,
         exports,
+        "zstdDecompressAsync",
+        Some(zstd::js_decompress_async),
+        ptr::null_mut(),
+    );
+    export_fn(
+        env,
+        exports,
         "pollUnref",
         Some(poll::js_poll_unref),
+        ptr::null_mut(),
+    );
+    export_fn(
+        env,
+        exports,
+        "layerWriter",
+        Some(layer::js_writer),
         ptr::null_mut(),
     );
     export_fn(
@@ -175,8 +191,22 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
     export_fn(
         env,
         exports,
+        "layerWriterApply",
+        Some(layer::js_apply),
+        ptr::null_mut(),
+    );
+    export_fn(
+        env,
+        exports,
         "readNonBlocking",
         Some(poll::js_read_non_blocking),
+        ptr::null_mut(),
+    );
+    export_fn(
+        env,
+        exports,
+        "layerWriterClose",
+        Some(layer::js_close),
         ptr::null_mut(),
     );
     env.set(exports, c"constants", constants::build(env));

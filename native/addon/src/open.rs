@@ -1,8 +1,8 @@
 //! openat2(2), openat(2) and close(2). `O_CLOEXEC` is always added.
 
-use std::ffi::c_long;
+use std::ffi::{CStr, c_int, c_long};
 
-use crate::error::{ArgErr, SysErr};
+use crate::error::{ArgErr, SysErr, SysResult};
 use crate::sys::{self, OpenHow};
 use crate::value::{Args, Env, MAX_SAFE};
 use crate::work::{Call, Out, Spec};
@@ -38,22 +38,27 @@ fn parse_openat2(env: Env, args: &Args) -> Result<Call, ArgErr> {
             mode,
             resolve,
         };
-        let fd = unsafe {
-            sys::syscall(
-                sys::SYS_OPENAT2,
-                dirfd as c_long,
-                job_path.as_ptr() as c_long,
-                &how as *const OpenHow as c_long,
-                std::mem::size_of::<OpenHow>() as c_long,
-            )
-        };
-        if fd < 0 {
-            Err(SysErr::last("openat2"))
-        } else {
-            Ok(Out::Int(fd as i32))
-        }
+        openat2(dirfd, &job_path, &how).map(Out::Int)
     })
     .path(&path))
+}
+
+/// openat2(2) itself (the caller adds `O_CLOEXEC` to `how`).
+pub fn openat2(dirfd: c_int, path: &CStr, how: &OpenHow) -> SysResult<c_int> {
+    let fd = unsafe {
+        sys::syscall(
+            sys::SYS_OPENAT2,
+            dirfd as c_long,
+            path.as_ptr() as c_long,
+            how as *const OpenHow as c_long,
+            std::mem::size_of::<OpenHow>() as c_long,
+        )
+    };
+    if fd < 0 {
+        Err(SysErr::last("openat2"))
+    } else {
+        Ok(fd as c_int)
+    }
 }
 
 /// `openat(dirfd, path, flags = O_RDONLY, mode = 0o666)`.

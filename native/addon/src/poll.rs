@@ -29,7 +29,6 @@ use crate::error::{ArgErr, SysErr};
 use crate::napi::*;
 use crate::sys;
 use crate::value::{Args, Env};
-use crate::zstd::{napi_create_external, napi_get_value_external};
 
 macro_rules! opaque {
     ($($name:ident),* $(,)?) => {
@@ -315,30 +314,22 @@ pub unsafe extern "C" fn js_poll_readable(env: napi_env, info: napi_callback_inf
         unsafe { (*poll).hooked = true };
     }
     let started = unsafe { uv_poll_start(handle, UV_READABLE, Some(on_readable)) };
-    let mut external = ptr::null_mut();
-    let wrapped = unsafe {
-        napi_create_external(
-            env.0,
-            poll as *mut c_void,
-            Some(finalize),
-            ptr::null_mut(),
-            &mut external,
-        )
-    };
-    if started != 0 || wrapped != NAPI_OK {
-        unsafe {
-            Poll::close(poll);
-            if wrapped != NAPI_OK {
-                (*poll).collected = true;
+    match (started, env.external(poll as *mut c_void, finalize)) {
+        (0, Some(external)) => external,
+        (started, external) => {
+            unsafe {
+                Poll::close(poll);
+                if external.is_none() {
+                    (*poll).collected = true;
+                }
+            }
+            if started != 0 {
+                uv_error(env, "uv_poll_start", started)
+            } else {
+                env.throw(env.internal_error("napi_create_external failed"))
             }
         }
-        return if started != 0 {
-            uv_error(env, "uv_poll_start", started)
-        } else {
-            env.throw(env.internal_error("napi_create_external failed"))
-        };
     }
-    external
 }
 
 /// `pollUnref(handle)`.

@@ -141,14 +141,21 @@ impl Env {
         (status == NAPI_OK && actual == kind).then_some((data, len))
     }
 
+    /// The bytes of a `Uint8Array` (or `Buffer`) in place, as (pointer, length):
+    /// valid while the value lives and its buffer is neither detached nor
+    /// changed; a call that reads them on another thread holds a reference.
+    pub fn uint8_view(self, v: napi_value) -> Option<(*const u8, usize)> {
+        let (data, len) = self.typed_array(v, NAPI_UINT8_ARRAY)?;
+        Some((data as *const u8, if data.is_null() { 0 } else { len }))
+    }
+
     /// The bytes of a `Uint8Array` (or `Buffer`), copied.
     fn uint8_bytes(self, v: napi_value) -> Option<Vec<u8>> {
-        let (data, len) = self.typed_array(v, NAPI_UINT8_ARRAY)?;
-        if len == 0 || data.is_null() {
+        let (data, len) = self.uint8_view(v)?;
+        if len == 0 {
             return Some(Vec::new());
         }
-        // `data` already includes the view's byte offset.
-        Some(unsafe { std::slice::from_raw_parts(data as *const u8, len) }.to_vec())
+        Some(unsafe { std::slice::from_raw_parts(data, len) }.to_vec())
     }
 
     fn string_bytes(self, v: napi_value) -> Result<Vec<u8>, ArgErr> {
@@ -393,6 +400,27 @@ impl Env {
             )
         };
         v
+    }
+
+    /// An external holding `data`, which `finalize` frees once it is
+    /// collected; `None` when Node-API refuses (the caller still owns `data`).
+    pub fn external(
+        self,
+        data: *mut c_void,
+        finalize: unsafe extern "C" fn(napi_env, *mut c_void, *mut c_void),
+    ) -> Option<napi_value> {
+        let mut value = ptr::null_mut();
+        let status = unsafe {
+            napi_create_external(self.0, data, Some(finalize), ptr::null_mut(), &mut value)
+        };
+        (status == NAPI_OK).then_some(value)
+    }
+
+    /// Deletes references (null ones are skipped).
+    pub fn delete_references(self, references: &[napi_ref]) {
+        for &r in references.iter().filter(|r| !r.is_null()) {
+            unsafe { napi_delete_reference(self.0, r) };
+        }
     }
 
     pub fn object(self) -> napi_value {

@@ -128,15 +128,11 @@ pub unsafe extern "C" fn call_async(env: napi_env, info: napi_callback_info) -> 
     // SAFETY: `data` is the `&'static Spec` registered with this function.
     let spec = unsafe { &*(args.data as *const Spec) };
 
-    let mut deferred = ptr::null_mut();
-    let mut promise = ptr::null_mut();
-    if unsafe { napi_create_promise(env.0, &mut deferred, &mut promise) } != NAPI_OK {
-        return env.throw_msg("ERR_NAPI", "napi_create_promise failed");
-    }
-    let reject = |value: napi_value| {
-        unsafe { napi_reject_deferred(env.0, deferred, value) };
-        promise
+    let Some(promised) = Promised::new(env) else {
+        return ptr::null_mut();
     };
+    let Promised { deferred, promise } = promised;
+    let reject = |error: napi_value| promised.reject(env, error);
 
     let call = match (spec.parse)(env, &args) {
         Ok(call) => call,
@@ -151,28 +147,17 @@ pub unsafe extern "C" fn call_async(env: napi_env, info: napi_callback_info) -> 
         deferred,
         work: ptr::null_mut(),
     }));
-    let resource_name = env.string(spec.name);
-    let mut work = ptr::null_mut();
-    let status = unsafe {
-        napi_create_async_work(
-            env.0,
-            ptr::null_mut(),
-            resource_name,
-            Some(execute),
-            Some(complete),
-            pending as *mut c_void,
-            &mut work,
-        )
-    };
-    if status != NAPI_OK {
+    let queued = queue_work(
+        env,
+        spec.name,
+        pending as *mut c_void,
+        execute,
+        complete,
+        |work| unsafe { (*pending).work = work },
+    );
+    if let Err(error) = queued {
         drop(unsafe { Box::from_raw(pending) });
-        return reject(env.internal_error("napi_create_async_work failed"));
-    }
-    unsafe { (*pending).work = work };
-    if unsafe { napi_queue_async_work(env.0, work) } != NAPI_OK {
-        unsafe { napi_delete_async_work(env.0, work) };
-        drop(unsafe { Box::from_raw(pending) });
-        return reject(env.internal_error("napi_queue_async_work failed"));
+        return reject(error);
     }
     promise
 }
@@ -193,32 +178,94 @@ unsafe extern "C" fn complete(env: napi_env, status: napi_status, data: *mut c_v
     // SAFETY: reclaims the box leaked in `call_async`; called exactly once.
     let pending = unsafe { Box::from_raw(data as *mut Pending) };
     unsafe { napi_delete_async_work(env.0, pending.work) };
-    let (ok, value) = match pending.result {
-        Some(Ok(out)) => (true, out.into_js(env)),
-        Some(Err(e)) => (
-            false,
-            env.sys_error(e, pending.path.as_deref(), pending.dest.as_deref()),
-        ),
-        None => {
-            let errno = if status == NAPI_CANCELLED { 125 } else { 0 }; // ECANCELED
-            (
-                false,
-                env.sys_error(
-                    SysErr {
-                        errno,
-                        syscall: "uv_queue_work",
-                    },
-                    None,
-                    None,
-                ),
-            )
+    let outcome = match pending.result {
+        Some(Ok(out)) => Ok(out.into_js(env)),
+        Some(Err(e)) => Err(env.sys_error(e, pending.path.as_deref(), pending.dest.as_deref())),
+        None => Err(not_run_error(env, status)),
+    };
+    settle(env, pending.deferred, outcome);
+}
+
+/// Queues `data` as async work: `execute(data)` on the threadpool, then
+/// `complete(data)` on the JS thread. `keep` gets the work before it is
+/// queued (`complete` deletes it). On failure nothing is queued, the caller
+/// still owns `data`, and the error is returned.
+pub fn queue_work(
+    env: Env,
+    name: &str,
+    data: *mut c_void,
+    execute: unsafe extern "C" fn(napi_env, *mut c_void),
+    complete: unsafe extern "C" fn(napi_env, napi_status, *mut c_void),
+    keep: impl FnOnce(napi_async_work),
+) -> Result<(), napi_value> {
+    let mut work = ptr::null_mut();
+    let status = unsafe {
+        napi_create_async_work(
+            env.0,
+            ptr::null_mut(),
+            env.string(name),
+            Some(execute),
+            Some(complete),
+            data,
+            &mut work,
+        )
+    };
+    if status != NAPI_OK {
+        return Err(env.internal_error("napi_create_async_work failed"));
+    }
+    keep(work);
+    if unsafe { napi_queue_async_work(env.0, work) } != NAPI_OK {
+        unsafe { napi_delete_async_work(env.0, work) };
+        return Err(env.internal_error("napi_queue_async_work failed"));
+    }
+    Ok(())
+}
+
+/// The error of async work whose `execute` never ran (ECANCELED when cancelled).
+pub fn not_run_error(env: Env, status: napi_status) -> napi_value {
+    let errno = if status == NAPI_CANCELLED { 125 } else { 0 }; // ECANCELED
+    env.sys_error(
+        SysErr {
+            errno,
+            syscall: "uv_queue_work",
+        },
+        None,
+        None,
+    )
+}
+
+/// A promise made for an async call, with what settles it.
+#[derive(Clone, Copy)]
+pub struct Promised {
+    pub deferred: napi_deferred,
+    pub promise: napi_value,
+}
+
+impl Promised {
+    /// A new promise; `None` once an error is thrown (Node-API could not make one).
+    pub fn new(env: Env) -> Option<Promised> {
+        let mut deferred = ptr::null_mut();
+        let mut promise = ptr::null_mut();
+        if unsafe { napi_create_promise(env.0, &mut deferred, &mut promise) } != NAPI_OK {
+            env.throw_msg("ERR_NAPI", "napi_create_promise failed");
+            return None;
+        }
+        Some(Promised { deferred, promise })
+    }
+
+    /// Rejects the promise with `error` and returns it (for a call that fails before any work).
+    pub fn reject(self, env: Env, error: napi_value) -> napi_value {
+        settle(env, self.deferred, Err(error));
+        self.promise
+    }
+}
+
+/// Resolves (`Ok`) or rejects (`Err`) a promise.
+pub fn settle(env: Env, deferred: napi_deferred, outcome: Result<napi_value, napi_value>) {
+    unsafe {
+        match outcome {
+            Ok(value) => napi_resolve_deferred(env.0, deferred, value),
+            Err(error) => napi_reject_deferred(env.0, deferred, error),
         }
     };
-    unsafe {
-        if ok {
-            napi_resolve_deferred(env.0, pending.deferred, value);
-        } else {
-            napi_reject_deferred(env.0, pending.deferred, value);
-        }
-    }
 }

@@ -1,6 +1,6 @@
 import { execFileSync } from "node:child_process";
 import { describe, expect, it } from "vitest";
-import { zstdDecompress, zstdDecompressor, type ZstdDecompressor } from "../index.js";
+import { zstdDecompress, zstdDecompressAsync, zstdDecompressor, type ZstdDecompressor } from "../index.js";
 
 function compress(data: Buffer): Buffer {
   return execFileSync("zstd", ["-q", "-c"], { input: data, maxBuffer: 1 << 30 });
@@ -60,5 +60,31 @@ describe.skipIf(!cli)("zstd", () => {
     expect(() => zstdDecompress({} as ZstdDecompressor, Buffer.alloc(1))).toThrow(expect.objectContaining({ code: "ERR_INVALID_ARG_TYPE" }) as Error);
     expect(() => zstdDecompress(zstdDecompressor(), "x" as unknown as Uint8Array)).toThrow(expect.objectContaining({ code: "ERR_INVALID_ARG_TYPE" }) as Error);
     expect(() => zstdDecompress(zstdDecompressor(), Buffer.alloc(1), 0)).toThrow(expect.objectContaining({ code: "ERR_OUT_OF_RANGE" }) as Error);
+  });
+
+  it("decompresses on the threadpool with the same results, one call per handle at a time", async () => {
+    const data = Buffer.from(Array.from({ length: 100_000 }, (_, i) => `row ${i}\n`).join(""));
+    const z = compress(data);
+    const handle = zstdDecompressor();
+    const out: Buffer[] = [];
+    let rest = z;
+    let done = false;
+    for (;;) {
+      const r = await zstdDecompressAsync(handle, rest, 1 << 16);
+      out.push(r.output);
+      done = r.done;
+      rest = rest.subarray(r.consumed);
+      if (rest.length === 0 && r.output.length < 1 << 16) break;
+    }
+    expect(Buffer.concat(out).equals(data)).toBe(true);
+    expect(done).toBe(true);
+
+    const busy = zstdDecompressor();
+    const running = zstdDecompressAsync(busy, z);
+    await expect(zstdDecompressAsync(busy, z)).rejects.toMatchObject({ code: "ERR_MSB_ZSTD_BUSY" });
+    expect(() => zstdDecompress(busy, z)).toThrow(expect.objectContaining({ code: "ERR_MSB_ZSTD_BUSY" }) as Error);
+    expect((await running).consumed).toBeGreaterThan(0);
+    await expect(zstdDecompressAsync(zstdDecompressor(), Buffer.from("definitely not zstd"))).rejects.toMatchObject({ code: "ERR_MSB_ZSTD" });
+    await expect(zstdDecompressAsync({} as ZstdDecompressor, Buffer.alloc(1))).rejects.toMatchObject({ code: "ERR_INVALID_ARG_TYPE" });
   });
 });

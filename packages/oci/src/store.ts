@@ -1,8 +1,7 @@
 // The content store under $MSB_HOME/cache: blobs by digest, one directory per
 // unpacked layer, image records, and reference-counted removal.
 import { createHash, randomBytes } from "node:crypto";
-import { closeSync, fsyncSync, openSync, writeSync } from "node:fs";
-import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from "node:fs/promises";
+import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, type FileHandle } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { digestHex, verifyBytes, type Descriptor } from "./digest.js";
@@ -11,7 +10,7 @@ import { OciError } from "./errors.js";
 import { processAlive, withLock } from "./lock.js";
 import { LAYER_MEDIA_TYPES, parseImageConfig, type ImageConfig } from "./manifest.js";
 import { formatReference, parseReference } from "./reference.js";
-import { unpackLayer } from "./unpack.js";
+import { coalesce, HANDOFF, unpackLayer } from "./unpack.js";
 
 /** Options of an {@link ImageStore}. */
 export interface StoreOptions {
@@ -69,6 +68,62 @@ async function exists(path: string): Promise<boolean> {
     () => true,
     () => false,
   );
+}
+
+/** Compressed bytes written to a blob temp file but not yet on it, beyond which the download waits. */
+const TEE_BACKLOG = 16 << 20;
+
+/**
+ * Writes a layer blob as it streams, on the threadpool and in order, so the
+ * JS thread goes on verifying and unpacking; then fsyncs it. A failed write
+ * fails the next {@link BlobTee.write} or {@link BlobTee.done}.
+ */
+class BlobTee {
+  readonly #file: FileHandle;
+  #queue: Promise<void> = Promise.resolve();
+  #backlog = 0;
+  #failure: { error: unknown } | undefined;
+  #syncing = false;
+
+  constructor(file: FileHandle) {
+    this.#file = file;
+  }
+
+  #then(step: () => Promise<void>): void {
+    this.#queue = this.#queue.then(step).catch((error: unknown) => {
+      this.#failure ??= { error };
+    });
+  }
+
+  /** Queues `chunk` (which must not change afterwards); waits while the backlog is too big. */
+  async write(chunk: Buffer): Promise<void> {
+    if (this.#failure !== undefined) throw this.#failure.error;
+    this.#backlog += chunk.length;
+    this.#then(async () => {
+      for (let off = 0; off < chunk.length; ) off += (await this.#file.write(chunk, off, chunk.length - off)).bytesWritten;
+      this.#backlog -= chunk.length;
+    });
+    if (this.#backlog > TEE_BACKLOG) await this.#queue;
+  }
+
+  /** Queues the fsync after the last write (once). */
+  sync(): void {
+    if (this.#syncing) return;
+    this.#syncing = true;
+    this.#then(() => this.#file.sync());
+  }
+
+  /** Waits for the queued writes, whatever their outcome. */
+  async idle(): Promise<void> {
+    await this.#queue;
+  }
+
+  /** Waits for every queued write and the fsync; throws the first failure. */
+  async done(): Promise<void> {
+    this.sync();
+    await this.#queue;
+    if (this.#failure !== undefined) throw this.#failure.error;
+  }
 }
 
 /**
@@ -162,23 +217,30 @@ export class ImageStore {
         const tempDir = join(this.root, "layers", "sha256", tempName(hex));
         const tempBlob = join(this.root, "blobs", "sha256", tempName(hex));
         await mkdir(tempDir, { mode: 0o700 });
-        const fd = openSync(tempBlob, "wx", 0o644);
-        let open = true;
+        const blob = await open(tempBlob, "wx", 0o644);
+        let blobOpen = true;
+        const teed = new BlobTee(blob);
         try {
           const tee = async function* (): AsyncGenerator<Buffer> {
-            for await (const chunk of chunks()) {
-              for (let off = 0; off < chunk.length; ) off += writeSync(fd, chunk, off, chunk.length - off);
+            // Big pieces: each write is a trip to the threadpool.
+            for await (const chunk of coalesce(chunks(), HANDOFF)) {
+              await teed.write(chunk);
               yield chunk;
             }
+            // The blob is whole (and verified): its fsync overlaps the unpacking of the last entries.
+            teed.sync();
           };
           await unpackLayer(tee(), compression, tempDir, { name: desc.digest });
-          fsyncSync(fd);
-          closeSync(fd);
-          open = false;
+          await teed.done();
+          blobOpen = false;
+          await blob.close();
           await rename(tempBlob, this.blobPath(desc.digest));
           await rename(tempDir, final);
         } catch (error) {
-          if (open) closeSync(fd);
+          if (blobOpen) {
+            await teed.idle();
+            await blob.close().catch(() => undefined);
+          }
           await rm(tempDir, { recursive: true, force: true });
           await rm(tempBlob, { force: true });
           throw error;

@@ -245,4 +245,42 @@ describe("unpackLayer", () => {
     expect(readFileSync(join(layer, "victim"), "utf8")).toBe("mine");
     expect(readFileSync(join(sentinel, "secret"), "utf8")).toBe("secret");
   });
+
+  it("writes a file bigger than a writer batch whole, and a tar cut inside a file fails as a tar error", async () => {
+    const big = Buffer.alloc(5 << 20, "b");
+    const tar = await buildTar([
+      { header: { name: "dir/big" }, data: big },
+      { header: { name: "after" }, data: "after" },
+    ]);
+    await unpack(tar);
+    expect(readFileSync(join(layer, "dir/big")).equals(big)).toBe(true);
+    expect(readFileSync(join(layer, "after"), "utf8")).toBe("after");
+    rmSync(layer, { recursive: true });
+    mkdirSync(layer);
+    const cut = await unpack(tar.subarray(0, 3 << 20)).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(cut).toMatchObject({ code: "ERR_OCI_LAYER", input: "test-layer" });
+  });
+
+  it("names the entry a failure in the writer is about", async () => {
+    const error = await unpack(
+      await buildTar([
+        { header: { name: "d", type: "directory" } },
+        { header: { name: "d" }, data: "file over a directory" },
+      ]),
+    ).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toMatchObject({ code: "ERR_OCI_LAYER", input: "d" });
+    expect(String((error as Error).message)).toContain("replaces a directory");
+    const missing = await unpack(await buildTar([{ header: { name: "h", type: "link", linkname: "no/such" } }])).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(missing).toMatchObject({ code: "ERR_OCI_LAYER", input: "h" });
+    expect(String((missing as Error).message)).toContain("hard link target is not in the layer");
+  });
 });

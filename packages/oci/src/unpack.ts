@@ -1,16 +1,31 @@
 // Layer unpacking without root and without ever writing outside the layer directory.
 //
-// Every write goes through a directory fd opened from the layer root with
+// `..` and absolute names are refused here before any system call; the
+// entries then go in batches to @msb/native's layer writer, which makes the
+// system calls on the threadpool (this thread meanwhile decompresses and
+// parses on) through directory fds opened from the layer root with
 // openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS): a
-// symlink unpacked earlier can never be walked through, `..` and absolute names
-// are refused before any system call, and the final component is created with
-// O_EXCL | O_NOFOLLOW (symlinkat / linkat never follow it either).
-import { closeSync, fchmodSync, writevSync } from "node:fs";
+// symlink unpacked earlier can never be walked through, and the final
+// component is created with O_EXCL | O_NOFOLLOW (symlinkat / linkat never
+// follow it either).
+import { fchmodSync } from "node:fs";
 import { once } from "node:events";
-import { PassThrough, pipeline, Readable, Transform, type TransformOptions } from "node:stream";
+import { pipeline, Readable, type TransformOptions } from "node:stream";
 import { createGunzip, type ZlibOptions } from "node:zlib";
 import { encodeOverrideStat, makedev, OVERRIDE_STAT_XATTR } from "@msb/fs";
-import { constants as c, close, fsetxattr, fstatat, linkat, mkdirat, openat, openat2, symlinkat, unlinkat, utimensat, zstdDecompress, zstdDecompressor } from "@msb/native";
+import {
+  constants as c,
+  close,
+  fsetxattr,
+  LAYER_OPS,
+  layerWriter,
+  layerWriterApply,
+  layerWriterClose,
+  openat,
+  zstdDecompressAsync,
+  zstdDecompressor,
+  type LayerWriter as NativeLayerWriter,
+} from "@msb/native";
 import { extract as tarExtract, type Header } from "tar-stream";
 import { OciError } from "./errors.js";
 
@@ -29,7 +44,6 @@ type TarHeader = Header & { readonly pax?: PaxRecords | null };
 /** An entry's data: read it fully, or resume() to skip it. */
 type EntryBody = AsyncIterable<Buffer> & { resume(): unknown };
 
-const RESOLVE = c.RESOLVE_BENEATH | c.RESOLVE_NO_MAGICLINKS | c.RESOLVE_NO_SYMLINKS;
 const SLASH = 0x2f;
 const DOT = 0x2e;
 const SLASH_BYTE = Buffer.from("/");
@@ -107,8 +121,12 @@ function hostXattrName(name: string): string | undefined {
   return undefined;
 }
 
+function unsafeEntry(name: string, why: string): OciError {
+  return new OciError("ERR_OCI_UNSAFE_ENTRY", name, `layer entry ${why}`);
+}
+
 function unsafe(name: string, why: string): never {
-  throw new OciError("ERR_OCI_UNSAFE_ENTRY", name, `layer entry ${why}`);
+  throw unsafeEntry(name, why);
 }
 
 /** Splits an entry name into components, refusing absolute names and `..`. */
@@ -127,56 +145,67 @@ export function entryComponents(raw: Buffer, display: string): Buffer[] {
   return parts;
 }
 
-function code(error: unknown): string | undefined {
-  const value = (error as { code?: unknown } | null)?.code;
-  return typeof value === "string" ? value : undefined;
+// libzstd output per call: bounded, so a tiny hostile frame cannot balloon one allocation.
+const ZSTD_OUTPUT = 4 << 20;
+
+/**
+ * Compressed bytes handed to the threadpool per decompression call: every
+ * hand-off costs two context switches (dear in a VM), and the network gives
+ * 64 KiB at a time.
+ */
+export const HANDOFF = 1 << 20;
+
+/** `source`'s bytes in chunks of at least `size` bytes (the last may be shorter). */
+export async function* coalesce(source: AsyncIterable<Buffer>, size: number): AsyncGenerator<Buffer> {
+  let pending: Buffer[] = [];
+  let bytes = 0;
+  for await (const chunk of source) {
+    pending.push(chunk);
+    bytes += chunk.length;
+    if (bytes >= size) {
+      yield pending.length === 1 ? pending[0]! : Buffer.concat(pending, bytes);
+      pending = [];
+      bytes = 0;
+    }
+  }
+  if (bytes > 0) yield Buffer.concat(pending, bytes);
 }
 
-// libzstd output per call: bounded, so a tiny hostile frame cannot balloon one allocation.
-const ZSTD_OUTPUT = 1 << 20;
-
-function zstdTransform(): Transform {
+/**
+ * zstd decompression on the threadpool (libzstd through @msb/native), one call
+ * at a time. A generator: each output waits for the consumer, so a small
+ * hostile frame that expands without end is never buffered whole.
+ */
+async function* zstdChunks(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
   const handle = zstdDecompressor();
   let done = false;
-  const feed = (transform: Transform, input: Buffer): void => {
+  async function* decode(input: Buffer): AsyncGenerator<Buffer> {
     let rest = input;
     for (;;) {
-      const result = zstdDecompress(handle, rest, ZSTD_OUTPUT);
-      if (result.output.length > 0) transform.push(result.output);
+      const result = await zstdDecompressAsync(handle, rest, ZSTD_OUTPUT);
+      if (result.output.length > 0) yield result.output;
       // A call that made no progress says nothing about the frame that ended before it.
       if (result.consumed > 0 || result.output.length > 0) done = result.done;
       rest = rest.subarray(result.consumed);
       if (rest.length === 0 && result.output.length < ZSTD_OUTPUT) return;
     }
-  };
-  return new Transform({
-    transform(chunk: Buffer, _encoding, callback) {
-      try {
-        feed(this, chunk);
-        callback();
-      } catch (error) {
-        callback(error as Error);
-      }
-    },
-    flush(callback) {
-      try {
-        feed(this, Buffer.alloc(0));
-        callback(done ? null : new Error("zstd stream ends inside a frame"));
-      } catch (error) {
-        callback(error as Error);
-      }
-    },
-  });
+  }
+  for await (const input of source) yield* decode(input);
+  yield* decode(Buffer.alloc(0));
+  if (!done) throw new Error("zstd stream ends inside a frame");
 }
 
 // zlib inflates on the thread pool: big output chunks and a deep buffer let it run ahead of the
 // untar on the main thread instead of waiting for it every 16 KiB (Node passes stream options through).
-const GUNZIP: ZlibOptions & TransformOptions = { chunkSize: 256 << 10, highWaterMark: 8 << 20 };
+const GUNZIP: ZlibOptions & TransformOptions = { chunkSize: 1 << 20, highWaterMark: 8 << 20 };
 
-function decompressor(compression: Compression): Transform {
-  if (compression === "gzip") return createGunzip(GUNZIP);
-  if (compression === "zstd") return zstdTransform();
-  return new PassThrough();
+/** The decompressed bytes of `source`, read ahead a little on the threadpool. */
+function decompressed(source: AsyncIterable<Buffer>, compression: Compression): Readable {
+  const pieces = Readable.from(coalesce(source, HANDOFF));
+  if (compression === "gzip") return pipeline(pieces, createGunzip(GUNZIP), () => undefined);
+  // Two outputs of up to ZSTD_OUTPUT ahead of the untar.
+  if (compression === "zstd") return Readable.from(zstdChunks(pieces), { highWaterMark: 2 });
+  return pieces;
 }
 
 /** Options of {@link unpackLayer}. */
@@ -205,9 +234,9 @@ export async function unpackLayer(source: AsyncIterable<Buffer>, compression: Co
   keepRawPaxXattrs(extract);
   const writer = new LayerWriter(dir);
   try {
-    const decompressed = pipeline(Readable.from(source), decompressor(compression), () => undefined);
+    const data = decompressed(source, compression);
     const feeding = (async () => {
-      for await (const chunk of decompressed as AsyncIterable<Buffer>) {
+      for await (const chunk of data as AsyncIterable<Buffer>) {
         if (!extract.write(chunk)) await once(extract, "drain");
       }
       extract.end(undefined);
@@ -217,9 +246,10 @@ export async function unpackLayer(source: AsyncIterable<Buffer>, compression: Co
     });
     const consuming = (async () => {
       for await (const entry of extract) await writer.entry(entry.header as TarHeader, entry as unknown as EntryBody);
+      await writer.finish();
     })().catch((error: unknown) => {
       extract.destroy(error as Error);
-      decompressed.destroy();
+      data.destroy();
       throw error;
     });
     const [consumed, fed] = await Promise.allSettled([consuming, feeding]);
@@ -235,200 +265,247 @@ export async function unpackLayer(source: AsyncIterable<Buffer>, compression: Co
       }
     }
   } finally {
-    writer.close();
+    await writer.close();
   }
 }
 
-/** Directory fds kept open between entries: a tar lists a directory's entries together, so most entries find their parent here. */
-const DIR_CACHE = 64;
-/** File data is gathered up to this many bytes (or {@link WRITE_CHUNKS} chunks) per writev. */
-const WRITE_BYTES = 1 << 20;
-const WRITE_CHUNKS = 256;
+/** A batch goes to the native writer at this many bytes of file data (or of encoded ops): big enough to pay for the hand-off, small enough to overlap. */
+const BATCH_DATA = 2 << 20;
+const BATCH_OPS = 256 << 10;
+/** The override of a directory tar makes without an entry of its own (the layer root, a missing parent): root-owned 0755. */
+const IMPLICIT_DIRECTORY = encodeOverrideStat({ uid: 0, gid: 0, mode: c.S_IFDIR | 0o755, rdev: 0 });
+/** `mtime` of an op that sets none. */
+const NO_MTIME = -(2n ** 63n);
 
-/** Writes every byte of `chunks` at the file position (writev may stop short). */
-function writeAll(fd: number, chunks: readonly Buffer[]): void {
-  let pending = chunks;
-  while (pending.length > 0) {
-    let written = writevSync(fd, pending);
-    let done = 0;
-    while (done < pending.length && written >= pending[done]!.length) written -= pending[done++]!.length;
-    pending = done < pending.length ? [pending[done]!.subarray(written), ...pending.slice(done + 1)] : [];
+/** The ops of one {@link layerWriterApply} batch, encoded as it reads them. */
+class OpsBuffer {
+  #bytes = Buffer.allocUnsafe(64 << 10);
+  length = 0;
+
+  #room(n: number): void {
+    if (this.length + n <= this.#bytes.length) return;
+    const grown = Buffer.allocUnsafe(Math.max(this.#bytes.length * 2, this.length + n));
+    this.#bytes.copy(grown, 0, 0, this.length);
+    this.#bytes = grown;
+  }
+
+  u8(value: number): void {
+    this.#room(1);
+    this.length = this.#bytes.writeUInt8(value, this.length);
+  }
+
+  u32(value: number): void {
+    this.#room(4);
+    this.length = this.#bytes.writeUInt32LE(value, this.length);
+  }
+
+  i64(value: bigint): void {
+    this.#room(8);
+    this.length = this.#bytes.writeBigInt64LE(value, this.length);
+  }
+
+  bytes(value: Uint8Array): void {
+    this.u32(value.length);
+    this.#room(value.length);
+    this.#bytes.set(value, this.length);
+    this.length += value.length;
+  }
+
+  path(parts: readonly Buffer[]): void {
+    this.bytes(Buffer.concat(parts.flatMap((p, i) => (i === 0 ? [p] : [SLASH_BYTE, p]))));
+  }
+
+  xattrs(list: readonly (readonly [name: string, value: Uint8Array])[]): void {
+    this.u32(list.length);
+    for (const [name, value] of list) {
+      this.bytes(Buffer.from(name));
+      this.bytes(value);
+    }
+  }
+
+  /** The encoded ops so far (a copy), and a fresh start. */
+  take(): Buffer {
+    const ops = Buffer.from(this.#bytes.subarray(0, this.length));
+    this.length = 0;
+    return ops;
   }
 }
 
+/** What {@link layerWriterApply} rejects with: a system error or one of its own codes, with the failed op's index. */
+interface WriterFailure {
+  readonly code?: string;
+  readonly message?: string;
+  readonly index?: number;
+  readonly linkTarget?: boolean;
+}
+
+/**
+ * Turns tar entries into the ops of a native layer writer and hands them
+ * over in batches: the system calls run on the threadpool while this thread
+ * decompresses and parses the next entries. Names are checked here first
+ * (absolute, `..`), and again in the writer, which resolves every directory
+ * from the root fd with openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS).
+ */
 class LayerWriter {
   readonly #root: number;
-  /**
-   * Open directory fds by their path below the root (latin1 of the raw
-   * bytes), least recently used first. A directory never leaves the layer
-   * while it unpacks (no entry may replace a directory), so a cached fd
-   * always names what its path names.
-   */
-  readonly #dirs = new Map<string, number>();
+  readonly #native: NativeLayerWriter;
+  readonly #ops = new OpsBuffer();
+  /** Entry name of each op of the batch being built, for errors. */
+  #names: string[] = [];
+  #chunks: Buffer[] = [];
+  #chunkBytes = 0;
+  /** The open file's entry name and how many of its chunks no WRITE op covers yet. */
+  #open: { display: string; unwritten: number } | undefined;
+  /** The batch the native writer runs now: settles with its failure, never rejects. */
+  #running: Promise<OciError | undefined> | undefined;
 
   constructor(dir: string) {
     this.#root = openat(c.AT_FDCWD, dir, c.O_RDONLY | c.O_DIRECTORY | c.O_NOFOLLOW);
-    // The layer root as tar makes it when the archive has no "./" entry to say otherwise.
-    fchmodSync(this.#root, 0o755);
-    fsetxattr(this.#root, OVERRIDE_STAT_XATTR, encodeOverrideStat({ uid: 0, gid: 0, mode: c.S_IFDIR | 0o755, rdev: 0 }));
+    try {
+      // The layer root as tar makes it when the archive has no "./" entry to say otherwise.
+      fchmodSync(this.#root, 0o755);
+      fsetxattr(this.#root, OVERRIDE_STAT_XATTR, IMPLICIT_DIRECTORY);
+      this.#native = layerWriter(this.#root, OVERRIDE_STAT_XATTR, IMPLICIT_DIRECTORY);
+    } catch (error) {
+      close(this.#root);
+      throw error;
+    }
   }
 
-  close(): void {
-    for (const fd of this.#dirs.values()) close(fd);
-    this.#dirs.clear();
+  /** Waits for the running batch, then closes every fd: nothing is written after this returns. */
+  async close(): Promise<void> {
+    await this.#running;
+    this.#running = undefined;
+    layerWriterClose(this.#native);
     close(this.#root);
   }
 
+  /** Hands the last batch over and waits for every batch: throws the first failure. */
+  async finish(): Promise<void> {
+    await this.#flush();
+    await this.#settle();
+  }
+
   async entry(header: TarHeader, body: EntryBody): Promise<void> {
+    try {
+      await this.#entry(header, body);
+    } catch (error) {
+      // An earlier entry's failure in the writer comes first, as it happened first.
+      await this.#flush();
+      await this.#settle();
+      throw error;
+    }
+  }
+
+  async #entry(header: TarHeader, body: EntryBody): Promise<void> {
     const pax = header.pax ?? {};
     // Names from a PAX header are UTF-8; ustar and GNU names are raw bytes (read as latin1).
     const rawName = Buffer.from(header.name, pax.path === undefined ? "latin1" : "utf8");
     const display = rawName.toString("utf8");
     const parts = entryComponents(rawName, display);
     const type: string = header.type;
-    try {
-      if (type === "file" || type === "contiguous-file") {
-        await this.#file(parts, display, header, body);
-        return;
-      }
+    if (type === "file" || type === "contiguous-file") {
+      await this.#file(parts, display, header, body);
+    } else {
       body.resume();
       if (type === "directory") this.#directory(parts, display, header);
       else if (type === "symlink") this.#symlink(parts, display, header);
       else if (type === "link") this.#hardlink(parts, display, header);
       else if (type === "character-device" || type === "block-device" || type === "fifo") await this.#file(parts, display, header, undefined);
       // Anything else (sockets cannot be in a tar; unknown vendor types) carries no file.
-    } catch (error) {
-      if (OciError.is(error)) throw error;
-      const errno = code(error);
-      if (errno === "EXDEV" || errno === "ELOOP") unsafe(display, "goes through a symlink or outside the layer");
-      throw new OciError("ERR_OCI_LAYER", display, `cannot unpack entry: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
     }
+    if (this.#chunkBytes >= BATCH_DATA || this.#ops.length >= BATCH_OPS) await this.#flush();
   }
 
-  /**
-   * The fd of the directory `parts` names (the root for none), from the
-   * cache or opened in one confined openat2; with `create`, missing
-   * directories are made as tar makes them (root-owned 0755). The fd belongs
-   * to the cache: callers never close it.
-   */
-  #directoryFd(parts: readonly Buffer[], display: string, create: boolean, why: string): number {
-    if (parts.length === 0) return this.#root;
-    const path = Buffer.concat(parts.flatMap((p, i) => (i === 0 ? [p] : [SLASH_BYTE, p])));
-    const key = path.toString("latin1");
-    const cached = this.#dirs.get(key);
-    if (cached !== undefined) {
-      this.#dirs.delete(key);
-      this.#dirs.set(key, cached);
-      return cached;
-    }
-    let fd: number;
-    try {
-      fd = openat2(this.#root, path, { flags: c.O_RDONLY | c.O_DIRECTORY, resolve: RESOLVE });
-    } catch (error) {
-      if (code(error) === "ELOOP" || code(error) === "EXDEV") unsafe(display, why);
-      if (code(error) !== "ENOENT" || !create) throw error;
-      const parent = this.#directoryFd(parts.slice(0, -1), display, true, why);
-      const base = parts[parts.length - 1]!;
-      mkdirat(parent, base, 0o700);
-      fd = openat2(parent, base, { flags: c.O_RDONLY | c.O_DIRECTORY, resolve: RESOLVE });
-      fsetxattr(fd, OVERRIDE_STAT_XATTR, encodeOverrideStat({ uid: 0, gid: 0, mode: c.S_IFDIR | 0o755, rdev: 0 }));
-    }
-    this.#dirs.set(key, fd);
-    if (this.#dirs.size > DIR_CACHE) {
-      const [oldestKey, oldest] = this.#dirs.entries().next().value as [string, number];
-      this.#dirs.delete(oldestKey);
-      close(oldest);
-    }
-    return fd;
+  #op(code: number, display: string): void {
+    this.#ops.u8(code);
+    this.#names.push(display);
   }
 
-  /** The parent directory of `parts` (created when missing) and the last component. */
-  #parent(parts: readonly Buffer[], display: string): [parent: number, base: Buffer] {
-    return [this.#directoryFd(parts.slice(0, -1), display, true, "goes through a symlink"), parts[parts.length - 1]!];
+  /** Covers the open file's pending chunks with a WRITE op. */
+  #write(): void {
+    if (this.#open === undefined || this.#open.unwritten === 0) return;
+    this.#op(LAYER_OPS.WRITE, this.#open.display);
+    this.#ops.u32(this.#open.unwritten);
+    this.#open.unwritten = 0;
   }
 
-  /**
-   * Runs `make` for a new name. When the name exists, a later tar entry
-   * replaces an earlier one: the old non-directory is removed and `make`
-   * runs again; a directory stays (for a directory entry, `make` is then
-   * skipped) and is an error for anything else.
-   */
-  #create<T>(parent: number, base: Buffer, display: string, directory: boolean, make: () => T): T | undefined {
-    try {
-      return make();
-    } catch (error) {
-      if (code(error) !== "EEXIST") throw error;
-    }
-    if ((fstatat(parent, base, c.AT_SYMLINK_NOFOLLOW).mode & c.S_IFMT) === c.S_IFDIR) {
-      if (directory) return undefined;
-      throw new OciError("ERR_OCI_LAYER", display, "a non-directory entry replaces a directory of the same layer");
-    }
-    unlinkat(parent, base);
-    return make();
+  /** Hands the batch built so far to the native writer, once the one before it is done. */
+  async #flush(): Promise<void> {
+    this.#write();
+    if (this.#ops.length === 0) return;
+    const ops = this.#ops.take();
+    const names = this.#names;
+    const chunks = this.#chunks;
+    this.#names = [];
+    this.#chunks = [];
+    this.#chunkBytes = 0;
+    await this.#settle();
+    this.#running = layerWriterApply(this.#native, ops, chunks).then(
+      () => undefined,
+      (error: unknown) => writerError(error, names),
+    );
   }
 
-  #metadata(fd: number, header: TarHeader, typeBits: number, rdev: number): void {
-    const perms = (header.mode) & 0o7777;
+  /** Waits for the running batch; throws its failure. */
+  async #settle(): Promise<void> {
+    const failure = await this.#running;
+    this.#running = undefined;
+    if (failure !== undefined) throw failure;
+  }
+
+  #metadata(header: TarHeader, typeBits: number, rdev: number): void {
+    const perms = header.mode & 0o7777;
     const owner = typeBits === c.S_IFDIR ? 0o700 : 0o600;
-    fchmodSync(fd, (perms & 0o777) | owner);
-    fsetxattr(fd, OVERRIDE_STAT_XATTR, encodeOverrideStat({ uid: header.uid, gid: header.gid, mode: typeBits | perms, rdev }));
+    const xattrs: [string, Uint8Array][] = [[OVERRIDE_STAT_XATTR, encodeOverrideStat({ uid: header.uid, gid: header.gid, mode: typeBits | perms, rdev })]];
     for (const [xattr, value] of header.pax?.[PAX_XATTRS] ?? []) {
       const name = hostXattrName(xattr);
-      if (name !== undefined) fsetxattr(fd, name, value);
+      if (name !== undefined) xattrs.push([name, value]);
     }
-    const mtime = header.mtime as Date | undefined;
-    if (typeBits !== c.S_IFDIR && mtime instanceof Date && !Number.isNaN(mtime.getTime())) {
-      const sec = Math.floor(mtime.getTime() / 1000);
-      utimensat(fd, null, { sec }, { sec });
+    this.#ops.u32((perms & 0o777) | owner);
+    if (typeBits !== c.S_IFDIR) {
+      const mtime = header.mtime as Date | undefined;
+      const ms = mtime instanceof Date ? mtime.getTime() : NaN;
+      this.#ops.i64(Number.isNaN(ms) ? NO_MTIME : BigInt(Math.floor(ms / 1000)));
     }
+    this.#ops.xattrs(xattrs);
   }
 
   async #file(parts: readonly Buffer[], display: string, header: TarHeader, body: EntryBody | undefined): Promise<void> {
     if (parts.length === 0) unsafe(display, "names the layer root as a file");
-    const [parent, base] = this.#parent(parts, display);
-    const fd = this.#create(parent, base, display, false, () =>
-      openat2(parent, base, { flags: c.O_WRONLY | c.O_CREAT | c.O_EXCL | c.O_NOFOLLOW, mode: 0o600, resolve: RESOLVE }),
-    )!;
-    try {
-      if (body !== undefined) {
-        // Few, big writes: the data comes in chunks of a few KiB.
-        let gathered: Buffer[] = [];
-        let bytes = 0;
-        for await (const chunk of body) {
-          gathered.push(chunk);
-          bytes += chunk.length;
-          if (bytes >= WRITE_BYTES || gathered.length >= WRITE_CHUNKS) {
-            writeAll(fd, gathered);
-            gathered = [];
-            bytes = 0;
-          }
-        }
-        writeAll(fd, gathered);
+    this.#op(LAYER_OPS.OPEN_FILE, display);
+    this.#ops.path(parts);
+    const open = { display, unwritten: 0 };
+    this.#open = open;
+    if (body !== undefined) {
+      for await (const chunk of body) {
+        this.#chunks.push(chunk);
+        this.#chunkBytes += chunk.length;
+        open.unwritten++;
+        // A big file goes over in several batches, never whole into memory.
+        if (this.#chunkBytes >= BATCH_DATA) await this.#flush();
       }
-      const typeBits = TYPE_BITS[header.type] ?? c.S_IFREG;
-      const device = typeBits === c.S_IFCHR || typeBits === c.S_IFBLK;
-      this.#metadata(fd, header, typeBits, device ? makedev(header.devmajor, header.devminor) : 0);
-    } finally {
-      closeSync(fd);
+      this.#write();
     }
+    this.#open = undefined;
+    const typeBits = TYPE_BITS[header.type] ?? c.S_IFREG;
+    const device = typeBits === c.S_IFCHR || typeBits === c.S_IFBLK;
+    this.#op(LAYER_OPS.CLOSE_FILE, display);
+    this.#metadata(header, typeBits, device ? makedev(header.devmajor, header.devminor) : 0);
   }
 
   #directory(parts: readonly Buffer[], display: string, header: TarHeader): void {
-    if (parts.length === 0) {
-      this.#metadata(this.#root, header, c.S_IFDIR, 0);
-      return;
-    }
-    const [parent, base] = this.#parent(parts, display);
-    this.#create(parent, base, display, true, () => mkdirat(parent, base, 0o700));
-    this.#metadata(this.#directoryFd(parts, display, false, "goes through a symlink"), header, c.S_IFDIR, 0);
+    this.#op(LAYER_OPS.DIRECTORY, display);
+    this.#ops.path(parts);
+    this.#metadata(header, c.S_IFDIR, 0);
   }
 
   #symlink(parts: readonly Buffer[], display: string, header: TarHeader): void {
     if (parts.length === 0) unsafe(display, "names the layer root as a symlink");
-    const target = Buffer.from(header.linkname ?? "", header.pax?.linkpath === undefined ? "latin1" : "utf8");
     // The target is data for the guest: it is never followed on the host.
-    const [parent, base] = this.#parent(parts, display);
-    this.#create(parent, base, display, false, () => symlinkat(target, parent, base));
+    this.#op(LAYER_OPS.SYMLINK, display);
+    this.#ops.path(parts);
+    this.#ops.bytes(Buffer.from(header.linkname ?? "", header.pax?.linkpath === undefined ? "latin1" : "utf8"));
   }
 
   #hardlink(parts: readonly Buffer[], display: string, header: TarHeader): void {
@@ -442,17 +519,20 @@ class LayerWriter {
       unsafe(display, `links to '${targetDisplay}', outside the layer`);
     }
     if (targetParts.length === 0) unsafe(display, "links to the layer root");
-    // The new name's parent first: finding the target's parent then caches at most one more fd,
-    // which can only evict an older one than the fd in hand.
-    const [parent, base] = this.#parent(parts, display);
-    let targetParent: number;
-    try {
-      targetParent = this.#directoryFd(targetParts.slice(0, -1), display, false, "links through a symlink");
-    } catch (error) {
-      if (OciError.is(error)) throw error;
-      throw new OciError("ERR_OCI_LAYER", display, "hard link target is not in the layer", { cause: error });
-    }
-    // No AT_SYMLINK_FOLLOW: a link to a symlink links the symlink itself.
-    this.#create(parent, base, display, false, () => linkat(targetParent, targetParts[targetParts.length - 1]!, parent, base));
+    this.#op(LAYER_OPS.LINK, display);
+    this.#ops.path(parts);
+    this.#ops.path(targetParts);
   }
+}
+
+/** The {@link OciError} for a native writer failure, named after the entry of the failed op. */
+function writerError(error: unknown, names: readonly string[]): OciError {
+  const failure = error as WriterFailure;
+  const display = names[failure.index ?? -1];
+  if (display === undefined) return new OciError("ERR_OCI_LAYER", "layer writer", `cannot unpack layer: ${failure.message ?? String(error)}`, { cause: error });
+  if (failure.code === "ERR_MSB_LAYER_UNSAFE") return unsafeEntry(display, failure.message ?? "goes outside the layer");
+  if (failure.code === "ERR_MSB_LAYER_REPLACES_DIR") return new OciError("ERR_OCI_LAYER", display, "a non-directory entry replaces a directory of the same layer");
+  if (failure.linkTarget === true) return new OciError("ERR_OCI_LAYER", display, "hard link target is not in the layer", { cause: error });
+  if (failure.code === "EXDEV" || failure.code === "ELOOP") return unsafeEntry(display, "goes through a symlink or outside the layer");
+  return new OciError("ERR_OCI_LAYER", display, `cannot unpack entry: ${failure.message ?? String(error)}`, { cause: error });
 }
