@@ -242,7 +242,13 @@ class Inbox<T> {
 class SendWindow {
   private unacked = 0;
   private waiters: (() => void)[] = [];
-  failure: Error | undefined;
+  #failure: Error | (() => Error) | undefined;
+
+  /** Why nothing more may be sent, if so. */
+  get failure(): Error | undefined {
+    if (typeof this.#failure === "function") this.#failure = this.#failure();
+    return this.#failure;
+  }
 
   sent(n: number): void {
     this.unacked += n;
@@ -254,8 +260,9 @@ class SendWindow {
     this.wake();
   }
 
-  fail(error: Error): void {
-    this.failure = error;
+  /** Ends sending with `error`, or with what `error` makes when first needed (an Error's stack is dear on a hot path). */
+  fail(error: Error | (() => Error)): void {
+    this.#failure = error;
     this.wake();
   }
 
@@ -266,8 +273,9 @@ class SendWindow {
   }
 
   async room(): Promise<void> {
-    while (this.failure === undefined && this.unacked >= STREAM_WINDOW) await new Promise<void>((resolve) => this.waiters.push(resolve));
-    if (this.failure !== undefined) throw this.failure;
+    while (this.#failure === undefined && this.unacked >= STREAM_WINDOW) await new Promise<void>((resolve) => this.waiters.push(resolve));
+    const failure = this.failure;
+    if (failure !== undefined) throw failure;
   }
 }
 
@@ -337,7 +345,7 @@ export class ExecProcess implements AsyncIterable<ExecEvent> {
             const guestMicros = optional(body, "guest_us", int);
             const exit = { code: int(body, "code", 0, 255), signal: optional(body, "signal", (b, k) => int(b, k, 1, 64)) ?? null, ...(guestMicros === undefined ? {} : { guestMicros }) };
             this.finished = true;
-            this.window.fail(new VmmError("ERR_VMM_INVALID", command, "the process has exited"));
+            this.window.fail(() => new VmmError("ERR_VMM_INVALID", command, "the process has exited"));
             this.events.push({ type: "exited", ...exit });
             this.events.end();
             exited(exit);
