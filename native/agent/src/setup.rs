@@ -286,18 +286,9 @@ fn run(s: Setup) -> Result<(), Fail> {
             let _ = std::fs::create_dir_all(&target);
         }
         let staged = c(format!("{API_STAGE}/{name}").as_bytes());
-        let moved = unsafe {
-            sys::mount(
-                staged.as_ptr(),
-                c(target.as_bytes()).as_ptr(),
-                std::ptr::null(),
-                sys::MS_MOVE,
-                std::ptr::null(),
-            )
-        };
-        if moved != 0 {
+        if let Err(e) = sys::move_mount(&staged, &c(target.as_bytes())) {
             // Not fatal: a rootfs without the directory still runs most commands.
-            log!("mount {target}: {}", sys::errno_text(sys::errno()));
+            log!("mount {target}: {}", sys::errno_text(e));
         }
     }
     // Volumes go in before the switch of root: their mounts staged at boot
@@ -311,16 +302,9 @@ fn run(s: Setup) -> Result<(), Fail> {
         if sys::chdir(c"/newroot".as_ptr()) != 0 {
             return Err(fail(sys::errno(), "chdir /newroot"));
         }
-        if sys::mount(
-            c".".as_ptr(),
-            c"/".as_ptr(),
-            std::ptr::null(),
-            sys::MS_MOVE,
-            std::ptr::null(),
-        ) != 0
-        {
-            return Err(fail(sys::errno(), "MS_MOVE /newroot to /"));
-        }
+    }
+    sys::move_mount(c".", c"/").map_err(|e| fail(e, "MS_MOVE /newroot to /"))?;
+    unsafe {
         if sys::chroot(c".".as_ptr()) != 0 {
             return Err(fail(sys::errno(), "chroot"));
         }
@@ -515,7 +499,7 @@ fn open_fuse_port(tag: &str, wait: Duration) -> Result<(c_int, c_int), Fail> {
 }
 
 /// Opens the port `tag` and a /dev/fuse and mounts that FUSE connection at
-/// `target` (read-write; setup makes a read-only mount so per mount).
+/// `target`, read-write (setup makes a mount read-only by a bind remount).
 fn mount_fuse_port(
     tag: &str,
     target: &std::ffi::CStr,
@@ -582,22 +566,12 @@ fn fuse_mount(tag: &str, target: &std::ffi::CStr, ro: bool) -> Result<(), Fail> 
     };
     let mount = match staged {
         Some(mount) => {
-            let from = c(format!("{FUSE_STAGE}/{tag}").as_bytes());
-            let moved = unsafe {
-                sys::mount(
-                    from.as_ptr(),
-                    target.as_ptr(),
-                    std::ptr::null(),
-                    sys::MS_MOVE,
-                    std::ptr::null(),
-                )
-            };
-            if moved != 0 {
-                return Err(fail(
-                    sys::errno(),
+            sys::move_mount(&c(format!("{FUSE_STAGE}/{tag}").as_bytes()), target).map_err(|e| {
+                fail(
+                    e,
                     format!("move the {tag} mount to {}", target.to_string_lossy()),
-                ));
-            }
+                )
+            })?;
             mount
         }
         None => mount_fuse_port(tag, target, Duration::from_secs(2))?,

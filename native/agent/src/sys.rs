@@ -183,6 +183,20 @@ pub fn mount_fs(
     check(unsafe { mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), flags, d) }).map(|_| ())
 }
 
+/// Moves the mount at `from` to `to` (MS_MOVE), its submounts with it.
+pub fn move_mount(from: &CStr, to: &CStr) -> Result<(), i32> {
+    check(unsafe {
+        mount(
+            from.as_ptr(),
+            to.as_ptr(),
+            std::ptr::null(),
+            MS_MOVE,
+            std::ptr::null(),
+        )
+    })
+    .map(|_| ())
+}
+
 /// Writes all of `buf`, retrying short writes and EINTR/EAGAIN.
 pub fn write_all(fd: c_int, mut buf: &[u8]) -> Result<(), i32> {
     while !buf.is_empty() {

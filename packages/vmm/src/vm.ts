@@ -214,7 +214,7 @@ export class MicroVm implements AsyncDisposable {
       cpus: options.cpus ?? 1,
       kernel: assets.kernel,
       initramfs: assets.initramfs,
-      // The agent opens the filesystem ports at boot, before the saved state is taken.
+      // The agent mounts each filesystem port at boot, before the saved state is taken.
       cmdline: `${assets.cmdline} msb.fs_ports=${String(mounts.length)}`,
     };
     const disks = await Promise.all(
