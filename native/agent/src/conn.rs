@@ -170,7 +170,20 @@ impl Conn {
         let mut chunk = vec![0u8; 256 * 1024];
         let mut connected = false;
         let mut draining = false;
+        // Every byte read so far was a whole frame: most likely nothing more
+        // is queued, so wait for data first instead of paying a read that
+        // fails with EAGAIN before every wait.
+        let mut wait_first = false;
         loop {
+            if wait_first {
+                wait_first = false;
+                let mut p = sys::pollfd {
+                    fd: self.fd,
+                    events: sys::POLLIN,
+                    revents: 0,
+                };
+                unsafe { sys::poll(&mut p, 1, 1000) };
+            }
             let n = unsafe { sys::read(self.fd, chunk.as_mut_ptr() as *mut _, chunk.len()) };
             if n < 0 {
                 let e = sys::errno();
@@ -242,6 +255,7 @@ impl Conn {
             } else if start > 0 {
                 buf.drain(..start);
             }
+            wait_first = buf.is_empty();
         }
     }
 

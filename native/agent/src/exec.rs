@@ -75,6 +75,71 @@ pub fn start_reaper() {
     }
 }
 
+/// Eventfds that wake pump loops, kept across sessions: creating one per
+/// exec was a measurable part of an exec's guest-side cost under TCG.
+mod wake_pool {
+    use super::{c_int, lock, sys};
+    use std::sync::Mutex;
+
+    /// Eventfds kept for reuse; more are closed.
+    const KEEP: usize = 32;
+    static FREE: Mutex<Vec<c_int>> = Mutex::new(Vec::new());
+
+    /// A non-blocking eventfd, reused when one is free (its count cleared).
+    pub fn take() -> Result<c_int, i32> {
+        if let Some(fd) = lock(&FREE).pop() {
+            let mut count = [0u8; 8];
+            let _ = sys::read_some(fd, &mut count);
+            return Ok(fd);
+        }
+        let fd = unsafe { sys::eventfd(0, sys::O_CLOEXEC | sys::O_NONBLOCK) };
+        if fd < 0 { Err(sys::errno()) } else { Ok(fd) }
+    }
+
+    /// Returns `fd` once its session is gone (no waker can write to it any more).
+    pub fn give(fd: c_int) {
+        let mut free = lock(&FREE);
+        if free.len() < KEEP {
+            free.push(fd);
+        } else {
+            drop(free);
+            unsafe { sys::close(fd) };
+        }
+    }
+}
+
+/// Pipes made ahead of time for children's stdout and stderr: an exec takes
+/// ready ones, and the thread that ends an exec makes new ones after its
+/// reply has gone out, so the pipe2 calls (each a measurable part of an
+/// exec's guest-side cost under TCG) run while the agent would be idle.
+/// A pipe here was never given to any process.
+pub mod pipe_pool {
+    use super::{c_int, lock, sys};
+    use std::sync::Mutex;
+
+    /// Pipes kept ready: two execs' stdout and stderr.
+    const READY: usize = 4;
+    static POOL: Mutex<Vec<(c_int, c_int)>> = Mutex::new(Vec::new());
+
+    /// A ready pipe (read end, write end), or a new one when none is left.
+    pub fn take() -> Result<(c_int, c_int), i32> {
+        match lock(&POOL).pop() {
+            Some(pipe) => Ok(pipe),
+            None => sys::pipe_cloexec(),
+        }
+    }
+
+    /// Tops the pool up to `READY` pipes.
+    pub fn refill() {
+        while lock(&POOL).len() < READY {
+            let Ok(pipe) = sys::pipe_cloexec() else {
+                return;
+            };
+            lock(&POOL).push(pipe);
+        }
+    }
+}
+
 // ------------------------------------------------------------------ session
 
 enum StdinMsg {
@@ -105,8 +170,8 @@ pub struct Exec {
     stdin_pipe: bool,
     /// pty master (-1 without tty); closed when the session is dropped
     master: AtomicI32,
-    wake_r: c_int,
-    wake_w: c_int,
+    /// Wakes the pump loop (an eventfd lent by `wake_pool` for the session's life).
+    wake: c_int,
     state: Mutex<State>,
     stdin_tx: Mutex<Option<mpsc::Sender<StdinMsg>>>,
     stdin_queued: AtomicU64,
@@ -114,9 +179,8 @@ pub struct Exec {
 
 impl Drop for Exec {
     fn drop(&mut self) {
+        wake_pool::give(self.wake);
         unsafe {
-            sys::close(self.wake_r);
-            sys::close(self.wake_w);
             let m = self.master.load(Ordering::SeqCst);
             if m >= 0 {
                 sys::close(m);
@@ -127,8 +191,8 @@ impl Drop for Exec {
 
 impl Exec {
     fn wake(&self) {
-        let b = [1u8];
-        unsafe { sys::write(self.wake_w, b.as_ptr() as *const _, 1) };
+        let one = 1u64.to_ne_bytes();
+        unsafe { sys::write(self.wake, one.as_ptr() as *const _, one.len()) };
     }
 
     fn on_exit(&self, status: c_int) {
@@ -139,6 +203,7 @@ impl Exec {
             let lifetime = st.lifetime;
             drop(st);
             conn().send(self.id, FLAG_END, &exited(status, lifetime));
+            pipe_pool::refill();
         } else {
             drop(st);
             self.wake();
@@ -490,13 +555,13 @@ fn plan(body: &Value) -> Result<Plan, Failure> {
 // ------------------------------------------------------------------ request
 
 pub fn request(c: &'static Conn, id: u32, flags: u8, body: Value) {
-    let (wake_r, wake_w) = match sys::pipe_cloexec() {
-        Ok(p) => p,
+    let wake = match wake_pool::take() {
+        Ok(fd) => fd,
         Err(e) => {
             c.send_unregistered(
                 id,
                 FLAG_END,
-                &proto::error_body(sys::errno_name(e), e, "cannot create a pipe", None),
+                &proto::error_body(sys::errno_name(e), e, "cannot create an eventfd", None),
             );
             return;
         }
@@ -510,8 +575,7 @@ pub fn request(c: &'static Conn, id: u32, flags: u8, body: Value) {
         tty,
         stdin_pipe,
         master: AtomicI32::new(-1),
-        wake_r,
-        wake_w,
+        wake,
         state: Mutex::new(State::default()),
         stdin_tx: Mutex::new(Some(tx)),
         stdin_queued: AtomicU64::new(0),
@@ -534,6 +598,8 @@ fn fail(c: &Conn, id: u32, f: Failure) {
 /// Pipes and pty prepared for one child: (child side, parent side).
 struct Stdio {
     child_in: c_int,
+    /// `child_in` is the kept `/dev/null`: not closed after the spawn.
+    shared_in: bool,
     child_out: c_int,
     child_err: c_int,
     parent_in: c_int,
@@ -579,12 +645,28 @@ fn open_pty(rows: u16, cols: u16) -> Result<(c_int, c_int), i32> {
     }
 }
 
+/// `/dev/null`, the stdin of children without one: opened by the first exec
+/// that needs it (after the root switch) and kept, an open and a close
+/// fewer per exec. None when it cannot be opened (then an ended pipe serves).
+fn dev_null() -> Option<c_int> {
+    static NULL: OnceLock<c_int> = OnceLock::new();
+    if let Some(fd) = NULL.get() {
+        return Some(*fd);
+    }
+    let fd = sys::open_path("/dev/null", sys::O_RDWR).ok()?;
+    if NULL.set(fd).is_err() {
+        unsafe { sys::close(fd) };
+    }
+    NULL.get().copied()
+}
+
 fn make_stdio(p: &Plan) -> Result<Stdio, i32> {
     if let Some((rows, cols)) = p.tty {
         let (master, slave) = open_pty(rows, cols)?;
         let parent_in = unsafe { dup_cloexec(master) };
         return Ok(Stdio {
             child_in: slave,
+            shared_in: false,
             child_out: slave,
             child_err: slave,
             parent_in,
@@ -593,23 +675,24 @@ fn make_stdio(p: &Plan) -> Result<Stdio, i32> {
             master,
         });
     }
-    let (out_r, out_w) = sys::pipe_cloexec()?;
-    let (err_r, err_w) = sys::pipe_cloexec()?;
+    let (out_r, out_w) = pipe_pool::take()?;
+    let (err_r, err_w) = pipe_pool::take().inspect_err(|_| unsafe {
+        sys::close(out_r);
+        sys::close(out_w);
+    })?;
+    let null = if p.stdin_pipe { None } else { dev_null() };
     let (child_in, parent_in) = if p.stdin_pipe {
         sys::pipe_cloexec()?
+    } else if let Some(null) = null {
+        (null, -1)
     } else {
-        (
-            sys::open_path("/dev/null", sys::O_RDWR).or_else(|_| {
-                sys::pipe_cloexec().map(|(r, w)| {
-                    unsafe { sys::close(w) };
-                    r
-                })
-            })?,
-            -1,
-        )
+        let (r, w) = sys::pipe_cloexec()?;
+        unsafe { sys::close(w) };
+        (r, -1)
     };
     Ok(Stdio {
         child_in,
+        shared_in: null.is_some(),
         child_out: out_w,
         child_err: err_w,
         parent_in,
@@ -813,7 +896,7 @@ fn run(c: &'static Conn, s: Arc<Exec>, body: Value, stdin_rx: mpsc::Receiver<Std
     // Parent: close the child's ends.
     unsafe {
         for fd in [io.child_in, io.child_out, io.child_err] {
-            if fd >= 0 && fd != io.child_out {
+            if fd >= 0 && fd != io.child_out && !(fd == io.child_in && io.shared_in) {
                 sys::close(fd);
             }
         }
@@ -963,6 +1046,7 @@ fn pump_with(c: &Conn, s: &Exec, out: c_int, err: c_int, tty: bool, buf: &mut [u
         if !out_open && !err_open {
             if let Some(status) = status {
                 c.send(id, FLAG_END, &exited(status, lifetime));
+                pipe_pool::refill();
                 return;
             }
             // The output ended before the reaper saw the exit: it sends `exited`
@@ -975,7 +1059,7 @@ fn pump_with(c: &Conn, s: &Exec, out: c_int, err: c_int, tty: bool, buf: &mut [u
             continue;
         }
         let mut fds = vec![sys::pollfd {
-            fd: s.wake_r,
+            fd: s.wake,
             events: sys::POLLIN,
             revents: 0,
         }];
@@ -1004,7 +1088,7 @@ fn pump_with(c: &Conn, s: &Exec, out: c_int, err: c_int, tty: bool, buf: &mut [u
         }
         if fds[0].revents != 0 {
             let mut b = [0u8; 64];
-            let _ = sys::read_some(s.wake_r, &mut b);
+            let _ = sys::read_some(s.wake, &mut b);
         }
         for (i, (name, fd)) in which.iter().enumerate() {
             if fds[i + 1].revents == 0 {

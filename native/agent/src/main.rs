@@ -47,6 +47,7 @@ fn main() {
     setup::stage_fuse_mounts(fs_ports);
     // setup, the first exec, and each filesystem's two relay loops
     workers::prestart(2 + 2 * fs_ports);
+    exec::pipe_pool::refill();
     log!(
         "ready ({} ms since start, modules {} ms)",
         t0.elapsed().as_millis(),

@@ -58,6 +58,7 @@ unsafe extern "C" {
     pub fn read(fd: c_int, buf: *mut c_void, n: usize) -> isize;
     pub fn write(fd: c_int, buf: *const c_void, n: usize) -> isize;
     pub fn pipe2(fds: *mut c_int, flags: c_int) -> c_int;
+    pub fn eventfd(initval: u32, flags: c_int) -> c_int;
     pub fn dup2(old: c_int, new: c_int) -> c_int;
     pub fn poll(fds: *mut pollfd, n: c_ulong, timeout: c_int) -> c_int;
     pub fn ioctl(fd: c_int, req: c_ulong, ...) -> c_int;
@@ -106,6 +107,7 @@ pub const O_WRONLY: c_int = 1;
 pub const O_RDWR: c_int = 2;
 pub const O_NOCTTY: c_int = 0o400;
 pub const O_CLOEXEC: c_int = 0o2000000;
+pub const O_NONBLOCK: c_int = 0o4000;
 
 pub const POLLIN: i16 = 1;
 pub const POLLOUT: i16 = 4;

@@ -87,10 +87,54 @@ class Writer {
     this.buf[this.length++] = byte;
   }
 
+  /** A text string; short ASCII ones byte by byte (a TextEncoder call and its array cost more). */
+  text(value: string): void {
+    const n = value.length;
+    if (n <= SHORT_TEXT) {
+      this.reserve(2 + n);
+      const start = this.length;
+      this.head(3, n);
+      let i = 0;
+      for (; i < n; i++) {
+        const unit = value.charCodeAt(i);
+        if (unit >= 0x80) break;
+        this.buf[this.length + i] = unit;
+      }
+      if (i === n) {
+        this.length += n;
+        return;
+      }
+      this.length = start;
+    }
+    const utf8 = textEncoder.encode(value);
+    this.head(3, utf8.length);
+    this.bytes(utf8);
+  }
+
+  /** Starts over, leaving room for `prefix` bytes in front, which the caller fills. */
+  reset(prefix: number): void {
+    this.length = 0;
+    this.reserve(prefix);
+    this.length = prefix;
+  }
+
+  /** A copy of what was written; a buffer grown past `KEEP_BYTES` (a large chunk) is let go. */
   result(): Uint8Array {
-    return this.buf.slice(0, this.length);
+    const out = this.buf.slice(0, this.length);
+    if (this.buf.length > KEEP_BYTES) {
+      this.buf = new Uint8Array(256);
+      this.view = new DataView(this.buf.buffer);
+    }
+    return out;
   }
 }
+
+/** The shared writer keeps a buffer up to this size between encodings. */
+const KEEP_BYTES = 64 * 1024;
+/** Strings up to this many UTF-16 units take the ASCII paths of the codec. */
+const SHORT_TEXT = 64;
+/** One writer for every encoding: encoding runs no caller code, so calls never overlap. */
+const writer = new Writer();
 
 const MAX_U64 = 0xffffffffffffffffn;
 const MIN_I64 = -0x8000000000000000n;
@@ -108,11 +152,7 @@ function encodeInto(w: Writer, value: CborValue, depth: number): void {
     if (value > MAX_U64 || value < MIN_I64) throw new RangeError(`integer ${String(value)} is out of the 64-bit range`);
     return value >= 0n ? w.head(0, value) : w.head(1, -1n - value);
   }
-  if (typeof value === "string") {
-    const utf8 = textEncoder.encode(value);
-    w.head(3, utf8.length);
-    return w.bytes(utf8);
-  }
+  if (typeof value === "string") return w.text(value);
   if (value instanceof Uint8Array) {
     w.head(2, value.length);
     return w.bytes(value);
@@ -126,21 +166,20 @@ function encodeInto(w: Writer, value: CborValue, depth: number): void {
   const entries = Object.entries(value as CborMap).filter((entry): entry is [string, CborValue] => entry[1] !== undefined);
   w.head(5, entries.length);
   for (const [key, item] of entries) {
-    const utf8 = textEncoder.encode(key);
-    w.head(3, utf8.length);
-    w.bytes(utf8);
+    w.text(key);
     encodeInto(w, item, depth + 1);
   }
 }
 
 /**
  * Encodes a value in the protocol's CBOR subset: shortest forms, map keys in
- * insertion order, `undefined` map values left out.
+ * insertion order, `undefined` map values left out. With `prefix`, the
+ * result starts with that many bytes for the caller to fill (a frame header).
  */
-export function encodeCbor(value: CborValue): Uint8Array {
-  const w = new Writer();
-  encodeInto(w, value, 0);
-  return w.result();
+export function encodeCbor(value: CborValue, prefix = 0): Uint8Array {
+  writer.reset(prefix);
+  encodeInto(writer, value, 0);
+  return writer.result();
 }
 
 class Reader {
@@ -206,6 +245,20 @@ class Reader {
 
   text(arg: number | bigint, at: number): string {
     const n = this.length(arg, at);
+    if (n <= SHORT_TEXT) {
+      // ASCII is valid UTF-8 as it is: no decoder call for the usual short keys and tags.
+      let text = "";
+      let i = 0;
+      for (; i < n; i++) {
+        const byte = this.buf[this.pos + i]!;
+        if (byte >= 0x80) break;
+        text += String.fromCharCode(byte);
+      }
+      if (i === n) {
+        this.pos += n;
+        return text;
+      }
+    }
     try {
       return textDecoder.decode(this.take(n));
     } catch (cause) {

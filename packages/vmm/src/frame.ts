@@ -34,14 +34,14 @@ export class FrameError extends Error {
 /** Encodes one frame; an `undefined` body makes an empty body (CANCEL only). */
 export function encodeFrame(id: number, flags: number, body: CborValue | undefined): Uint8Array {
   if (!Number.isInteger(id) || id < 0 || id > 0xffffffff) throw new RangeError(`stream id ${String(id)} is not a u32`);
-  const payload = body === undefined ? new Uint8Array(0) : encodeCbor(body);
-  if (payload.length > MAX_BODY) throw new RangeError(`frame body of ${String(payload.length)} bytes exceeds ${String(MAX_BODY)}`);
-  const out = new Uint8Array(FRAME_HEADER + payload.length);
-  const view = new DataView(out.buffer);
-  view.setUint32(0, 5 + payload.length, true);
+  // The body is encoded behind room for the header: one array per frame.
+  const out = body === undefined ? new Uint8Array(FRAME_HEADER) : encodeCbor(body, FRAME_HEADER);
+  const bodyLength = out.length - FRAME_HEADER;
+  if (bodyLength > MAX_BODY) throw new RangeError(`frame body of ${String(bodyLength)} bytes exceeds ${String(MAX_BODY)}`);
+  const view = new DataView(out.buffer, out.byteOffset, FRAME_HEADER);
+  view.setUint32(0, 5 + bodyLength, true);
   view.setUint32(4, id, true);
   out[8] = flags;
-  out.set(payload, FRAME_HEADER);
   return out;
 }
 

@@ -67,6 +67,31 @@ describe("CBOR subset", () => {
     expect(decodeCbor(encodeCbor(value))).toEqual(value);
   });
 
+  it("encodes text as UTF-8 whatever its length and characters", () => {
+    const texts = ["", "a", "x".repeat(23), "x".repeat(24), "x".repeat(64), "x".repeat(65), "é", `${"x".repeat(63)}é`, `é${"x".repeat(63)}`, "\u{1f600}", "\u007f\u0080", "y".repeat(300)];
+    for (const text of texts) {
+      const utf8 = Buffer.from(text, "utf8");
+      const head = utf8.length < 24 ? [0x60 | utf8.length] : utf8.length < 256 ? [0x78, utf8.length] : [0x79, utf8.length >> 8, utf8.length & 0xff];
+      expect(Buffer.from(encodeCbor(text)).toString("hex"), text).toBe(Buffer.concat([Buffer.from(head), utf8]).toString("hex"));
+      expect(decodeCbor(encodeCbor({ [text]: text }))).toEqual({ [text]: text });
+    }
+  });
+
+  it("rejects short and long text strings that are not UTF-8", () => {
+    for (const bad of ["6180", "62c080", "63e28228", "78" + "41" + "61".repeat(64) + "ff"]) {
+      expect(() => decodeCbor(Buffer.from(bad, "hex")), bad).toThrow(/not valid UTF-8/);
+    }
+  });
+
+  it("returns each encoding as its own bytes, also after a large one", () => {
+    const first = encodeCbor({ t: "first" });
+    const large = encodeCbor({ t: "data", data: new Uint8Array(200_000).fill(9) });
+    const second = encodeCbor({ t: "second" });
+    expect(decodeCbor(first)).toEqual({ t: "first" });
+    expect((decodeCbor(large) as { data: Uint8Array }).data.every((b) => b === 9)).toBe(true);
+    expect(decodeCbor(second)).toEqual({ t: "second" });
+  });
+
   it("keeps a hostile __proto__ key as a plain key", () => {
     const body = Buffer.from("a1695f5f70726f746f5f5fa0", "hex"); // {"__proto__": {}}
     const decoded = decodeCbor(body) as Record<string, unknown>;
