@@ -33,6 +33,7 @@ module.exports.constants = binding.constants;
 module.exports.UTIME_NOW = binding.UTIME_NOW;
 module.exports.UTIME_OMIT = binding.UTIME_OMIT;
 module.exports.makedev = binding.makedev;
+module.exports.tscKhz = binding.tscKhz;
 module.exports.major = binding.major;
 module.exports.minor = binding.minor;
 module.exports.statxInto = binding.statxInto;

@@ -27,6 +27,7 @@ mod open;
 mod poll;
 mod stat;
 mod sys;
+mod tsc;
 mod value;
 mod work;
 mod xattr;
@@ -132,6 +133,7 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
     export_fn(env, exports, "makedev", Some(js_makedev), ptr::null_mut());
     export_fn(env, exports, "major", Some(js_major), ptr::null_mut());
     export_fn(env, exports, "minor", Some(js_minor), ptr::null_mut());
+    export_fn(env, exports, "tscKhz", Some(tsc::js_tsc_khz), ptr::null_mut());
     export_fn(
         env,
         exports,
