@@ -190,7 +190,8 @@ export function xattrNamespace(name: Uint8Array, op: string): XattrNamespace {
  * Checks that `ctx` may read (`write` false) or change an xattr in namespace
  * `ns` of an inode (`xattr_permission`): `trusted.*` needs root (`EPERM` to
  * change, `ENODATA` to read); `user.*` exists only on regular files and
- * directories (`EPERM` / `ENODATA` elsewhere) and needs read or write
+ * directories (`EPERM` / `ENODATA` elsewhere), only the owner or root
+ * changes those of a sticky directory (`EPERM`), and it needs read or write
  * permission (`EACCES`); `system.*` is not supported (`EOPNOTSUPP`).
  */
 export function checkXattrAccess(attr: Pick<Attr, "ino" | "mode" | "uid" | "gid">, ctx: Context, ns: XattrNamespace, write: boolean, op: string): void {
@@ -199,6 +200,10 @@ export function checkXattrAccess(attr: Pick<Attr, "ino" | "mode" | "uid" | "gid"
   if (ns === "user") {
     const type = attr.mode & S.IFMT;
     if (type !== S.IFREG && type !== S.IFDIR) throw new FsError(write ? "EPERM" : "ENODATA", { op, ino: attr.ino });
+    // A sticky directory is shared: only its owner (or root) changes its user xattrs.
+    if (write && type === S.IFDIR && (attr.mode & S.ISVTX) !== 0 && ctx.uid !== attr.uid && !isRoot(ctx)) {
+      throw new FsError("EPERM", { op, ino: attr.ino, detail: "user xattrs of a sticky directory are its owner's" });
+    }
     if (!hasAccess(attr, ctx, write ? ACCESS.W_OK : ACCESS.R_OK)) throw new FsError("EACCES", { op, ino: attr.ino });
   }
 }

@@ -1,6 +1,7 @@
 import { expect, it } from "vitest";
 import { ROOT_INO, S, XATTR } from "../../constants.js";
 import { bytesToString } from "../../names.js";
+import { setattrRequest } from "../../setattr.js";
 import { ALICE, BOB, ROOT, expectErrno, n } from "../harness.js";
 import type { Suite } from "../index.js";
 
@@ -174,6 +175,19 @@ export const xattrSuite: Suite = (env, caps) => {
       const secret = await h.file("s", "", 0o600);
       await fs.setxattr(ROOT, secret, n("user.a"), n("v"), 0);
       await expectErrno(() => fs.getxattr(BOB, secret, n("user.a")), "EACCES");
+    });
+
+    it("lets only the owner or root change user xattrs of a sticky directory (EPERM)", async () => {
+      const { h, fs } = env();
+      const shared = (await h.mkdir("shared", 0o1777)).ino;
+      await fs.setattr(ROOT, shared, setattrRequest({ uid: ALICE.uid, gid: ALICE.gid }));
+      await expectErrno(() => fs.setxattr(BOB, shared, n("user.a"), n("v"), 0), "EPERM");
+      await fs.setxattr(ALICE, shared, n("user.a"), n("v"), 0);
+      await expectErrno(() => fs.removexattr(BOB, shared, n("user.a")), "EPERM");
+      // Reading needs only read permission, as on any directory.
+      expect(bytesToString(await fs.getxattr(BOB, shared, n("user.a")))).toBe("v");
+      await fs.setxattr(ROOT, shared, n("user.a"), n("w"), 0);
+      await fs.removexattr(ALICE, shared, n("user.a"));
     });
   }
 
