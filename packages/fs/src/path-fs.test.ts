@@ -208,6 +208,24 @@ describe("PathFs names and links", () => {
     expect(await errorCode(files.symlink("x", "/a"))).toBe("EEXIST");
   });
 
+  it("needs search permission for '.' and '..' as for any name, and read permission before EISDIR", async () => {
+    setup();
+    await files.mkdir("/private/inner", { recursive: true });
+    await files.chmod("/private", 0o700);
+    await files.mkdir("/open", { mode: 0o755 });
+    await files.mkdir("/unreadable", { mode: 0o311 });
+    const alice = new PathFs(tree, { ctx: { uid: 1000, gid: 1000, pid: 1 } });
+    // The walk enters /private by name (root is searchable), then asks it for '..' or '.'.
+    expect(await errorCode(alice.stat("/private/.."))).toBe("EACCES");
+    expect(await errorCode(alice.stat("/private/."))).toBe("EACCES");
+    expect((await alice.stat("/open/..")).ino).toBe((await files.stat("/")).ino);
+    expect((await alice.stat("/open/.")).ino).toBe((await files.stat("/open")).ino);
+    // Root searches every directory.
+    expect((await files.stat("/private/inner/..")).ino).toBe((await files.stat("/private")).ino);
+    expect(await errorCode(alice.readFile("/unreadable"))).toBe("EACCES");
+    expect(await errorCode(alice.readFile("/open"))).toBe("EISDIR");
+  });
+
   it("changes modes, owners and times", async () => {
     setup();
     await files.writeFile("/f", "");

@@ -1,4 +1,5 @@
-import { DT, O, ROOT_INO, S } from "./constants.js";
+import { hasAccess } from "./access.js";
+import { ACCESS, DT, O, ROOT_INO, S } from "./constants.js";
 import { FsError } from "./errno.js";
 import { fileKind, isDirectory, isSymlink, type FileKind } from "./mode.js";
 import { bytesToString, isDotOrDotDot, joinPath, splitPath, toBytes } from "./names.js";
@@ -137,7 +138,10 @@ export class PathFs {
   readFile(path: PathLike, encoding: "utf8"): Promise<string>;
   async readFile(path: PathLike, encoding?: "utf8"): Promise<Uint8Array | string> {
     const data = await this.#withEntry(path, true, "readFile", async (ino, attr) => {
-      if (isDirectory(attr.mode)) throw new FsError("EISDIR", { op: "readFile", path: show(path) });
+      if (isDirectory(attr.mode)) {
+        // As open(2) then read(2): opening needs read permission, reading a directory fails.
+        throw new FsError(hasAccess(attr, this.#ctx, ACCESS.R_OK) ? "EISDIR" : "EACCES", { op: "readFile", path: show(path) });
+      }
       const { fh } = await this.fs.open(this.#ctx, ino, O.RDONLY);
       try {
         const chunks: Uint8Array[] = [];
@@ -435,6 +439,9 @@ export class PathFs {
       const isLast = pending.length === 0;
       const current = stack[stack.length - 1]!;
       if (isDotOrDotDot(part)) {
+        // "." and ".." are looked up like any name: they need search permission on the directory they are in.
+        const here = current.attr ?? (await this.fs.getattr(this.#ctx, current.ino));
+        if (!hasAccess(here, this.#ctx, ACCESS.X_OK)) throw new FsError("EACCES", { op, path: show(path), detail: `no search permission for '${bytesToString(part)}'` });
         if (part.length === 2 && stack.length > 1) stack.pop();
         const dir = stack[stack.length - 1]!;
         const attr = dir.attr ?? (await this.fs.getattr(this.#ctx, dir.ino));
