@@ -56,6 +56,7 @@ unsafe extern "C" {
     pub fn open(path: *const c_char, flags: c_int, ...) -> c_int;
     pub fn close(fd: c_int) -> c_int;
     pub fn read(fd: c_int, buf: *mut c_void, n: usize) -> isize;
+    pub fn readv(fd: c_int, iov: *const iovec, count: c_int) -> isize;
     pub fn write(fd: c_int, buf: *const c_void, n: usize) -> isize;
     pub fn pipe2(fds: *mut c_int, flags: c_int) -> c_int;
     pub fn eventfd(initval: u32, flags: c_int) -> c_int;
@@ -243,6 +244,13 @@ pub fn pipe_cloexec() -> Result<(c_int, c_int), i32> {
     let mut fds = [0 as c_int; 2];
     check(unsafe { pipe2(fds.as_mut_ptr(), O_CLOEXEC) })?;
     Ok((fds[0], fds[1]))
+}
+
+/// One buffer of a vectored read.
+#[repr(C)]
+pub struct iovec {
+    pub base: *mut c_void,
+    pub len: usize,
 }
 
 /// An owned fd closed on drop.
