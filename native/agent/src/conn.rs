@@ -167,7 +167,7 @@ impl Conn {
     /// The reader loop: runs forever.
     pub fn run(&'static self) -> ! {
         let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
-        let mut chunk = vec![0u8; 256 * 1024];
+        let mut chunk = vec![0u8; crate::PORT_BUFFER * crate::PORT_BUFFERS_PER_READ];
         let mut connected = false;
         let mut draining = false;
         // Every byte read so far was a whole frame: most likely nothing more
@@ -184,13 +184,10 @@ impl Conn {
                 };
                 unsafe { sys::poll(&mut p, 1, 1000) };
             }
-            let n = unsafe { sys::read(self.fd, chunk.as_mut_ptr() as *mut _, chunk.len()) };
-            if n < 0 {
-                let e = sys::errno();
-                if e == sys::EINTR {
-                    continue;
-                }
-                if e == sys::EAGAIN {
+            let n = match crate::read_port(self.fd, &mut chunk) {
+                Ok(n) => n,
+                Err(e) if e == sys::EINTR => continue,
+                Err(e) if e == sys::EAGAIN => {
                     let mut p = sys::pollfd {
                         fd: self.fd,
                         events: sys::POLLIN,
@@ -202,10 +199,12 @@ impl Conn {
                     }
                     continue;
                 }
-                log!("control port read failed: {}", sys::errno_text(e));
-                std::thread::sleep(Duration::from_millis(100));
-                continue;
-            }
+                Err(e) => {
+                    log!("control port read failed: {}", sys::errno_text(e));
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            };
             if n == 0 {
                 // The host side is not connected (virtio-serial returns 0, not EOF for good).
                 if connected {
@@ -224,7 +223,7 @@ impl Conn {
             if draining {
                 continue;
             }
-            buf.extend_from_slice(&chunk[..n as usize]);
+            buf.extend_from_slice(&chunk[..n]);
             let mut start = 0;
             loop {
                 match proto::parse(&buf[start..]) {

@@ -185,6 +185,39 @@ pub fn port_device(name: &str) -> Option<String> {
         .map(|(_, dev)| dev.clone())
 }
 
+/// Bytes of one receive buffer of a virtio-serial port (the guest driver's
+/// page-sized buffers). A read(2) of the port returns at most one buffer.
+pub const PORT_BUFFER: usize = 4096;
+/// Buffers asked for in one readv(2): 1 MiB.
+pub const PORT_BUFFERS_PER_READ: usize = 256;
+
+/// Reads into `out` from a port, one buffer-sized piece per iovec: readv
+/// reads piece after piece and stops at the first one a buffer did not fill,
+/// so one call takes many full buffers where read(2) would take one (a 1 MiB
+/// reply was 256 system calls). On a blocking port, ask only for bytes that
+/// are on their way: a later piece blocks until data arrives; on a
+/// non-blocking one the call ends at the first empty buffer.
+pub fn read_port(port: c_int, out: &mut [u8]) -> Result<usize, i32> {
+    let mut pieces: Vec<sys::iovec> = out
+        .chunks_mut(PORT_BUFFER)
+        .take(PORT_BUFFERS_PER_READ)
+        .map(|piece| sys::iovec {
+            base: piece.as_mut_ptr() as *mut _,
+            len: piece.len(),
+        })
+        .collect();
+    loop {
+        let n = unsafe { sys::readv(port, pieces.as_mut_ptr(), pieces.len() as c_int) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = sys::errno();
+        if e != sys::EINTR {
+            return Err(e);
+        }
+    }
+}
+
 /// Opens the port named `name` (O_RDWR|O_CLOEXEC), waiting up to `wait` for it to appear.
 pub fn find_port(name: &str, wait: Duration) -> Option<c_int> {
     let deadline = Instant::now() + wait;

@@ -702,9 +702,9 @@ fn relay_port_to_fuse(tag: &str, port: c_int, fuse: c_int, mut knob: Option<c_in
             let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
             len.saturating_sub(have).clamp(1, RELAY_BUF - have)
         } else {
-            PORT_BUFFER
+            crate::PORT_BUFFER
         };
-        match read_port(port, &mut buf[have..have + want]) {
+        match crate::read_port(port, &mut buf[have..have + want]) {
             Ok(0) => {
                 // host side not connected (yet / any more)
                 std::thread::sleep(Duration::from_millis(10));
@@ -749,38 +749,6 @@ fn relay_port_to_fuse(tag: &str, port: c_int, fuse: c_int, mut knob: Option<c_in
         if start > 0 {
             buf.copy_within(start..have, 0);
             have -= start;
-        }
-    }
-}
-
-/// Bytes of one receive buffer of a virtio-serial port (the guest driver's
-/// page-sized buffers). A read(2) of the port returns at most one buffer.
-const PORT_BUFFER: usize = 4096;
-/// Buffers asked for in one readv(2): 1 MiB.
-const PORT_BUFFERS_PER_READ: usize = 256;
-
-/// Reads into `out` from a port, one buffer-sized piece per iovec: readv
-/// reads piece after piece and stops at the first one a buffer did not fill,
-/// so one call takes many full buffers where read(2) would take one (a 1 MiB
-/// reply was 256 system calls). Ask only for bytes that are on their way: a
-/// later piece blocks until data arrives.
-fn read_port(port: c_int, out: &mut [u8]) -> Result<usize, i32> {
-    let mut pieces: Vec<sys::iovec> = out
-        .chunks_mut(PORT_BUFFER)
-        .take(PORT_BUFFERS_PER_READ)
-        .map(|piece| sys::iovec {
-            base: piece.as_mut_ptr() as *mut _,
-            len: piece.len(),
-        })
-        .collect();
-    loop {
-        let n = unsafe { sys::readv(port, pieces.as_mut_ptr(), pieces.len() as c_int) };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let e = sys::errno();
-        if e != sys::EINTR {
-            return Err(e);
         }
     }
 }
