@@ -111,15 +111,14 @@ impl Conn {
             if self.epoch() != epoch {
                 return false;
             }
-            let n = unsafe { sys::write(self.fd, buf.as_ptr() as *const _, buf.len()) };
-            if n > 0 {
-                buf = &buf[n as usize..];
-                continue;
-            }
-            let e = if n < 0 { sys::errno() } else { sys::EAGAIN };
-            if e == sys::EINTR {
-                continue;
-            }
+            let e = match crate::write_port(self.fd, buf) {
+                Ok(n) if n > 0 => {
+                    buf = &buf[n..];
+                    continue;
+                }
+                Ok(_) => sys::EAGAIN,
+                Err(e) => e,
+            };
             if e != sys::EAGAIN {
                 log!("control port write failed: {}", sys::errno_text(e));
                 return false;

@@ -218,6 +218,36 @@ pub fn read_port(port: c_int, out: &mut [u8]) -> Result<usize, i32> {
     }
 }
 
+/// Bytes the guest driver takes from one write(2) of a virtio-serial port.
+const PORT_WRITE_PIECE: usize = 32 * 1024;
+/// Pieces handed to one writev(2) (the kernel's limit of iovecs).
+const PORT_PIECES_PER_WRITE: usize = 1024;
+
+/// Writes from `data` to a port, one driver-sized piece per iovec: a
+/// write(2) of a port takes at most 32 KiB, so a 1 MiB FUSE request or frame
+/// was 32 system calls. Returns the bytes written (fewer when a piece did not
+/// go whole, e.g. a non-blocking port whose queue filled up).
+pub fn write_port(port: c_int, data: &[u8]) -> Result<usize, i32> {
+    let pieces: Vec<sys::iovec> = data
+        .chunks(PORT_WRITE_PIECE)
+        .take(PORT_PIECES_PER_WRITE)
+        .map(|piece| sys::iovec {
+            base: piece.as_ptr() as *mut _,
+            len: piece.len(),
+        })
+        .collect();
+    loop {
+        let n = unsafe { sys::writev(port, pieces.as_ptr(), pieces.len() as c_int) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = sys::errno();
+        if e != sys::EINTR {
+            return Err(e);
+        }
+    }
+}
+
 /// Opens the port named `name` (O_RDWR|O_CLOEXEC), waiting up to `wait` for it to appear.
 pub fn find_port(name: &str, wait: Duration) -> Option<c_int> {
     let deadline = Instant::now() + wait;

@@ -670,9 +670,17 @@ fn relay_fuse_to_port(tag: &str, fuse: c_int, port: c_int) {
         match sys::read_some(fuse, &mut buf) {
             Ok(0) => continue,
             Ok(n) => {
-                if let Err(e) = sys::write_all(port, &buf[..n]) {
-                    log!("{tag}: port write: {}", sys::errno_text(e));
-                    std::thread::sleep(Duration::from_millis(10));
+                let mut rest = &buf[..n];
+                while !rest.is_empty() {
+                    match crate::write_port(port, rest) {
+                        Ok(written) => rest = &rest[written..],
+                        Err(e) => {
+                            // The request is lost; the kernel's request times out or is interrupted.
+                            log!("{tag}: port write: {}", sys::errno_text(e));
+                            std::thread::sleep(Duration::from_millis(10));
+                            break;
+                        }
+                    }
                 }
             }
             Err(e) if e == sys::ENOENT || e == sys::EAGAIN => continue, // interrupted request

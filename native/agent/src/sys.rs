@@ -57,6 +57,7 @@ unsafe extern "C" {
     pub fn close(fd: c_int) -> c_int;
     pub fn read(fd: c_int, buf: *mut c_void, n: usize) -> isize;
     pub fn readv(fd: c_int, iov: *const iovec, count: c_int) -> isize;
+    pub fn writev(fd: c_int, iov: *const iovec, count: c_int) -> isize;
     pub fn write(fd: c_int, buf: *const c_void, n: usize) -> isize;
     pub fn pipe2(fds: *mut c_int, flags: c_int) -> c_int;
     pub fn eventfd(initval: u32, flags: c_int) -> c_int;
