@@ -198,7 +198,7 @@ pub const PORT_BUFFERS_PER_READ: usize = 256;
 /// are on their way: a later piece blocks until data arrives; on a
 /// non-blocking one the call ends at the first empty buffer.
 pub fn read_port(port: c_int, out: &mut [u8]) -> Result<usize, i32> {
-    let mut pieces: Vec<sys::iovec> = out
+    let pieces: Vec<sys::iovec> = out
         .chunks_mut(PORT_BUFFER)
         .take(PORT_BUFFERS_PER_READ)
         .map(|piece| sys::iovec {
@@ -206,16 +206,7 @@ pub fn read_port(port: c_int, out: &mut [u8]) -> Result<usize, i32> {
             len: piece.len(),
         })
         .collect();
-    loop {
-        let n = unsafe { sys::readv(port, pieces.as_mut_ptr(), pieces.len() as c_int) };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let e = sys::errno();
-        if e != sys::EINTR {
-            return Err(e);
-        }
-    }
+    sys::count_retrying(|| unsafe { sys::readv(port, pieces.as_ptr(), pieces.len() as c_int) })
 }
 
 /// Bytes the guest driver takes from one write(2) of a virtio-serial port.
@@ -236,16 +227,7 @@ pub fn write_port(port: c_int, data: &[u8]) -> Result<usize, i32> {
             len: piece.len(),
         })
         .collect();
-    loop {
-        let n = unsafe { sys::writev(port, pieces.as_ptr(), pieces.len() as c_int) };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let e = sys::errno();
-        if e != sys::EINTR {
-            return Err(e);
-        }
-    }
+    sys::count_retrying(|| unsafe { sys::writev(port, pieces.as_ptr(), pieces.len() as c_int) })
 }
 
 /// Opens the port named `name` (O_RDWR|O_CLOEXEC), waiting up to `wait` for it to appear.

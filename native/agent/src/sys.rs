@@ -221,19 +221,24 @@ pub fn write_all(fd: c_int, mut buf: &[u8]) -> Result<(), i32> {
     Ok(())
 }
 
-/// One read; Err(errno) on failure (EINTR retried).
-pub fn read_some(fd: c_int, buf: &mut [u8]) -> Result<usize, i32> {
+/// Runs `call`, a system call that returns a byte count or -1, again while
+/// it is interrupted (EINTR); Err(errno) on failure.
+pub fn count_retrying(mut call: impl FnMut() -> isize) -> Result<usize, i32> {
     loop {
-        let n = unsafe { read(fd, buf.as_mut_ptr() as *mut c_void, buf.len()) };
-        if n < 0 {
-            let e = errno();
-            if e == EINTR {
-                continue;
-            }
+        let n = call();
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = errno();
+        if e != EINTR {
             return Err(e);
         }
-        return Ok(n as usize);
     }
+}
+
+/// One read; Err(errno) on failure (EINTR retried).
+pub fn read_some(fd: c_int, buf: &mut [u8]) -> Result<usize, i32> {
+    count_retrying(|| unsafe { read(fd, buf.as_mut_ptr() as *mut c_void, buf.len()) })
 }
 
 pub fn open_path(path: &str, flags: c_int) -> Result<c_int, i32> {
