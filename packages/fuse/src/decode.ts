@@ -39,6 +39,12 @@ export interface RequestHeader {
 export interface DecodeOptions {
   /** `fuse_setxattr_in` is the 16-byte 7.33 form (FUSE_SETXATTR_EXT negotiated). */
   readonly setxattrExt: boolean;
+  /**
+   * The message is only lent (a read buffer that the next request
+   * overwrites): names, write data and xattr values are copied out of it
+   * instead of being views into it. Default false.
+   */
+  readonly copyBytes?: boolean;
 }
 
 /** The fields of `fuse_init_in` this server uses. */
@@ -196,8 +202,14 @@ class Args {
   constructor(
     readonly bytes: Uint8Array,
     private readonly what: string,
+    private readonly copyBytes: boolean,
   ) {
     this.view = viewOf(bytes);
+  }
+
+  /** Bytes `from` to `to` of the arguments: a copy when the message is lent, else a view. */
+  #take(from: number, to: number): Uint8Array {
+    return this.copyBytes ? this.bytes.slice(from, to) : this.bytes.subarray(from, to);
   }
 
   /** Requires `size` more bytes for a struct named `struct`. */
@@ -229,7 +241,7 @@ class Args {
   name(field: string): Uint8Array {
     const end = this.bytes.indexOf(0, this.at);
     if (end < 0) throw new ProtocolError(Errno.EINVAL, `${this.what}: ${field} is not NUL-terminated`);
-    const name = this.bytes.subarray(this.at, end);
+    const name = this.#take(this.at, end);
     this.at = end + 1;
     return name;
   }
@@ -237,7 +249,7 @@ class Args {
   /** The next `size` bytes as they are. */
   bytesOf(size: number, field: string): Uint8Array {
     this.need(size, field);
-    const data = this.bytes.subarray(this.at, this.at + size);
+    const data = this.#take(this.at, this.at + size);
     this.at += size;
     return data;
   }
@@ -314,7 +326,7 @@ function decodeRead(a: Args, kind: "read" | "readdir" | "readdirplus"): Request 
  */
 export function decodeRequest(message: Uint8Array, header: RequestHeader, options: DecodeOptions): Request {
   const what = `opcode ${header.opcode}`;
-  const a = new Args(message.subarray(Size.IN_HEADER, header.length - header.extLength), what);
+  const a = new Args(message.subarray(Size.IN_HEADER, header.length - header.extLength), what, options.copyBytes === true);
   switch (header.opcode) {
     case Op.INIT:
       return { kind: "init", init: decodeInit(a) };

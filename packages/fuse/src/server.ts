@@ -302,26 +302,41 @@ export class FuseServer {
    * sink now or when the backend's Promise settles.
    */
   handle(message: Uint8Array): void {
+    this.#serve(message, false);
+  }
+
+  /**
+   * Serves one request message whose bytes are only lent: valid until this
+   * returns, as a read buffer the next request is read into. What the
+   * request hands the backend (a name, write data, an xattr value) is
+   * copied out of it; the rest is read in place, so a READ or GETATTR
+   * costs no copy of its message. Otherwise as {@link FuseServer.handle}.
+   */
+  handleLent(message: Uint8Array): void {
+    this.#serve(message, true);
+  }
+
+  #serve(message: Uint8Array, lent: boolean): void {
     if (this.#state === "closed") {
       if (this.#debug) this.#log.debug(`request after close dropped (${message.length} bytes)`);
       return;
     }
     try {
-      this.#handle(message);
+      this.#handle(message, lent);
     } catch (error) {
       // Only a bug of this server gets here; the peer still must not bring the process down.
       this.#log.error(`internal error serving a ${message.length}-byte request: ${describeError(error)}`);
     }
   }
 
-  #handle(message: Uint8Array): void {
+  #handle(message: Uint8Array, lent: boolean): void {
     let header: RequestHeader | undefined;
     let request: Request;
     let ctx: Context;
     try {
       header = decodeHeader(message);
       ctx = decodeContext(message, header);
-      request = decodeRequest(message, header, { setxattrExt: this.#setxattrExt });
+      request = decodeRequest(message, header, { setxattrExt: this.#setxattrExt, copyBytes: lent });
     } catch (error) {
       this.#malformed(message, error, header);
       return;
