@@ -462,7 +462,7 @@ export class FuseServer {
           },
         );
       case "read":
-        if (this.#readBuffers !== undefined && fs.readInto !== undefined) return this.#readInto(h, fs.readInto.bind(fs), ctx, ino, req.fh, req.size, req.offset);
+        if (this.#readBuffers !== undefined && fs.readInto !== undefined) return this.#readInto(h, ctx, ino, req.fh, req.size, req.offset);
         return this.#settle(h, "read", fs.read(ctx, ino, req.fh, req.size, req.offset), (data) => this.#data(h, data, req.size, "read data"));
       case "write": {
         const size = req.data.length;
@@ -811,24 +811,24 @@ export class FuseServer {
     }
   }
 
-  /** A reply carrying bytes: READ data, a READLINK target. */
   /**
    * READ into a pooled buffer. The buffer goes back to the pool while the
    * reply is encoded, right before the sink writes it out: nothing else runs
    * in between, and the sink has consumed the bytes when it returns. A
    * buffer of a failed or interrupted read is left to the garbage collector.
    */
-  #readInto(h: RequestHeader, readInto: NonNullable<DynFileSystem["readInto"]>, ctx: Context, ino: number, fh: number, size: number, offset: number): void {
+  #readInto(h: RequestHeader, ctx: Context, ino: number, fh: number, size: number, offset: number): void {
     const pool = this.#readBuffers!;
     const buffer = pool.pop() ?? new Uint8Array(this.#settings.maxWrite);
     const target = size <= buffer.length ? buffer.subarray(0, size) : new Uint8Array(size);
-    this.#track(h, "read", readInto(ctx, ino, fh, target, offset), (n) => {
+    this.#track(h, "read", this.#fs.readInto!(ctx, ino, fh, target, offset), (n) => {
       const length = count(n, size, "bytes read");
       if (pool.length < READ_BUFFERS_KEPT) pool.push(buffer);
       return [encodeDataHeader(h, length), target.subarray(0, length)];
     });
   }
 
+  /** A reply carrying bytes: READ data, a READLINK target. */
   #data(h: ReplyTo, data: Uint8Array, max: number, field: string): Reply {
     const bytes = bytesOf(data, field);
     const body = bytes.length > max ? bytes.subarray(0, max) : bytes;
