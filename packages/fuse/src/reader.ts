@@ -25,8 +25,9 @@ const BATCH = 64;
  * (a libuv poll on Node's own loop), the requests queued there are read
  * one by one until none is left, each given to `onMessage` with the
  * descriptor it came from as a view of `buffer`: lent, valid only until
- * `onMessage` returns (the next request is read into the same bytes). `buffer` (at least `maxRequestSize` bytes) may be shared by the
- * readers of one thread. `onEnd` is called once when the connection ends
+ * `onMessage` returns (the next request is read into the same bytes).
+ * `buffer` (at least `maxRequestSize` bytes) may be shared by the readers
+ * of one thread. `onEnd` is called once when the connection ends
  * or reading fails, after which nothing more is read.
  *
  * Read errors: ENOENT (the request was interrupted while being read; the
