@@ -39,6 +39,12 @@ export interface RequestHeader {
 export interface DecodeOptions {
   /** `fuse_setxattr_in` is the 16-byte 7.33 form (FUSE_SETXATTR_EXT negotiated). */
   readonly setxattrExt: boolean;
+  /**
+   * The message is only lent (a read buffer that the next request
+   * overwrites): names, write data and xattr values are copied out of it
+   * instead of being views into it. Default false.
+   */
+  readonly copyBytes?: boolean;
 }
 
 /** The fields of `fuse_init_in` this server uses. */
@@ -98,13 +104,24 @@ export type Request =
 /** The kind of a decoded request. */
 export type RequestKind = Request["kind"];
 
-function viewOf(bytes: Uint8Array): DataView {
-  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+// Fields are read from the bytes themselves: a DataView per request costs
+// more (its construction) than the few fields a request has.
+
+function u16(bytes: Uint8Array, at: number): number {
+  return bytes[at]! | (bytes[at + 1]! << 8);
+}
+
+function i32(bytes: Uint8Array, at: number): number {
+  return bytes[at]! | (bytes[at + 1]! << 8) | (bytes[at + 2]! << 16) | (bytes[at + 3]! << 24);
+}
+
+function u32(bytes: Uint8Array, at: number): number {
+  return i32(bytes, at) >>> 0;
 }
 
 /** A u64 as a number: exact up to 2^53, the nearest double above (never a valid inode or handle). */
-function u64(view: DataView, at: number): number {
-  return view.getUint32(at, true) + view.getUint32(at + 4, true) * TWO_32;
+function u64(bytes: Uint8Array, at: number): number {
+  return u32(bytes, at) + u32(bytes, at + 4) * TWO_32;
 }
 
 /**
@@ -115,21 +132,20 @@ export function decodeHeader(message: Uint8Array): RequestHeader {
   if (message.length < Size.IN_HEADER) {
     throw new ProtocolError(Errno.EIO, `request of ${message.length} bytes is shorter than fuse_in_header (${Size.IN_HEADER})`);
   }
-  const view = viewOf(message);
-  const length = view.getUint32(0, true);
-  const uniqueLo = view.getUint32(8, true);
-  const uniqueHi = view.getUint32(12, true);
-  const extLength = view.getUint16(36, true) * 8;
+  const length = u32(message, 0);
+  const uniqueLo = u32(message, 8);
+  const uniqueHi = u32(message, 12);
+  const extLength = u16(message, 36) * 8;
   const header: RequestHeader = {
     length,
-    opcode: view.getUint32(4, true),
+    opcode: u32(message, 4),
     unique: uniqueLo + uniqueHi * TWO_32,
     uniqueLo,
     uniqueHi,
-    nodeid: u64(view, 16),
-    uid: view.getUint32(24, true),
-    gid: view.getUint32(28, true),
-    pid: view.getUint32(32, true),
+    nodeid: u64(message, 16),
+    uid: u32(message, 24),
+    gid: u32(message, 28),
+    pid: u32(message, 32),
     extLength,
   };
   if (length !== message.length) {
@@ -165,57 +181,69 @@ export function decodeContext(message: Uint8Array, header: RequestHeader): Conte
  * extension, skipping others (security contexts, future types).
  */
 function decodeExtensions(ext: Uint8Array): number[] | undefined {
-  const view = viewOf(ext);
   let groups: number[] | undefined;
   for (let at = 0; at < ext.length; ) {
     if (ext.length - at < Size.EXT_HEADER) throw new ProtocolError(Errno.EINVAL, `truncated extension header at byte ${at}`);
-    const size = view.getUint32(at, true);
-    const type = view.getUint32(at + 4, true);
+    const size = u32(ext, at);
+    const type = u32(ext, at + 4);
     if (size < Size.EXT_HEADER || size % 8 !== 0 || size > ext.length - at) {
       throw new ProtocolError(Errno.EINVAL, `extension of type ${type} has a bad size ${size}`);
     }
     if (type === EXT_GROUPS) {
       if (size < Size.EXT_HEADER + 4) throw new ProtocolError(Errno.EINVAL, `groups extension of ${size} bytes`);
-      const count = view.getUint32(at + 8, true);
+      const count = u32(ext, at + 8);
       if (count > (size - Size.EXT_HEADER - 4) / 4) {
         throw new ProtocolError(Errno.EINVAL, `groups extension declares ${count} groups in ${size} bytes`);
       }
       groups = [];
-      for (let i = 0; i < count; i++) groups.push(view.getUint32(at + 12 + 4 * i, true));
+      for (let i = 0; i < count; i++) groups.push(u32(ext, at + 12 + 4 * i));
     }
     at += size;
   }
   return groups;
 }
 
-/** Reads the arguments of one request, checking each length first. */
+/**
+ * Reads the arguments of one request, bytes `at` to `end` of its message,
+ * checking each length first.
+ */
 class Args {
-  readonly view: DataView;
-  private at = 0;
-
   constructor(
-    readonly bytes: Uint8Array,
-    private readonly what: string,
-  ) {
-    this.view = viewOf(bytes);
+    readonly message: Uint8Array,
+    public at: number,
+    readonly end: number,
+    private readonly opcode: number,
+    private readonly copyBytes: boolean,
+  ) {}
+
+  /** Bytes of the arguments left to read. */
+  get left(): number {
+    return this.end - this.at;
+  }
+
+  /** Bytes `from` to `to` of the message: a copy when the message is lent, else a view. */
+  #take(from: number, to: number): Uint8Array {
+    return this.copyBytes ? this.message.slice(from, to) : this.message.subarray(from, to);
+  }
+
+  #error(message: string): ProtocolError {
+    return new ProtocolError(Errno.EINVAL, `opcode ${this.opcode}: ${message}`);
   }
 
   /** Requires `size` more bytes for a struct named `struct`. */
   need(size: number, struct: string): this {
-    if (this.bytes.length - this.at < size) {
-      throw new ProtocolError(Errno.EINVAL, `${this.what}: ${this.bytes.length - this.at} bytes left for ${struct} (${size})`);
-    }
+    if (this.left < size) throw this.#error(`${this.left} bytes left for ${struct} (${size})`);
     return this;
   }
 
   u32(): number {
-    const value = this.view.getUint32(this.at, true);
+    const value = u32(this.message, this.at);
     this.at += 4;
     return value;
   }
 
   u64(): number {
-    const value = u64(this.view, this.at);
+    const value = u64(this.message, this.at);
     this.at += 8;
     return value;
   }
@@ -227,9 +255,9 @@ class Args {
 
   /** A NUL-terminated name; the NUL must lie inside the arguments. */
   name(field: string): Uint8Array {
-    const end = this.bytes.indexOf(0, this.at);
-    if (end < 0) throw new ProtocolError(Errno.EINVAL, `${this.what}: ${field} is not NUL-terminated`);
-    const name = this.bytes.subarray(this.at, end);
+    const end = this.message.indexOf(0, this.at);
+    if (end < 0 || end >= this.end) throw this.#error(`${field} is not NUL-terminated`);
+    const name = this.#take(this.at, end);
     this.at = end + 1;
     return name;
   }
@@ -237,7 +265,7 @@ class Args {
   /** The next `size` bytes as they are. */
   bytesOf(size: number, field: string): Uint8Array {
     this.need(size, field);
-    const data = this.bytes.subarray(this.at, this.at + size);
+    const data = this.#take(this.at, this.at + size);
     this.at += size;
     return data;
   }
@@ -248,13 +276,13 @@ function timespec(sec: number, nsec: number): Timespec {
 }
 
 /** A signed 64-bit count of seconds (times before 1970 are negative). */
-function signedSeconds(view: DataView, at: number): number {
-  return view.getUint32(at, true) + view.getInt32(at + 4, true) * TWO_32;
+function signedSeconds(bytes: Uint8Array, at: number): number {
+  return u32(bytes, at) + i32(bytes, at + 4) * TWO_32;
 }
 
 /** A time a SETATTR sets (its `valid` bit on, its `_NOW` bit off) must have nanoseconds below 10^9, as the kernel checks. */
-function setattrTime(view: DataView, valid: number, bit: number, nowBit: number, at: number, nsAt: number, field: string): Timespec {
-  const time = timespec(signedSeconds(view, at), view.getUint32(nsAt, true));
+function setattrTime(bytes: Uint8Array, valid: number, bit: number, nowBit: number, at: number, nsAt: number, field: string): Timespec {
+  const time = timespec(signedSeconds(bytes, at), u32(bytes, nsAt));
   if ((valid & bit) !== 0 && (valid & nowBit) === 0 && time.nsec > 999_999_999) {
     throw new ProtocolError(Errno.EINVAL, `fuse_setattr_in: ${field}nsec ${time.nsec} is not below 10^9`);
   }
@@ -263,18 +291,19 @@ function setattrTime(view: DataView, valid: number, bit: number, nowBit: number,
 
 function decodeSetattr(a: Args): SetattrRequest {
   a.need(Size.SETATTR_IN, "fuse_setattr_in");
-  const v = a.view;
-  const valid = v.getUint32(0, true);
+  const m = a.message;
+  const at = a.at;
+  const valid = u32(m, at);
   return {
     valid,
-    fh: u64(v, 8),
-    size: u64(v, 16),
-    atime: setattrTime(v, valid, SetattrValid.ATIME, SetattrValid.ATIME_NOW, 32, 56, "atime"),
-    mtime: setattrTime(v, valid, SetattrValid.MTIME, SetattrValid.MTIME_NOW, 40, 60, "mtime"),
-    ctime: setattrTime(v, valid, SetattrValid.CTIME, 0, 48, 64, "ctime"),
-    mode: v.getUint32(68, true),
-    uid: v.getUint32(76, true),
-    gid: v.getUint32(80, true),
+    fh: u64(m, at + 8),
+    size: u64(m, at + 16),
+    atime: setattrTime(m, valid, SetattrValid.ATIME, SetattrValid.ATIME_NOW, at + 32, at + 56, "atime"),
+    mtime: setattrTime(m, valid, SetattrValid.MTIME, SetattrValid.MTIME_NOW, at + 40, at + 60, "mtime"),
+    ctime: setattrTime(m, valid, SetattrValid.CTIME, 0, at + 48, at + 64, "ctime"),
+    mode: u32(m, at + 68),
+    uid: u32(m, at + 76),
+    gid: u32(m, at + 80),
   };
 }
 
@@ -282,7 +311,7 @@ function decodeInit(a: Args): InitIn {
   a.need(Size.INIT_IN_MIN, "fuse_init_in");
   const major = a.u32();
   const minor = a.u32();
-  const length = a.bytes.length;
+  const length = a.end - Size.IN_HEADER;
   const maxReadahead = length >= 12 ? a.u32() : 0;
   let flags = length >= 16 ? BigInt(a.u32()) : 0n;
   if ((flags & InitFlag.INIT_EXT) !== 0n && length >= 20) flags |= BigInt(a.u32()) << 32n;
@@ -294,7 +323,7 @@ function decodeBatchForget(a: Args): Request {
   const declared = a.u32();
   a.skip(4);
   // A short batch is applied as far as it goes: the kernel never hears back.
-  const count = Math.min(declared, Math.floor((a.bytes.length - Size.BATCH_FORGET_IN) / Size.FORGET_ONE));
+  const count = Math.min(declared, Math.floor(a.left / Size.FORGET_ONE));
   const items: (readonly [number, number])[] = [];
   for (let i = 0; i < count; i++) items.push([a.u64(), a.u64()]);
   return { kind: "batchForget", items, declared };
@@ -313,8 +342,7 @@ function decodeRead(a: Args, kind: "read" | "readdir" | "readdirplus"): Request 
  * or names without their NUL.
  */
 export function decodeRequest(message: Uint8Array, header: RequestHeader, options: DecodeOptions): Request {
-  const what = `opcode ${header.opcode}`;
-  const a = new Args(message.subarray(Size.IN_HEADER, header.length - header.extLength), what);
+  const a = new Args(message, Size.IN_HEADER, header.length - header.extLength, header.opcode, options.copyBytes === true);
   switch (header.opcode) {
     case Op.INIT:
       return { kind: "init", init: decodeInit(a) };

@@ -65,18 +65,45 @@ function header(view: DataView, length: number, error: number, to: ReplyTo): voi
   view.setUint32(12, to.uniqueHi, true);
 }
 
+/**
+ * Replies up to this size are carved out of shared slabs: a fresh
+ * ArrayBuffer per reply costs more (its malloc, free and tracking by the
+ * garbage collector) than the encoding. A slab is never written twice, so
+ * what is carved from it starts zeroed; a reply kept by a sink keeps its
+ * slab alive, as a small Buffer keeps Node's pool.
+ */
+const SLAB_REPLY_MAX = 1024;
+const SLAB_SIZE = 64 * 1024;
+let slab = new ArrayBuffer(SLAB_SIZE);
+let slabUsed = 0;
+
+/** A zeroed reply of `size` bytes, with a view of exactly those bytes. */
+function zeroed(size: number): { bytes: Uint8Array; view: DataView } {
+  if (size > SLAB_REPLY_MAX) {
+    const buffer = new ArrayBuffer(size);
+    return { bytes: new Uint8Array(buffer), view: new DataView(buffer) };
+  }
+  if (slabUsed + size > SLAB_SIZE) {
+    slab = new ArrayBuffer(SLAB_SIZE);
+    slabUsed = 0;
+  }
+  const at = slabUsed;
+  // 8-byte aligned, as the kernel's structs are.
+  slabUsed += (size + 7) & ~7;
+  return { bytes: new Uint8Array(slab, at, size), view: new DataView(slab, at, size) };
+}
+
 /** A zeroed reply buffer of `bodySize` bytes after the header, with the header filled in. */
 function reply(to: ReplyTo, bodySize: number, dataSize = 0): { bytes: Uint8Array; view: DataView } {
-  const bytes = new Uint8Array(Size.OUT_HEADER + bodySize);
-  const view = new DataView(bytes.buffer);
-  header(view, Size.OUT_HEADER + bodySize + dataSize, 0, to);
-  return { bytes, view };
+  const out = zeroed(Size.OUT_HEADER + bodySize);
+  header(out.view, Size.OUT_HEADER + bodySize + dataSize, 0, to);
+  return out;
 }
 
 /** `fuse_out_header` alone with `-errno` (0 for an empty success). */
 export function encodeError(to: ReplyTo, errno: number): Uint8Array {
-  const bytes = new Uint8Array(Size.OUT_HEADER);
-  header(new DataView(bytes.buffer), Size.OUT_HEADER, -errno, to);
+  const { bytes, view } = zeroed(Size.OUT_HEADER);
+  header(view, Size.OUT_HEADER, -errno, to);
   return bytes;
 }
 

@@ -252,14 +252,14 @@ export async function mountFuse(fs: DynFileSystem, mountpoint: string, options: 
   let ended = false;
   const onMessage =
     fds.length === 1
-      ? (message: Uint8Array): void => server.handle(message)
+      ? (message: Uint8Array): void => server.handleLent(message)
       : (message: Uint8Array, from: number): void => {
           if (message.length >= 16 && !isNoReply(new DataView(message.buffer, message.byteOffset, 8).getUint32(4, true))) {
             replyFds.set(uniqueOf(message), from);
           }
-          server.handle(message);
+          server.handleLent(message);
         };
-  // Each message is copied out before the next read: one read buffer serves every descriptor.
+  // Messages are lent to the server, which copies what it keeps: one read buffer serves every descriptor.
   const readBuffer = new Uint8Array(maxRequestSize(server.maxWrite));
   // The connection ends for every reader at once (ENODEV); the first to see it ends the mount.
   const readers: Reader[] = fds.map((readFd) =>

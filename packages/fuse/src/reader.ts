@@ -23,10 +23,11 @@ const BATCH = 64;
  * Reads requests from a /dev/fuse descriptor (opened `O_NONBLOCK`, mounted
  * or cloned from one) on this thread: whenever the descriptor is readable
  * (a libuv poll on Node's own loop), the requests queued there are read
- * one by one until none is left, each copied out of `buffer` into its own
- * array (safe to keep) and given to `onMessage` with the descriptor it came
- * from. `buffer` (at least `maxRequestSize` bytes) may be shared by the
- * readers of one thread. `onEnd` is called once when the connection ends
+ * one by one until none is left, each given to `onMessage` with the
+ * descriptor it came from as a view of `buffer`: lent, valid only until
+ * `onMessage` returns (the next request is read into the same bytes).
+ * `buffer` (at least `maxRequestSize` bytes) may be shared by the readers
+ * of one thread. `onEnd` is called once when the connection ends
  * or reading fails, after which nothing more is read.
  *
  * Read errors: ENOENT (the request was interrupted while being read; the
@@ -58,7 +59,7 @@ export function startReader(fd: number, buffer: Uint8Array, onMessage: (message:
         return;
       }
       if (n === 0) return end("read returned 0 bytes");
-      onMessage(buffer.slice(0, n), fd);
+      onMessage(buffer.subarray(0, n), fd);
     }
   };
   const poll = pollReadable(fd, drain);

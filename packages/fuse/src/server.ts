@@ -302,26 +302,41 @@ export class FuseServer {
    * sink now or when the backend's Promise settles.
    */
   handle(message: Uint8Array): void {
+    this.#serve(message, false);
+  }
+
+  /**
+   * Serves one request message whose bytes are only lent: valid until this
+   * returns, as a read buffer the next request is read into. What the
+   * request hands the backend (a name, write data, an xattr value) is
+   * copied out of it; the rest is read in place, so a READ or GETATTR
+   * costs no copy of its message. Otherwise as {@link FuseServer.handle}.
+   */
+  handleLent(message: Uint8Array): void {
+    this.#serve(message, true);
+  }
+
+  #serve(message: Uint8Array, lent: boolean): void {
     if (this.#state === "closed") {
       if (this.#debug) this.#log.debug(`request after close dropped (${message.length} bytes)`);
       return;
     }
     try {
-      this.#handle(message);
+      this.#handle(message, lent);
     } catch (error) {
       // Only a bug of this server gets here; the peer still must not bring the process down.
       this.#log.error(`internal error serving a ${message.length}-byte request: ${describeError(error)}`);
     }
   }
 
-  #handle(message: Uint8Array): void {
+  #handle(message: Uint8Array, lent: boolean): void {
     let header: RequestHeader | undefined;
     let request: Request;
     let ctx: Context;
     try {
       header = decodeHeader(message);
       ctx = decodeContext(message, header);
-      request = decodeRequest(message, header, { setxattrExt: this.#setxattrExt });
+      request = decodeRequest(message, header, { setxattrExt: this.#setxattrExt, copyBytes: lent });
     } catch (error) {
       this.#malformed(message, error, header);
       return;
@@ -447,7 +462,7 @@ export class FuseServer {
           },
         );
       case "read":
-        if (this.#readBuffers !== undefined && fs.readInto !== undefined) return this.#readInto(h, fs.readInto.bind(fs), ctx, ino, req.fh, req.size, req.offset);
+        if (this.#readBuffers !== undefined && fs.readInto !== undefined) return this.#readInto(h, ctx, ino, req.fh, req.size, req.offset);
         return this.#settle(h, "read", fs.read(ctx, ino, req.fh, req.size, req.offset), (data) => this.#data(h, data, req.size, "read data"));
       case "write": {
         const size = req.data.length;
@@ -796,24 +811,24 @@ export class FuseServer {
     }
   }
 
-  /** A reply carrying bytes: READ data, a READLINK target. */
   /**
    * READ into a pooled buffer. The buffer goes back to the pool while the
    * reply is encoded, right before the sink writes it out: nothing else runs
    * in between, and the sink has consumed the bytes when it returns. A
    * buffer of a failed or interrupted read is left to the garbage collector.
    */
-  #readInto(h: RequestHeader, readInto: NonNullable<DynFileSystem["readInto"]>, ctx: Context, ino: number, fh: number, size: number, offset: number): void {
+  #readInto(h: RequestHeader, ctx: Context, ino: number, fh: number, size: number, offset: number): void {
     const pool = this.#readBuffers!;
     const buffer = pool.pop() ?? new Uint8Array(this.#settings.maxWrite);
     const target = size <= buffer.length ? buffer.subarray(0, size) : new Uint8Array(size);
-    this.#track(h, "read", readInto(ctx, ino, fh, target, offset), (n) => {
+    this.#track(h, "read", this.#fs.readInto!(ctx, ino, fh, target, offset), (n) => {
       const length = count(n, size, "bytes read");
       if (pool.length < READ_BUFFERS_KEPT) pool.push(buffer);
       return [encodeDataHeader(h, length), target.subarray(0, length)];
     });
   }
 
+  /** A reply carrying bytes: READ data, a READLINK target. */
   #data(h: ReplyTo, data: Uint8Array, max: number, field: string): Reply {
     const bytes = bytesOf(data, field);
     const body = bytes.length > max ? bytes.subarray(0, max) : bytes;
