@@ -44,6 +44,47 @@ describe("FileData", () => {
     expect(file.read(0, new Uint8Array(PAGE_SIZE - 10)).every((b) => b === 0)).toBe(true);
   });
 
+  it("keeps a write that fills several pages whole, and its later rewrites and reads, intact", () => {
+    const file = new FileData();
+    const data = new Uint8Array(20 * PAGE_SIZE + 100).map((_, i) => i % 253);
+    expect(file.write(data, PAGE_SIZE, Infinity)).toBe(data.length);
+    expect(file.allocated).toBe(20 * PAGE_SIZE + GRAIN);
+    expect(Buffer.compare(file.read(PAGE_SIZE, new Uint8Array(data.length)), data)).toBe(0);
+    const patch = bytes(2 * PAGE_SIZE, 0xaa);
+    expect(file.write(patch, 3 * PAGE_SIZE + 5, 0)).toBe(patch.length);
+    const back = file.read(3 * PAGE_SIZE, new Uint8Array(2 * PAGE_SIZE + 10));
+    expect([...back.subarray(0, 5)]).toEqual([...data.subarray(2 * PAGE_SIZE, 2 * PAGE_SIZE + 5)]);
+    expect(back.subarray(5, 5 + patch.length).every((b) => b === 0xaa)).toBe(true);
+    expect([...back.subarray(5 + patch.length)]).toEqual([...data.subarray(4 * PAGE_SIZE + 5, 4 * PAGE_SIZE + 10)]);
+    expect(file.nextHole(PAGE_SIZE)).toBe(21 * PAGE_SIZE + GRAIN);
+  });
+
+  it("frees one page of a many-page write, and a tail, leaving the rest intact", () => {
+    const file = new FileData();
+    const data = new Uint8Array(8 * PAGE_SIZE).map((_, i) => i % 251);
+    file.write(data, 0, Infinity);
+    file.punch(3 * PAGE_SIZE, 4 * PAGE_SIZE);
+    expect(file.allocated).toBe(7 * PAGE_SIZE);
+    expect(file.nextHole(0)).toBe(3 * PAGE_SIZE);
+    expect(file.nextData(3 * PAGE_SIZE)).toBe(4 * PAGE_SIZE);
+    // The page comes back alone; its former neighbours do not change with it.
+    file.write(bytes(10, 0xbb), 3 * PAGE_SIZE + 20, Infinity);
+    file.truncate(6 * PAGE_SIZE + 1000);
+    expect(file.allocated).toBe(5 * PAGE_SIZE + GRAIN + 1024);
+    const expected = data.slice(0, 6 * PAGE_SIZE + 1000);
+    expected.fill(0, 3 * PAGE_SIZE, 4 * PAGE_SIZE);
+    expected.fill(0xbb, 3 * PAGE_SIZE + 20, 3 * PAGE_SIZE + 30);
+    expect(Buffer.compare(file.read(0, new Uint8Array(8 * PAGE_SIZE)), Buffer.concat([expected, new Uint8Array(2 * PAGE_SIZE - 1000)]))).toBe(0);
+  });
+
+  it("writes as much of a many-page write as the budget allows, as page by page", () => {
+    const file = new FileData();
+    expect(file.write(bytes(3 * PAGE_SIZE, 1), 0, 2 * PAGE_SIZE + 4096)).toBe(2 * PAGE_SIZE + 4096);
+    expect(file.allocated).toBe(2 * PAGE_SIZE + 4096);
+    expect(file.write(bytes(PAGE_SIZE, 1), 2 * PAGE_SIZE, PAGE_SIZE - 4096)).toBe(PAGE_SIZE);
+    expect(file.allocated).toBe(3 * PAGE_SIZE);
+  });
+
   it("writes only what the budget allows, in whole grains", () => {
     const file = new FileData();
     expect(file.write(bytes(5000, 1), 0, 4096)).toBe(4096);
@@ -133,7 +174,7 @@ describe("PagePool", () => {
   it("lends freed pages to the next writes of any file, never showing their old bytes", () => {
     const pool = new PagePool(8 * PAGE_SIZE);
     const old = new FileData(pool);
-    old.write(bytes(3 * PAGE_SIZE, 0xff), 0, Infinity);
+    for (let page = 0; page < 3; page++) old.write(bytes(PAGE_SIZE, 0xff), page * PAGE_SIZE, Infinity);
     old.truncate(0);
     expect(old.allocated).toBe(0);
     const file = new FileData(pool);
@@ -147,6 +188,18 @@ describe("PagePool", () => {
     expect(back.subarray(2 * PAGE_SIZE + 100, 2 * PAGE_SIZE + 110).every((b) => b === 2)).toBe(true);
     expect(back.subarray(2 * PAGE_SIZE + 110).every((b) => b === 0)).toBe(true);
     expect(file.allocated).toBe(PAGE_SIZE + GRAIN + PAGE_SIZE);
+  });
+
+  it("takes back a many-page write whole when it is freed whole, for the next such write", () => {
+    const pool = new PagePool(8 * PAGE_SIZE);
+    const old = new FileData(pool);
+    old.write(bytes(4 * PAGE_SIZE, 0xff), 0, Infinity);
+    old.truncate(0);
+    const file = new FileData(pool);
+    expect(file.write(bytes(4 * PAGE_SIZE, 1), 0, Infinity)).toBe(4 * PAGE_SIZE);
+    expect(file.read(0, new Uint8Array(4 * PAGE_SIZE)).every((b) => b === 1)).toBe(true);
+    // The pool lent its only array: a new one of that length is zeros.
+    expect(pool.take(4 * PAGE_SIZE, false).every((b) => b === 0)).toBe(true);
   });
 
   it("copies within one file intact when the write retires the source page and takes it back", () => {
