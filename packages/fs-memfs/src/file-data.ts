@@ -174,8 +174,13 @@ export class FileData {
         continue;
       }
       if (inRun(page)) {
-        if (this.#freeRun(page, idx, start, end)) continue;
-        page = this.#splitRun(page, idx);
+        const first = idx - page.byteOffset / PAGE_SIZE;
+        const count = page.buffer.byteLength / PAGE_SIZE;
+        if (start <= first * PAGE_SIZE && (first + count) * PAGE_SIZE <= end) {
+          this.#freeRun(first, count, page);
+          continue;
+        }
+        page = this.#splitRun(first, count, idx);
       }
       const keep = roundUp(from);
       this.allocated -= page.length - keep;
@@ -274,22 +279,16 @@ export class FileData {
     return pages.get(idx);
   }
 
-  /** Frees the run of `page` (at `idx`) whole if `[start, end)` covers it; says whether it did. */
-  #freeRun(page: Uint8Array, idx: number, start: number, end: number): boolean {
-    const first = idx - page.byteOffset / PAGE_SIZE;
-    const count = page.buffer.byteLength / PAGE_SIZE;
-    if (first * PAGE_SIZE < start || (first + count) * PAGE_SIZE > end) return false;
-    for (let i = 0; i < count; i++) this.#map!.delete(first + i);
+  /** Frees the run of `count` pages from index `first`, of which `page` is one. */
+  #freeRun(first: number, count: number, page: Uint8Array): void {
+    for (let i = first; i < first + count; i++) this.#map!.delete(i);
     this.allocated -= count * PAGE_SIZE;
     this.pool?.give(new Uint8Array(page.buffer));
-    return true;
   }
 
-  /** Gives each page of the run of `page` (at `idx`) an array of its own; returns the new page at `idx`. */
-  #splitRun(page: Uint8Array, idx: number): Uint8Array {
+  /** Gives each page of the run of `count` pages from index `first` an array of its own; returns the page at `idx`. */
+  #splitRun(first: number, count: number, idx: number): Uint8Array {
     const pages = this.#map!;
-    const first = idx - page.byteOffset / PAGE_SIZE;
-    const count = page.buffer.byteLength / PAGE_SIZE;
     for (let i = first; i < first + count; i++) {
       const own = this.pool?.take(PAGE_SIZE, true) ?? new Uint8Array(PAGE_SIZE);
       own.set(pages.get(i)!);
