@@ -85,6 +85,73 @@ describe("FileData", () => {
     expect(file.allocated).toBe(3 * PAGE_SIZE);
   });
 
+  it("holds, frees and reads as page-by-page writes would, under mixed operations", () => {
+    // `whole` takes each write at once, so several whole pages become one run; `paged` takes it
+    // a page at a time, which makes no run; `model` is the plain bytes.
+    const span = 40 * PAGE_SIZE;
+    const whole = new FileData(new PagePool(8 * PAGE_SIZE));
+    const paged = new FileData(new PagePool(8 * PAGE_SIZE));
+    const model = new Uint8Array(span + PAGE_SIZE);
+    let seed = 11;
+    const random = (below: number): number => {
+      seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31;
+      return seed % below;
+    };
+    const position = (): number => (random(2) === 0 ? random(40) * PAGE_SIZE : random(span));
+    const budget = (): number => (random(3) === 0 ? random(4 * PAGE_SIZE) : Infinity);
+    const writePaged = (data: Uint8Array, offset: number, limit: number): number => {
+      const before = paged.allocated;
+      let done = 0;
+      while (done < data.length) {
+        const piece = Math.min(data.length - done, PAGE_SIZE - ((offset + done) % PAGE_SIZE));
+        const n = paged.write(data.subarray(done, done + piece), offset + done, limit - (paged.allocated - before));
+        done += n;
+        if (n < piece) break;
+      }
+      return done;
+    };
+    for (let step = 0; step < 300; step++) {
+      const start = position();
+      const end = Math.min(span, start + 1 + (random(2) === 0 ? random(20) * PAGE_SIZE : random(3 * PAGE_SIZE)));
+      const choice = random(6);
+      if (choice <= 1) {
+        const data = bytes(end - start, 1 + (step % 255));
+        const limit = budget();
+        const written = whole.write(data, start, limit);
+        expect(writePaged(data, start, limit)).toBe(written);
+        model.set(data.subarray(0, written), start);
+      } else if (choice === 2) {
+        whole.punch(start, end);
+        paged.punch(start, end);
+        model.fill(0, start, end);
+      } else if (choice === 3) {
+        whole.truncate(start);
+        paged.truncate(start);
+        model.fill(0, start);
+      } else if (choice === 4) {
+        const limit = budget();
+        expect(whole.allocate(start, end, limit)).toBe(paged.allocate(start, end, limit));
+        whole.zero(start, end);
+        paged.zero(start, end);
+        model.fill(0, start, end);
+      } else {
+        // Within one file, to a range after the source that does not overlap it.
+        const count = Math.min(end - start, span - end);
+        if (count === 0) continue;
+        const limit = budget();
+        const copied = whole.copyTo(whole, start, count, end, limit);
+        expect(paged.copyTo(paged, start, count, end, limit)).toBe(copied);
+        model.copyWithin(end, start, start + copied);
+      }
+      expect(whole.allocated).toBe(paged.allocated);
+      expect(Buffer.compare(whole.read(0, new Uint8Array(model.length)), model)).toBe(0);
+      expect(Buffer.compare(paged.read(0, new Uint8Array(model.length)), model)).toBe(0);
+      const probe = random(span);
+      expect(whole.nextData(probe)).toBe(paged.nextData(probe));
+      expect(whole.nextHole(probe)).toBe(paged.nextHole(probe));
+    }
+  });
+
   it("writes only what the budget allows, in whole grains", () => {
     const file = new FileData();
     expect(file.write(bytes(5000, 1), 0, 4096)).toBe(4096);
