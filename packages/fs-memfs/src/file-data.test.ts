@@ -44,6 +44,114 @@ describe("FileData", () => {
     expect(file.read(0, new Uint8Array(PAGE_SIZE - 10)).every((b) => b === 0)).toBe(true);
   });
 
+  it("keeps a write that fills several pages whole, and its later rewrites and reads, intact", () => {
+    const file = new FileData();
+    const data = new Uint8Array(20 * PAGE_SIZE + 100).map((_, i) => i % 253);
+    expect(file.write(data, PAGE_SIZE, Infinity)).toBe(data.length);
+    expect(file.allocated).toBe(20 * PAGE_SIZE + GRAIN);
+    expect(Buffer.compare(file.read(PAGE_SIZE, new Uint8Array(data.length)), data)).toBe(0);
+    const patch = bytes(2 * PAGE_SIZE, 0xaa);
+    expect(file.write(patch, 3 * PAGE_SIZE + 5, 0)).toBe(patch.length);
+    const back = file.read(3 * PAGE_SIZE, new Uint8Array(2 * PAGE_SIZE + 10));
+    expect([...back.subarray(0, 5)]).toEqual([...data.subarray(2 * PAGE_SIZE, 2 * PAGE_SIZE + 5)]);
+    expect(back.subarray(5, 5 + patch.length).every((b) => b === 0xaa)).toBe(true);
+    expect([...back.subarray(5 + patch.length)]).toEqual([...data.subarray(4 * PAGE_SIZE + 5, 4 * PAGE_SIZE + 10)]);
+    expect(file.nextHole(PAGE_SIZE)).toBe(21 * PAGE_SIZE + GRAIN);
+  });
+
+  it("frees one page of a many-page write, and a tail, leaving the rest intact", () => {
+    const file = new FileData();
+    const data = new Uint8Array(8 * PAGE_SIZE).map((_, i) => i % 251);
+    file.write(data, 0, Infinity);
+    file.punch(3 * PAGE_SIZE, 4 * PAGE_SIZE);
+    expect(file.allocated).toBe(7 * PAGE_SIZE);
+    expect(file.nextHole(0)).toBe(3 * PAGE_SIZE);
+    expect(file.nextData(3 * PAGE_SIZE)).toBe(4 * PAGE_SIZE);
+    // The page comes back alone; its former neighbours do not change with it.
+    file.write(bytes(10, 0xbb), 3 * PAGE_SIZE + 20, Infinity);
+    file.truncate(6 * PAGE_SIZE + 1000);
+    expect(file.allocated).toBe(5 * PAGE_SIZE + GRAIN + 1024);
+    const expected = data.slice(0, 6 * PAGE_SIZE + 1000);
+    expected.fill(0, 3 * PAGE_SIZE, 4 * PAGE_SIZE);
+    expected.fill(0xbb, 3 * PAGE_SIZE + 20, 3 * PAGE_SIZE + 30);
+    expect(Buffer.compare(file.read(0, new Uint8Array(8 * PAGE_SIZE)), Buffer.concat([expected, new Uint8Array(2 * PAGE_SIZE - 1000)]))).toBe(0);
+  });
+
+  it("writes as much of a many-page write as the budget allows, as page by page", () => {
+    const file = new FileData();
+    expect(file.write(bytes(3 * PAGE_SIZE, 1), 0, 2 * PAGE_SIZE + 4096)).toBe(2 * PAGE_SIZE + 4096);
+    expect(file.allocated).toBe(2 * PAGE_SIZE + 4096);
+    expect(file.write(bytes(PAGE_SIZE, 1), 2 * PAGE_SIZE, PAGE_SIZE - 4096)).toBe(PAGE_SIZE);
+    expect(file.allocated).toBe(3 * PAGE_SIZE);
+  });
+
+  it("holds, frees and reads as page-by-page writes would, under mixed operations", () => {
+    // `whole` takes each write at once, so several whole pages become one run; `paged` takes it
+    // a page at a time, which makes no run; `model` is the plain bytes.
+    const span = 40 * PAGE_SIZE;
+    const whole = new FileData(new PagePool(8 * PAGE_SIZE));
+    const paged = new FileData(new PagePool(8 * PAGE_SIZE));
+    const model = new Uint8Array(span + PAGE_SIZE);
+    let seed = 11;
+    const random = (below: number): number => {
+      seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31;
+      return seed % below;
+    };
+    const position = (): number => (random(2) === 0 ? random(40) * PAGE_SIZE : random(span));
+    const budget = (): number => (random(3) === 0 ? random(4 * PAGE_SIZE) : Infinity);
+    const writePaged = (data: Uint8Array, offset: number, limit: number): number => {
+      const before = paged.allocated;
+      let done = 0;
+      while (done < data.length) {
+        const piece = Math.min(data.length - done, PAGE_SIZE - ((offset + done) % PAGE_SIZE));
+        const n = paged.write(data.subarray(done, done + piece), offset + done, limit - (paged.allocated - before));
+        done += n;
+        if (n < piece) break;
+      }
+      return done;
+    };
+    for (let step = 0; step < 300; step++) {
+      const start = position();
+      const end = Math.min(span, start + 1 + (random(2) === 0 ? random(20) * PAGE_SIZE : random(3 * PAGE_SIZE)));
+      const choice = random(6);
+      if (choice <= 1) {
+        const data = bytes(end - start, 1 + (step % 255));
+        const limit = budget();
+        const written = whole.write(data, start, limit);
+        expect(writePaged(data, start, limit)).toBe(written);
+        model.set(data.subarray(0, written), start);
+      } else if (choice === 2) {
+        whole.punch(start, end);
+        paged.punch(start, end);
+        model.fill(0, start, end);
+      } else if (choice === 3) {
+        whole.truncate(start);
+        paged.truncate(start);
+        model.fill(0, start);
+      } else if (choice === 4) {
+        const limit = budget();
+        expect(whole.allocate(start, end, limit)).toBe(paged.allocate(start, end, limit));
+        whole.zero(start, end);
+        paged.zero(start, end);
+        model.fill(0, start, end);
+      } else {
+        // Within one file, to a range after the source that does not overlap it.
+        const count = Math.min(end - start, span - end);
+        if (count === 0) continue;
+        const limit = budget();
+        const copied = whole.copyTo(whole, start, count, end, limit);
+        expect(paged.copyTo(paged, start, count, end, limit)).toBe(copied);
+        model.copyWithin(end, start, start + copied);
+      }
+      expect(whole.allocated).toBe(paged.allocated);
+      expect(Buffer.compare(whole.read(0, new Uint8Array(model.length)), model)).toBe(0);
+      expect(Buffer.compare(paged.read(0, new Uint8Array(model.length)), model)).toBe(0);
+      const probe = random(span);
+      expect(whole.nextData(probe)).toBe(paged.nextData(probe));
+      expect(whole.nextHole(probe)).toBe(paged.nextHole(probe));
+    }
+  });
+
   it("writes only what the budget allows, in whole grains", () => {
     const file = new FileData();
     expect(file.write(bytes(5000, 1), 0, 4096)).toBe(4096);
@@ -133,7 +241,7 @@ describe("PagePool", () => {
   it("lends freed pages to the next writes of any file, never showing their old bytes", () => {
     const pool = new PagePool(8 * PAGE_SIZE);
     const old = new FileData(pool);
-    old.write(bytes(3 * PAGE_SIZE, 0xff), 0, Infinity);
+    for (let page = 0; page < 3; page++) old.write(bytes(PAGE_SIZE, 0xff), page * PAGE_SIZE, Infinity);
     old.truncate(0);
     expect(old.allocated).toBe(0);
     const file = new FileData(pool);
@@ -147,6 +255,18 @@ describe("PagePool", () => {
     expect(back.subarray(2 * PAGE_SIZE + 100, 2 * PAGE_SIZE + 110).every((b) => b === 2)).toBe(true);
     expect(back.subarray(2 * PAGE_SIZE + 110).every((b) => b === 0)).toBe(true);
     expect(file.allocated).toBe(PAGE_SIZE + GRAIN + PAGE_SIZE);
+  });
+
+  it("takes back a many-page write whole when it is freed whole, for the next such write", () => {
+    const pool = new PagePool(8 * PAGE_SIZE);
+    const old = new FileData(pool);
+    old.write(bytes(4 * PAGE_SIZE, 0xff), 0, Infinity);
+    old.truncate(0);
+    const file = new FileData(pool);
+    expect(file.write(bytes(4 * PAGE_SIZE, 1), 0, Infinity)).toBe(4 * PAGE_SIZE);
+    expect(file.read(0, new Uint8Array(4 * PAGE_SIZE)).every((b) => b === 1)).toBe(true);
+    // The pool lent its only array: a new one of that length is zeros.
+    expect(pool.take(4 * PAGE_SIZE, false).every((b) => b === 0)).toBe(true);
   });
 
   it("copies within one file intact when the write retires the source page and takes it back", () => {

