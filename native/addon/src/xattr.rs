@@ -99,10 +99,10 @@ fn parse_get<const K: u8>(env: Env, args: &Args) -> Result<Call, ArgErr> {
 // -------------------------------------------------------------- getxattrat --
 
 /// False once the kernel answered ENOSYS (before Linux 6.13): use /proc paths.
-static HAVE_GETXATTRAT: AtomicBool = AtomicBool::new(true);
+pub static HAVE_GETXATTRAT: AtomicBool = AtomicBool::new(true);
 
 /// `getxattrat(2)` into `buf` (`size` 0 asks for the length).
-fn getxattrat(
+pub fn getxattrat(
     dirfd: c_int,
     path: &CString,
     at_flags: c_int,

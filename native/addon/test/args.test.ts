@@ -94,7 +94,7 @@ describe("argument validation", () => {
     const junk: unknown[] = [undefined, null, true, -1, 2 ** 60, 1n, "", "x", Symbol("s"), {}, [], () => 0, new Uint8Array(1), new Float64Array(1)];
     const fns = Object.entries(native).filter(
       (entry): entry is [string, (...args: unknown[]) => unknown] =>
-        typeof entry[1] === "function" && !/^(mount|umount2|close|mknodat|unlinkat|fchownat|fchmodat|renameat2|linkat|symlinkat|mkdirat|utimensat|setxattr|lsetxattr|fsetxattr|removexattr|lremovexattr|fremovexattr|fallocate)/.test(entry[0]),
+        typeof entry[1] === "function" && !/^(mount|umount2|close|mknodat|unlinkat|fchownat|fchmodat|renameat2|linkat|symlinkat|mkdirat|utimensat|setxattr|lsetxattr|fsetxattr|removexattr|lremovexattr|fremovexattr|fallocate|unpin|createPinned)/.test(entry[0]),
     );
     let calls = 0;
     for (const [, fn] of fns) {

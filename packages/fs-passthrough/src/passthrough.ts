@@ -55,10 +55,10 @@ import {
   copyFileRange,
   fallocate,
   fchownat,
-  fsetxattr,
   fstatfs,
   getdentsRaw,
   getxattr,
+  unpin,
   getxattrat,
   linkat,
   listxattr,
@@ -81,6 +81,7 @@ import { fdatasyncSync, fsyncSync, ftruncateSync, readSync, writeSync } from "no
 import {
   BENEATH,
   NO_LINKS,
+  createFile,
   PROC_SUPER_MAGIC,
   ROOT_VIEW,
   c,
@@ -90,6 +91,7 @@ import {
   hostView,
   keyOf,
   lstatAt,
+  pin,
   procPath,
   readOverride,
   type HostKey,
@@ -330,10 +332,12 @@ export class PassthroughFs extends FsBackend {
     return keyOf(this.#root!.dev, st);
   }
 
-  /** Sets the guest view of `inode` from its override, or from the host stat `st`. */
-  #loadView(inode: Inode, st: HostStat): void {
-    // Through /proc/self/fd/<fd> (the kernel refuses O_PATH fds to getxattrat's AT_EMPTY_PATH): read from this very inode.
-    const get = (): Uint8Array | undefined => getxattrat(this.#procFd, String(inode.fd), OVERRIDE);
+  /**
+   * Sets the guest view of `inode` from its override (read with `get`, by
+   * default through /proc/self/fd/<fd>: from this very inode, as the kernel
+   * refuses O_PATH fds to getxattrat's AT_EMPTY_PATH), or from the host stat `st`.
+   */
+  #loadView(inode: Inode, st: HostStat, get = (): Uint8Array | undefined => getxattrat(this.#procFd, String(inode.fd), OVERRIDE)): void {
     const view = this.#override(get, inode.hostType, `inode ${inode.ino} (host ${describeHost(st)})`);
     if (view !== undefined) inode.setView(view, true);
     else inode.setView(inode.ino === ROOT_INO ? ROOT_VIEW : hostView(st), false);
@@ -361,9 +365,9 @@ export class PassthroughFs extends FsBackend {
   /**
    * The inode `fd` (an `O_PATH` fd this call now owns) refers to: the known
    * one (and `fd` is closed) or a new one. `view` is its override when the
-   * caller just wrote it, `stat` a stat of it the caller just took.
+   * caller just wrote it, or how to read it; `stat` a stat of it the caller just took.
    */
-  #adopt(fd: number, view?: OverrideStat, stat?: HostStat): Loaded {
+  #adopt(fd: number, view?: OverrideStat | (() => Uint8Array | undefined), stat?: HostStat): Loaded {
     let st: HostStat;
     let known: Inode | undefined;
     let inode: Inode | undefined;
@@ -375,8 +379,8 @@ export class PassthroughFs extends FsBackend {
         const reserved = this.#reserved.get(key);
         if (reserved !== undefined) this.#reserved.delete(key);
         inode = new Inode(reserved?.ino ?? this.#nextIno++, key, st, fd, st.mode & S.IFMT);
-        if (view !== undefined) inode.setView(view, true);
-        else this.#loadView(inode, st);
+        if (typeof view === "object") inode.setView(view, true);
+        else this.#loadView(inode, st, view);
       }
     } catch (error) {
       close(fd);
@@ -396,7 +400,8 @@ export class PassthroughFs extends FsBackend {
     const st = statAt(dirFd, name);
     const known = this.#byKey.get(this.#keyOf(st));
     if (known !== undefined) return { inode: this.#refresh(known, st), st };
-    return this.#adopt(openat2(dirFd, name, { flags: c.O_PATH | c.O_NOFOLLOW, resolve: BENEATH }));
+    const pinned = pin(dirFd, name, c.O_NOFOLLOW, BENEATH, this.#procFd);
+    return this.#adopt(pinned.fd, pinned.override, pinned.st);
   }
 
   /** `name` in `dir`, `.` and `..` included; `..` of the root is the root. */
@@ -462,13 +467,7 @@ export class PassthroughFs extends FsBackend {
     if (inode.nlookup > 0 || inode.opens > 0 || this.#isRoot(inode)) return;
     this.#byIno.delete(inode.ino);
     this.#byKey.delete(inode.key);
-    let nlink: number;
-    try {
-      nlink = fstat(inode.fd).nlink;
-    } finally {
-      close(inode.fd);
-    }
-    if (nlink > 0) this.#reserve(inode.key, { ino: inode.ino, type: dtFromMode(inode.mode) });
+    if (unpin(inode.fd) > 0) this.#reserve(inode.key, { ino: inode.ino, type: dtFromMode(inode.mode) });
     // The space of an unlinked inode is freed when its last fd goes: this one.
     else this.#quota?.charge(-inode.charged);
   }
@@ -583,8 +582,7 @@ export class PassthroughFs extends FsBackend {
    * to one "now" again (`utimensat` with UTIME_NOW sets them from one clock
    * reading), as the kernel gives a new inode.
    */
-  #sameTimes(fd: number, path: string | null): HostStat {
-    const st = fstat(fd);
+  #sameTimes(fd: number, path: string | null, st = fstat(fd)): HostStat {
     if (sameTime(st)) return st;
     utimensat(path === null ? fd : c.AT_FDCWD, path, UTIME_NOW, UTIME_NOW);
     return fstat(fd);
@@ -597,15 +595,13 @@ export class PassthroughFs extends FsBackend {
    * symlink; if the override cannot be written the file is removed again.
    */
   #makeFile(dir: Inode, name: Uint8Array, view: OverrideStat): { loaded: Loaded; fd: number } {
-    const fd = openat2(dir.fd, name, { flags: c.O_CREAT | c.O_EXCL | c.O_RDWR | c.O_NOFOLLOW, mode: HOST_FILE_MODE, resolve: BENEATH });
-    let pathFd: number;
+    const { fd, pinFd: pathFd, st: created } = createFile(dir.fd, name, HOST_FILE_MODE, BENEATH, this.#procFd, encodeOverrideStat(view));
     let st: HostStat;
     try {
-      fsetxattr(fd, OVERRIDE, encodeOverrideStat(view));
-      st = this.#sameTimes(fd, null);
-      pathFd = openat(this.#procFd, String(fd), c.O_PATH);
+      st = this.#sameTimes(fd, null, created);
     } catch (error) {
       close(fd);
+      close(pathFd);
       this.#undo(dir, name, 0);
       throw error;
     }
