@@ -417,8 +417,10 @@ export declare function statxInto(dirfd: number, path: PathLike, flags: number, 
  * `O_PATH` pin with openat2 (`flags | O_PATH | O_CLOEXEC`, `resolve` as
  * openat2(2) takes it), stats the new fd into `out` (laid out as
  * {@link STATX_FIELDS}) and, for a regular file or directory, reads xattr
- * `xattrName` of that very inode (through `/proc/self/fd/<fd>` relative to
- * `procFd`, an fd of the `/proc/self/fd` directory) into `value`.
+ * `xattrName` of that very inode into `value` (a directory's as `.` beneath
+ * the pin; a file's, or a directory's the caller may not search, through
+ * `/proc/self/fd/<fd>` relative to `procFd`, an fd of the `/proc/self/fd`
+ * directory).
  * `out[STATX_FIELDS.length]` is the value's length, or `-errno` when it was
  * not read: `-ENODATA` when absent (or the file is of another type),
  * `-ERANGE` when longer than `value`. Returns the pin, which the caller owns;

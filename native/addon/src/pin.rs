@@ -2,7 +2,8 @@
 //! with its results written into arrays the caller reuses (no object, no
 //! exception for the common "no such attribute"):
 //! * `pinAt`: open a directory entry `O_PATH` with openat2, statx the fd and
-//!   read one xattr of that very inode (through `/proc/self/fd/<fd>`).
+//!   read one xattr of that very inode (a directory's as `.` beneath it, a
+//!   file's through `/proc/self/fd/<fd>`).
 //! * `unpin`: statx a pinned fd for its link count, then close it.
 //! * `createPinned`: create a file `O_CREAT | O_EXCL` with openat2, set one
 //!   xattr on it, statx it and pin it `O_PATH`; on failure nothing is left.
@@ -59,7 +60,7 @@ fn pinned_xattr(proc_fd: c_int, fd: c_int, name: &CStr, value: &mut [u8]) -> isi
     let link = fd_name(fd);
     let (buf, size) = (value.as_mut_ptr() as *mut c_void, value.len());
     if HAVE_GETXATTRAT.load(Ordering::Relaxed) {
-        let n = getxattrat(proc_fd, &link, 0, &CString::from(name), buf, size);
+        let n = getxattrat(proc_fd, &link, 0, name, buf, size);
         if n >= 0 || sys::errno() != sys::ENOSYS {
             return if n >= 0 { n } else { -(sys::errno() as isize) };
         }
@@ -68,6 +69,24 @@ fn pinned_xattr(proc_fd: c_int, fd: c_int, name: &CStr, value: &mut [u8]) -> isi
     let path = CString::new(format!("/proc/self/fd/{fd}")).unwrap_or_default();
     let n = unsafe { sys::getxattr(path.as_ptr(), name.as_ptr(), buf, size) };
     if n >= 0 { n } else { -(sys::errno() as isize) }
+}
+
+/// [`pinned_xattr`] of a directory: read as `.` beneath its own fd, which
+/// names exactly that directory and is cheaper than the /proc walk, unless
+/// searching the directory is not permitted (the magic link needs no search).
+fn pinned_dir_xattr(proc_fd: c_int, fd: c_int, name: &CStr, value: &mut [u8]) -> isize {
+    if HAVE_GETXATTRAT.load(Ordering::Relaxed) {
+        let (buf, size) = (value.as_mut_ptr() as *mut c_void, value.len());
+        let n = getxattrat(fd, c".", 0, name, buf, size);
+        if n >= 0 {
+            return n;
+        }
+        let errno = sys::errno();
+        if errno != sys::EACCES && errno != sys::ENOSYS {
+            return -(errno as isize);
+        }
+    }
+    pinned_xattr(proc_fd, fd, name, value)
 }
 
 /// The `Uint8Array` argument `what`, writable in place for this call.
@@ -120,7 +139,9 @@ pub unsafe extern "C" fn js_pin_at(env: napi_env, info: napi_callback_info) -> n
     }
     // Only regular files and directories carry user xattrs.
     let kind = s.mode & S_IFMT;
-    let length = if kind == S_IFREG || kind == S_IFDIR {
+    let length = if kind == S_IFDIR {
+        pinned_dir_xattr(proc_fd, fd, &xattr, value)
+    } else if kind == S_IFREG {
         pinned_xattr(proc_fd, fd, &xattr, value)
     } else {
         -(sys::ENODATA as isize)

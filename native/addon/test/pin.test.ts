@@ -38,6 +38,23 @@ describe("pinAt / unpin / createPinned", () => {
     });
   });
 
+  it("reads a directory's xattr from the pinned directory itself", () => {
+    fs.mkdirSync(tmp.join("d"));
+    setxattr(tmp.join("d"), NAME, Buffer.from("dir"));
+    withDir((dirFd, procFd) => {
+      const stat = out();
+      const value = new Uint8Array(16);
+      const fd = pinAt(dirFd, "d", c.O_NOFOLLOW | c.O_DIRECTORY, BENEATH, procFd, NAME, stat, value);
+      expect(Buffer.from(value.subarray(0, stat[EXTRA]!)).toString()).toBe("dir");
+      // Renamed away and replaced: the pin still reads its own directory.
+      fs.renameSync(tmp.join("d"), tmp.join("moved"));
+      fs.mkdirSync(tmp.join("d"));
+      expect(unpin(pinAt(fd, ".", c.O_DIRECTORY, BENEATH, procFd, NAME, stat, value))).toBe(2);
+      expect(Buffer.from(value.subarray(0, stat[EXTRA]!)).toString()).toBe("dir");
+      expect(unpin(fd)).toBe(2);
+    });
+  });
+
   it("reports an absent xattr as -ENODATA, a longer one as -ERANGE, and reads none of a symlink", () => {
     fs.writeFileSync(tmp.join("plain"), "");
     fs.writeFileSync(tmp.join("long"), "");
