@@ -219,9 +219,12 @@ export class PassthroughFs extends FsBackend {
   readonly #byIno = new Map<number, Inode>();
   readonly #byKey = new Map<HostKey, Inode>();
   /**
-   * Guest numbers of host inodes not known now: given out by readdir before
-   * any lookup, or kept from an inode the kernel forgot, so a later lookup
-   * gives the same number.
+   * Guest numbers of host inodes: given out by readdir before any lookup, or
+   * kept from an inode the kernel forgot, so a later lookup gives the same
+   * number. A reservation stays while its inode is known again, so forgetting
+   * it again rewrites the entry in place: deleting and re-adding one key makes
+   * a V8 Map walk a chain of the deleted entries on every miss (tens of µs
+   * per lookup once thousands of numbers are kept).
    */
   readonly #reserved = new Map<HostKey, Reserved>();
   readonly #handles = new Map<number, FileHandle | DirHandle>();
@@ -231,7 +234,7 @@ export class PassthroughFs extends FsBackend {
   #nextIno = ROOT_INO + 1;
   #nextFh = 1;
 
-  /** The most numbers kept reserved; beyond it the oldest go (that host inode then gets a fresh number). */
+  /** The most numbers kept reserved; beyond it the oldest sixteenth go (those host inodes then get fresh numbers). */
   static readonly MAX_RESERVED = 1 << 16;
 
   /**
@@ -377,7 +380,6 @@ export class PassthroughFs extends FsBackend {
       known = this.#byKey.get(key);
       if (known === undefined) {
         const reserved = this.#reserved.get(key);
-        if (reserved !== undefined) this.#reserved.delete(key);
         inode = new Inode(reserved?.ino ?? this.#nextIno++, key, st, fd, st.mode & S.IFMT);
         if (typeof view === "object") inode.setView(view, true);
         else this.#loadView(inode, st, view);
@@ -452,8 +454,17 @@ export class PassthroughFs extends FsBackend {
   }
 
   #reserve(key: HostKey, reserved: Reserved): Reserved {
-    if (this.#reserved.size >= PassthroughFs.MAX_RESERVED) this.#reserved.delete(this.#reserved.keys().next().value!);
-    this.#reserved.set(key, reserved);
+    const kept = this.#reserved;
+    if (kept.size >= PassthroughFs.MAX_RESERVED && !kept.has(key)) {
+      // The oldest sixteenth goes at once: each iteration of a V8 Map walks past the entries
+      // deleted at its front, so taking the oldest one at a time would cost more each time.
+      let left = PassthroughFs.MAX_RESERVED >> 4;
+      for (const old of kept.keys()) {
+        kept.delete(old);
+        if (--left === 0) break;
+      }
+    }
+    kept.set(key, reserved);
     return reserved;
   }
 
@@ -467,9 +478,15 @@ export class PassthroughFs extends FsBackend {
     if (inode.nlookup > 0 || inode.opens > 0 || this.#isRoot(inode)) return;
     this.#byIno.delete(inode.ino);
     this.#byKey.delete(inode.key);
-    if (unpin(inode.fd) > 0) this.#reserve(inode.key, { ino: inode.ino, type: dtFromMode(inode.mode) });
+    if (unpin(inode.fd) > 0) {
+      const kept = this.#reserved.get(inode.key);
+      if (kept?.ino === inode.ino) kept.type = dtFromMode(inode.mode);
+      else this.#reserve(inode.key, { ino: inode.ino, type: dtFromMode(inode.mode) });
+      return;
+    }
+    this.#reserved.delete(inode.key);
     // The space of an unlinked inode is freed when its last fd goes: this one.
-    else this.#quota?.charge(-inode.charged);
+    this.#quota?.charge(-inode.charged);
   }
 
   /** Entry `name` of `dir`, known inode or not, before it is removed or renamed. */
