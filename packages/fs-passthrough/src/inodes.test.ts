@@ -104,6 +104,28 @@ describe("PassthroughFs host fds", () => {
     expect(openFds()).toBe(base);
   });
 
+  it("keeps numbers, fds and ENOENT for forgotten inodes right through thousands of lookups and forgets", async () => {
+    const dir = scratch();
+    const count = 3000;
+    for (let i = 0; i < count; i++) writeFileSync(join(dir, `f${i}`), "");
+    const fs = backend({ rootDir: dir });
+    const held = fs.lookup(ROOT, ROOT_INO, n("f0"));
+    const base = openFds();
+    const numbers = [];
+    // Forgetting this many lets the inode table drop what it kept of them.
+    for (let i = 1; i < count; i++) {
+      const entry = fs.lookup(ROOT, ROOT_INO, n(`f${i}`));
+      numbers.push(entry.ino);
+      fs.forget(ROOT, entry.ino, 1);
+    }
+    expect(openFds()).toBe(base);
+    await expectErrno(() => fs.getattr(ROOT, numbers[0]!), "ENOENT");
+    expect(fs.getattr(ROOT, held.ino).ino).toBe(held.ino);
+    for (let i = 1; i < count; i++) expect(fs.lookup(ROOT, ROOT_INO, n(`f${i}`)).ino).toBe(numbers[i - 1]);
+    expect(openFds()).toBe(base + count - 1);
+    expect(fs.lookup(ROOT, ROOT_INO, n("f0")).ino).toBe(held.ino);
+  });
+
   it("keeps an inode's fd while a handle is open, even after forget, and answers through it after unlink", async () => {
     const fs = backend({ rootDir: scratch() });
     const base = openFds();

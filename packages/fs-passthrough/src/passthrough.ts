@@ -216,8 +216,18 @@ export class PassthroughFs extends FsBackend {
   readonly #options: ResolvedOptions;
   readonly #fileOpenFlags: number;
   readonly #dirOpenFlags: number;
-  readonly #byIno = new Map<number, Inode>();
-  readonly #byKey = new Map<HostKey, Inode>();
+  /**
+   * The known inodes by guest number and by host key. A forgotten inode's
+   * entries stay, holding `undefined`, until they outnumber the known ones
+   * (see {@link #compact}): a V8 Map keeps a deleted entry in its bucket's
+   * chain until it rehashes, so deleting a key and adding it again (an inode
+   * forgotten and looked up again) made every such add walk a longer chain;
+   * with 15 000 inodes known, a lookup took over 100 µs.
+   */
+  #byIno = new Map<number, Inode | undefined>();
+  #byKey = new Map<HostKey, Inode | undefined>();
+  /** How many inodes are known (the maps' entries that are not `undefined`). */
+  #known = 0;
   /**
    * Guest numbers of host inodes: given out by readdir before any lookup, or
    * kept from an inode the kernel forgot, so a later lookup gives the same
@@ -287,11 +297,12 @@ export class PassthroughFs extends FsBackend {
 
   #unmount(): void {
     for (const handle of this.#handles.values()) close(handle.fd);
-    for (const inode of this.#byIno.values()) close(inode.fd);
+    for (const inode of this.#byIno.values()) if (inode !== undefined) close(inode.fd);
     if (this.#procFd >= 0) close(this.#procFd);
     this.#handles.clear();
     this.#byIno.clear();
     this.#byKey.clear();
+    this.#known = 0;
     this.#reserved.clear();
     this.#procFd = -1;
     this.#root = undefined;
@@ -312,6 +323,22 @@ export class PassthroughFs extends FsBackend {
   #register(inode: Inode): void {
     this.#byIno.set(inode.ino, inode);
     this.#byKey.set(inode.key, inode);
+    this.#known++;
+  }
+
+  #unregister(inode: Inode): void {
+    this.#byIno.set(inode.ino, undefined);
+    this.#byKey.set(inode.key, undefined);
+    this.#known--;
+    const forgotten = Math.max(this.#byIno.size, this.#byKey.size) - this.#known;
+    if (forgotten > 1024 && forgotten > this.#known) this.#compact();
+  }
+
+  /** New maps of the known inodes alone (fresh tables: no deleted entries either). */
+  #compact(): void {
+    const known = [...this.#byIno.values()].filter((inode) => inode !== undefined);
+    this.#byIno = new Map(known.map((inode) => [inode.ino, inode]));
+    this.#byKey = new Map(known.map((inode) => [inode.key, inode]));
   }
 
   #inode(ino: number, op: string): Inode {
@@ -476,8 +503,7 @@ export class PassthroughFs extends FsBackend {
    */
   #maybeDrop(inode: Inode): void {
     if (inode.nlookup > 0 || inode.opens > 0 || this.#isRoot(inode)) return;
-    this.#byIno.delete(inode.ino);
-    this.#byKey.delete(inode.key);
+    this.#unregister(inode);
     if (unpin(inode.fd) > 0) {
       const kept = this.#reserved.get(inode.key);
       if (kept?.ino === inode.ino) kept.type = dtFromMode(inode.mode);
@@ -857,7 +883,7 @@ export class PassthroughFs extends FsBackend {
   /** Counts the space of an entry whose name just went: freed now unless a known inode or another link keeps it. */
   #removed(entry: Peeked): void {
     const key = this.#keyOf(entry.st);
-    if (this.#byKey.has(key) || ((entry.st.mode & S.IFMT) !== S.IFDIR && entry.st.nlink > 1)) return;
+    if (this.#byKey.get(key) !== undefined || ((entry.st.mode & S.IFMT) !== S.IFDIR && entry.st.nlink > 1)) return;
     // Gone for good: its host number may come back as another file, which must not inherit its guest number.
     this.#reserved.delete(key);
     this.#quota?.charge(-entry.st.blocks * 512);
