@@ -111,7 +111,7 @@ describe("PassthroughFs host fds", () => {
     const fs = backend({ rootDir: dir });
     const held = fs.lookup(ROOT, ROOT_INO, n("f0"));
     const base = openFds();
-    const numbers = [];
+    const numbers: number[] = [];
     // Forgetting this many lets the inode table drop what it kept of them.
     for (let i = 1; i < count; i++) {
       const entry = fs.lookup(ROOT, ROOT_INO, n(`f${i}`));
