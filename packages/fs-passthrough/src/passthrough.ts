@@ -368,15 +368,18 @@ export class PassthroughFs extends FsBackend {
    * refuses O_PATH fds to getxattrat's AT_EMPTY_PATH), or from the host stat `st`.
    */
   #loadView(inode: Inode, st: HostStat, get = (): Uint8Array | undefined => getxattrat(this.#procFd, String(inode.fd), OVERRIDE)): void {
-    const view = this.#override(get, inode.hostType, `inode ${inode.ino} (host ${describeHost(st)})`);
+    const view = this.#override(get, inode.hostType, () => `inode ${inode.ino} (host ${describeHost(st)})`);
     if (view !== undefined) inode.setView(view, true);
     else inode.setView(inode.ino === ROOT_INO ? ROOT_VIEW : hostView(st), false);
   }
 
-  /** The override `get` reads from a host inode of type `hostType`; a corrupt one is logged (naming `what`) and ignored. */
-  #override(get: () => Uint8Array | undefined, hostType: number, what: string): OverrideStat | undefined {
+  /**
+   * The override `get` reads from a host inode of type `hostType`; a corrupt
+   * one is logged (naming the inode as `what` says, only then) and ignored.
+   */
+  #override(get: () => Uint8Array | undefined, hostType: number, what: () => string): OverrideStat | undefined {
     return readOverride(get, hostType, (reason) =>
-      this.#options.logger(`PassthroughFs: ignoring the ${OVERRIDE} xattr of ${what}, showing host metadata: ${reason}`),
+      this.#options.logger(`PassthroughFs: ignoring the ${OVERRIDE} xattr of ${what()}, showing host metadata: ${reason}`),
     );
   }
 
@@ -524,7 +527,7 @@ export class PassthroughFs extends FsBackend {
   /** The guest owner and mode of a peeked entry: its inode's, else read from the host. */
   #viewOf(dir: Inode, name: Uint8Array, { st, known }: Peeked): Pick<Attr, "ino" | "uid" | "gid" | "mode"> {
     if (known !== undefined) return known;
-    const what = `'${bytesToString(name)}' in inode ${dir.ino}`;
+    const what = (): string => `'${bytesToString(name)}' in inode ${dir.ino}`;
     const view = this.#override(() => getxattrat(dir.fd, name, OVERRIDE, c.AT_SYMLINK_NOFOLLOW), st.mode & S.IFMT, what) ?? hostView(st);
     return { ino: 0, uid: view.uid, gid: view.gid, mode: view.mode };
   }
@@ -1599,7 +1602,7 @@ export class PassthroughFs extends FsBackend {
     if (known !== undefined) return { ino: known.ino, offset, type: dtFromMode(known.mode), name };
     const reserved = this.#reservation(key);
     if (reserved.type === undefined) {
-      const what = `'${bytesToString(name)}' in inode ${handle.inode.ino}`;
+      const what = (): string => `'${bytesToString(name)}' in inode ${handle.inode.ino}`;
       const view = dirent.type === DT.REG ? this.#override(() => getxattrat(handle.fd, name, OVERRIDE, c.AT_SYMLINK_NOFOLLOW), S.IFREG, what) : undefined;
       reserved.type = view === undefined ? dirent.type : dtFromMode(view.mode);
     }
