@@ -30,7 +30,7 @@ describe("pinAt / unpin / createPinned", () => {
       const fd = pinAt(dirFd, "f", c.O_NOFOLLOW, BENEATH, procFd, NAME, stat, value);
       expect(stat[STATX_FIELDS.size]).toBe(3);
       expect(stat[STATX_FIELDS.inoLow]! + stat[STATX_FIELDS.inoHigh]! * 2 ** 32).toBe(fs.statSync(tmp.join("f")).ino);
-      expect(Buffer.from(value.subarray(0, stat[EXTRA]!)).toString()).toBe("value");
+      expect(Buffer.from(value.subarray(0, stat[EXTRA])).toString()).toBe("value");
       // The pin holds the inode: unlinked, its link count reads 0 as it goes.
       fs.unlinkSync(tmp.join("f"));
       expect(unpin(fd)).toBe(0);
@@ -45,12 +45,12 @@ describe("pinAt / unpin / createPinned", () => {
       const stat = out();
       const value = new Uint8Array(16);
       const fd = pinAt(dirFd, "d", c.O_NOFOLLOW | c.O_DIRECTORY, BENEATH, procFd, NAME, stat, value);
-      expect(Buffer.from(value.subarray(0, stat[EXTRA]!)).toString()).toBe("dir");
+      expect(Buffer.from(value.subarray(0, stat[EXTRA])).toString()).toBe("dir");
       // Renamed away and replaced: the pin still reads its own directory.
       fs.renameSync(tmp.join("d"), tmp.join("moved"));
       fs.mkdirSync(tmp.join("d"));
       expect(unpin(pinAt(fd, ".", c.O_DIRECTORY, BENEATH, procFd, NAME, stat, value))).toBe(2);
-      expect(Buffer.from(value.subarray(0, stat[EXTRA]!)).toString()).toBe("dir");
+      expect(Buffer.from(value.subarray(0, stat[EXTRA])).toString()).toBe("dir");
       expect(unpin(fd)).toBe(2);
     });
   });
