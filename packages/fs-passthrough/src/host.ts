@@ -15,6 +15,9 @@ export { c };
  */
 export const BENEATH = c.RESOLVE_BENEATH | c.RESOLVE_NO_MAGICLINKS | c.RESOLVE_NO_SYMLINKS;
 
+/** How a directory entry is pinned (with `O_PATH`): the entry itself, never what a symlink names. */
+export const PIN_ENTRY = c.O_NOFOLLOW;
+
 /** For `..` alone, which RESOLVE_BENEATH refuses: still no symlinks or magic links. */
 export const NO_LINKS = c.RESOLVE_NO_MAGICLINKS | c.RESOLVE_NO_SYMLINKS;
 
@@ -86,9 +89,16 @@ function hostStat(): HostStat {
   };
 }
 
+/**
+ * `statx` flags of {@link fstat} and {@link lstatAt}, read once: @msb/native's
+ * `constants` object has too many properties for V8 to keep it fast to read.
+ */
+const FSTAT = c.AT_EMPTY_PATH | c.AT_NO_AUTOMOUNT;
+const LSTAT = c.AT_SYMLINK_NOFOLLOW | c.AT_NO_AUTOMOUNT;
+
 /** `fstat` of any fd, `O_PATH` ones included. */
 export function fstat(fd: number): HostStat {
-  statxInto(fd, "", c.AT_EMPTY_PATH | c.AT_NO_AUTOMOUNT, fields);
+  statxInto(fd, "", FSTAT, fields);
   return hostStat();
 }
 
@@ -98,7 +108,7 @@ export function fstat(fd: number): HostStat {
  * lstat(2), it never triggers an automount.
  */
 export function lstatAt(dirFd: number, name: Uint8Array | string): HostStat | undefined {
-  return statxInto(dirFd, name, c.AT_SYMLINK_NOFOLLOW | c.AT_NO_AUTOMOUNT, fields) ? hostStat() : undefined;
+  return statxInto(dirFd, name, LSTAT, fields) ? hostStat() : undefined;
 }
 
 /** A host inode just pinned by an `O_PATH` fd, with its stat and what reading its override found. */

@@ -81,6 +81,7 @@ import { fdatasyncSync, fsyncSync, ftruncateSync, readSync, writeSync } from "no
 import {
   BENEATH,
   NO_LINKS,
+  PIN_ENTRY,
   PROC_SUPER_MAGIC,
   ROOT_VIEW,
   c,
@@ -432,7 +433,7 @@ export class PassthroughFs extends FsBackend {
     const st = statAt(dirFd, name);
     const known = this.#byKey.get(this.#keyOf(st));
     if (known !== undefined) return { inode: this.#refresh(known, st), st };
-    const pinned = pin(dirFd, name, c.O_NOFOLLOW, BENEATH, this.#procFd);
+    const pinned = pin(dirFd, name, PIN_ENTRY, BENEATH, this.#procFd);
     return this.#adopt(pinned.fd, pinned.override, pinned.st);
   }
 
