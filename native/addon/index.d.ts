@@ -417,6 +417,58 @@ export declare const STATX_FIELDS: {
  */
 export declare function statxInto(dirfd: number, path: PathLike, flags: number, out: Float64Array): boolean;
 
+// ---------------------------------------------------------------------- pin --
+
+/**
+ * One lookup of a passthrough server: opens entry `name` of `dirfd` as an
+ * `O_PATH` pin with openat2 (`flags | O_PATH | O_CLOEXEC`, `resolve` as
+ * openat2(2) takes it), stats the new fd into `out` (laid out as
+ * {@link STATX_FIELDS}) and, for a regular file or directory, reads xattr
+ * `xattrName` of that very inode into `value` (a directory's as `.` beneath
+ * the pin; a file's, or a directory's the caller may not search, through
+ * `/proc/self/fd/<fd>` relative to `procFd`, an fd of the `/proc/self/fd`
+ * directory).
+ * `out[STATX_FIELDS.length]` is the value's length, or `-errno` when it was
+ * not read: `-ENODATA` when absent (or the file is of another type),
+ * `-ERANGE` when longer than `value`. Returns the pin, which the caller owns;
+ * throws (with nothing left open) when opening or stating fails.
+ * `out` needs `STATX_FIELDS.length + 1` numbers. Synchronous only.
+ */
+export declare function pinAt(
+  dirfd: number,
+  name: PathLike,
+  flags: number,
+  resolve: number,
+  procFd: number,
+  xattrName: string,
+  out: Float64Array,
+  value: Uint8Array,
+): number;
+
+/** Closes pin `fd` and returns its inode's link count, read just before. Throws if either fails (the fd is closed anyway). Synchronous only. */
+export declare function unpin(fd: number): number;
+
+/**
+ * Creates regular file `name` in `dirfd` with openat2(`O_CREAT | O_EXCL |
+ * O_RDWR | O_NOFOLLOW`, `mode`, `resolve`), sets xattr `xattrName` to `value`
+ * on it, stats it into `out` (laid out as {@link STATX_FIELDS}) and pins it
+ * `O_PATH` through its `/proc/self/fd` magic link (relative to `procFd`):
+ * `out[STATX_FIELDS.length]` is that pin. Returns the read-write fd; both fds
+ * are the caller's. On any failure the file is closed and removed again
+ * before the error is thrown. `out` needs `STATX_FIELDS.length + 1` numbers.
+ * Synchronous only.
+ */
+export declare function createPinned(
+  dirfd: number,
+  name: PathLike,
+  mode: number,
+  resolve: number,
+  procFd: number,
+  xattrName: string,
+  value: Uint8Array,
+  out: Float64Array,
+): number;
+
 // --------------------------------------------------------------------- zstd --
 
 /** An opaque streaming zstd decompressor (libzstd `ZSTD_DStream`), freed by the garbage collector. */

@@ -44,6 +44,11 @@ module.exports.STATX_FIELDS = Object.freeze({
   length: 19,
 });
 
+// a passthrough server's lookup, forget and create, one call each
+module.exports.pinAt = binding.pinAt;
+module.exports.unpin = binding.unpin;
+module.exports.createPinned = binding.createPinned;
+
 // zstd streaming decompression (libzstd)
 module.exports.zstdDecompressor = binding.zstdDecompressor;
 module.exports.zstdDecompress = binding.zstdDecompress;

@@ -12,6 +12,7 @@
 //! * `poll`: readiness of a descriptor on Node's event loop, non-blocking reads.
 //! * `zstd`: streaming decompression through the system libzstd.
 //! * `layer`: an image layer's entries written on the threadpool, batch by batch.
+//! * `pin`: a passthrough server's lookup, forget and create, one call each.
 
 mod at;
 mod backing;
@@ -24,6 +25,7 @@ mod layer;
 mod mount;
 mod napi;
 mod open;
+mod pin;
 mod poll;
 mod stat;
 mod sys;
@@ -209,6 +211,15 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
         exports,
         "layerWriterClose",
         Some(layer::js_close),
+        ptr::null_mut(),
+    );
+    export_fn(env, exports, "pinAt", Some(pin::js_pin_at), ptr::null_mut());
+    export_fn(env, exports, "unpin", Some(pin::js_unpin), ptr::null_mut());
+    export_fn(
+        env,
+        exports,
+        "createPinned",
+        Some(pin::js_create_pinned),
         ptr::null_mut(),
     );
     env.set(exports, c"constants", constants::build(env));

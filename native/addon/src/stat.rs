@@ -1,6 +1,6 @@
 //! fstatat / fstat (via statx(2)) and statfs / fstatfs.
 
-use std::ffi::{CString, c_int, c_long};
+use std::ffi::{CStr, CString, c_int, c_long};
 use std::ptr;
 
 use crate::error::{ArgErr, SysErr, SysResult};
@@ -10,7 +10,7 @@ use crate::value::{Args, Env};
 use crate::work::{Call, Out, Spec};
 
 /// statx(2) of the basic fields into `buf`.
-fn statx_into(dirfd: c_int, path: &CString, flags: c_int, buf: &mut Statx) -> SysResult<()> {
+pub fn statx_into(dirfd: c_int, path: &CStr, flags: c_int, buf: &mut Statx) -> SysResult<()> {
     let rc = unsafe {
         sys::syscall(
             sys::SYS_STATX,
@@ -52,16 +52,16 @@ fn parse_fstat(env: Env, args: &Args) -> Result<Call, ArgErr> {
 }
 
 /// How many numbers `statxInto` writes (see `STATX_FIELDS` in index.js).
-const STATX_FIELDS: usize = 19;
+pub const STATX_FIELDS: usize = 19;
 
-/// The `Float64Array` argument `what` of at least `STATX_FIELDS` elements.
-fn f64_out(env: Env, v: napi_value, what: &str) -> Result<*mut f64, ArgErr> {
-    let Some((data, len)) = env.typed_array(v, NAPI_FLOAT64_ARRAY) else {
+/// The `Float64Array` argument `what` of at least `len` elements.
+pub fn f64_out(env: Env, v: napi_value, what: &str, len: usize) -> Result<*mut f64, ArgErr> {
+    let Some((data, actual)) = env.typed_array(v, NAPI_FLOAT64_ARRAY) else {
         return Err(env.type_err(v, what, "an instance of Float64Array"));
     };
-    if len < STATX_FIELDS {
+    if actual < len {
         return Err(ArgErr::Range(format!(
-            "The argument '{what}' must hold at least {STATX_FIELDS} numbers. Received length {len}"
+            "The argument '{what}' must hold at least {len} numbers. Received length {actual}"
         )));
     }
     // `data` already includes the view's byte offset.
@@ -81,7 +81,7 @@ pub unsafe extern "C" fn js_statx_into(env: napi_env, info: napi_callback_info) 
             env.fd(args.get(0), "dirfd")?,
             env.cstr(args.get(1), "path")?,
             env.flags(args.get(2), "flags")? as c_int,
-            f64_out(env, args.get(3), "out")?,
+            f64_out(env, args.get(3), "out", STATX_FIELDS)?,
         ))
     })();
     let (dirfd, path, flags, out) = match parsed {
@@ -97,6 +97,18 @@ pub unsafe extern "C" fn js_statx_into(env: napi_env, info: napi_callback_info) 
         }) => return env.boolean(false),
         Err(e) => return env.throw(env.sys_error(e, Some(path.as_bytes()), None)),
     }
+    // SAFETY: `out` holds at least STATX_FIELDS f64s (checked) and stays
+    // alive during this call, which is its argument.
+    unsafe { write_fields(&s, out) };
+    env.boolean(true)
+}
+
+/// Writes the `STATX_FIELDS` numbers of `s` to `out`, laid out as
+/// `STATX_FIELDS` in index.js says.
+///
+/// # Safety
+/// `out` points at `STATX_FIELDS` writable f64s.
+pub unsafe fn write_fields(s: &Statx, out: *mut f64) {
     let fields = [
         s.dev_major as f64,
         s.dev_minor as f64,
@@ -118,10 +130,7 @@ pub unsafe extern "C" fn js_statx_into(env: napi_env, info: napi_callback_info) 
         s.ctime.tv_sec as f64,
         s.ctime.tv_nsec as f64,
     ];
-    // SAFETY: `out` holds at least STATX_FIELDS f64s (checked) and stays
-    // alive during this call, which is its argument.
     unsafe { ptr::copy_nonoverlapping(fields.as_ptr(), out, STATX_FIELDS) };
-    env.boolean(true)
 }
 
 /// `statfs(path)`.

@@ -119,6 +119,7 @@ pub const UTIME_OMIT: i64 = (1 << 30) - 2;
 pub const XATTR_MAX: usize = 65536;
 
 pub const ENOENT: i32 = 2;
+pub const EACCES: i32 = 13;
 pub const ERANGE: i32 = 34;
 pub const ENOSYS: i32 = 38;
 pub const ENODATA: i32 = 61;

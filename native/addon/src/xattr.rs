@@ -1,6 +1,6 @@
 //! Extended attributes: get/set/list/remove × path / no-follow path / fd.
 
-use std::ffi::{CString, c_char, c_int, c_long, c_void};
+use std::ffi::{CStr, CString, c_char, c_int, c_long, c_void};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -99,14 +99,14 @@ fn parse_get<const K: u8>(env: Env, args: &Args) -> Result<Call, ArgErr> {
 // -------------------------------------------------------------- getxattrat --
 
 /// False once the kernel answered ENOSYS (before Linux 6.13): use /proc paths.
-static HAVE_GETXATTRAT: AtomicBool = AtomicBool::new(true);
+pub static HAVE_GETXATTRAT: AtomicBool = AtomicBool::new(true);
 
 /// `getxattrat(2)` into `buf` (`size` 0 asks for the length).
-fn getxattrat(
+pub fn getxattrat(
     dirfd: c_int,
-    path: &CString,
+    path: &CStr,
     at_flags: c_int,
-    name: &CString,
+    name: &CStr,
     buf: *mut c_void,
     size: usize,
 ) -> isize {

@@ -136,6 +136,8 @@ describe("the host side of PassthroughFs", () => {
     const CASES: [string, string, (path: string) => void][] = [
       ["too short", "19 bytes", (p) => setxattr(p, OVERRIDE_STAT_XATTR, Buffer.alloc(19))],
       ["too long", "21 bytes", (p) => setxattr(p, OVERRIDE_STAT_XATTR, Buffer.alloc(21, 1))],
+      // Longer than what a lookup reads at first: read again whole, to say what it is.
+      ["far too long", "4000 bytes", (p) => setxattr(p, OVERRIDE_STAT_XATTR, Buffer.alloc(4000, 1))],
       ["of an unknown version", "version 2", (p) => setxattr(p, OVERRIDE_STAT_XATTR, Buffer.from([2, 0, 0, 0, ...Buffer.alloc(16)]))],
       ["with non-zero padding", "padding", (p) => setxattr(p, OVERRIDE_STAT_XATTR, Buffer.from(encodeOverrideStat({ uid: 1, gid: 1, mode: S.IFREG | 0o777, rdev: 0 })).fill(9, 1, 4))],
       ["claiming a directory on a host file", "cannot be stored", (p) => setxattr(p, OVERRIDE_STAT_XATTR, encodeOverrideStat({ uid: 1, gid: 1, mode: S.IFDIR | 0o777, rdev: 0 }))],

@@ -1,8 +1,9 @@
 // The host side: how a path, an fd or a stat of @msb/native becomes what the
 // guest sees, and the one rule for reading the override xattr.
-import { S, makedev } from "@msb/fs";
-import { STATX_FIELDS, constants as c, statxInto } from "@msb/native";
-import { OverrideStatError, decodeOverrideStat, typeFitsHost, type OverrideStat } from "@msb/fs";
+import { constants } from "node:os";
+import { FsError, S, errnoName, makedev } from "@msb/fs";
+import { STATX_FIELDS, constants as c, createPinned, getxattrat, pinAt, statxInto } from "@msb/native";
+import { OVERRIDE_STAT_XATTR, OverrideStatError, decodeOverrideStat, typeFitsHost, type OverrideStat } from "@msb/fs";
 
 export { c };
 
@@ -13,6 +14,9 @@ export { c };
  * itself rather than refused.
  */
 export const BENEATH = c.RESOLVE_BENEATH | c.RESOLVE_NO_MAGICLINKS | c.RESOLVE_NO_SYMLINKS;
+
+/** How a directory entry is pinned (with `O_PATH`): the entry itself, never what a symlink names. */
+export const PIN_ENTRY = c.O_NOFOLLOW;
 
 /** For `..` alone, which RESOLVE_BENEATH refuses: still no symlinks or magic links. */
 export const NO_LINKS = c.RESOLVE_NO_MAGICLINKS | c.RESOLVE_NO_SYMLINKS;
@@ -52,8 +56,13 @@ export interface HostStat {
 }
 
 const F = STATX_FIELDS;
-/** Where `statxInto` writes; read back at once, so one array serves every call. */
-const fields = new Float64Array(F.length);
+/** Where `pinAt` and `createPinned` put the number they add after the stat. */
+const EXTRA = F.length;
+/** Where `statxInto`, `pinAt` and `createPinned` write; read back at once, so one array serves every call. */
+const fields = new Float64Array(F.length + 1);
+/** Where `pinAt` reads an override: far more than a valid one holds, so only a corrupt value is longer. */
+const pinnedOverride = new Uint8Array(256);
+const { ENODATA, ERANGE } = constants.errno;
 
 function hostStat(): HostStat {
   const f = fields;
@@ -80,9 +89,16 @@ function hostStat(): HostStat {
   };
 }
 
+/**
+ * `statx` flags of {@link fstat} and {@link lstatAt}, read once: @msb/native's
+ * `constants` object has too many properties for V8 to keep it fast to read.
+ */
+const FSTAT = c.AT_EMPTY_PATH | c.AT_NO_AUTOMOUNT;
+const LSTAT = c.AT_SYMLINK_NOFOLLOW | c.AT_NO_AUTOMOUNT;
+
 /** `fstat` of any fd, `O_PATH` ones included. */
 export function fstat(fd: number): HostStat {
-  statxInto(fd, "", c.AT_EMPTY_PATH | c.AT_NO_AUTOMOUNT, fields);
+  statxInto(fd, "", FSTAT, fields);
   return hostStat();
 }
 
@@ -92,7 +108,49 @@ export function fstat(fd: number): HostStat {
  * lstat(2), it never triggers an automount.
  */
 export function lstatAt(dirFd: number, name: Uint8Array | string): HostStat | undefined {
-  return statxInto(dirFd, name, c.AT_SYMLINK_NOFOLLOW | c.AT_NO_AUTOMOUNT, fields) ? hostStat() : undefined;
+  return statxInto(dirFd, name, LSTAT, fields) ? hostStat() : undefined;
+}
+
+/** A host inode just pinned by an `O_PATH` fd, with its stat and what reading its override found. */
+export interface Pin {
+  /** The `O_PATH` fd, which the caller now owns. */
+  readonly fd: number;
+  readonly st: HostStat;
+  /**
+   * The override as read through the pin: its bytes (valid until the next
+   * `pin`), `undefined` when there is none; throws the host's error (a
+   * `readOverride` getter).
+   */
+  readonly override: () => Uint8Array | undefined;
+}
+
+/**
+ * Entry `name` of directory fd `dirFd` pinned `O_PATH` (openat2 with `flags`
+ * and `resolve`), stat'ed and its override read from that very inode, in one
+ * native call. `procFd` is the backend's fd of `/proc/self/fd`.
+ */
+export function pin(dirFd: number, name: Uint8Array | string, flags: number, resolve: number, procFd: number): Pin {
+  const fd = pinAt(dirFd, name, flags, resolve, procFd, OVERRIDE_STAT_XATTR, fields, pinnedOverride);
+  const length = fields[EXTRA]!;
+  const override = (): Uint8Array | undefined => {
+    if (length >= 0) return pinnedOverride.subarray(0, length);
+    if (length === -ENODATA) return undefined;
+    // Longer than any valid value: read it whole, so the log says what it is.
+    if (length === -ERANGE) return getxattrat(procFd, String(fd), OVERRIDE_STAT_XATTR);
+    throw new FsError(errnoName(-length) ?? "EIO", { op: "getxattr", detail: OVERRIDE_STAT_XATTR });
+  };
+  return { fd, st: hostStat(), override };
+}
+
+/**
+ * Regular file `name` created in directory fd `dirFd` (openat2 `O_CREAT |
+ * O_EXCL | O_NOFOLLOW`, host mode `mode`, resolved as `resolve` says) with
+ * override `view`, stat'ed and pinned `O_PATH`, in one native call. Returns
+ * the read-write fd and the pin, both the caller's; on failure nothing is left.
+ */
+export function createFile(dirFd: number, name: Uint8Array, mode: number, resolve: number, procFd: number, view: Uint8Array): { fd: number; pinFd: number; st: HostStat } {
+  const fd = createPinned(dirFd, name, mode, resolve, procFd, OVERRIDE_STAT_XATTR, view, fields);
+  return { fd, pinFd: fields[EXTRA]!, st: hostStat() };
 }
 
 /**

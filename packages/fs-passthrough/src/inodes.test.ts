@@ -7,11 +7,13 @@ import { close as closeFd, constants as c, getdents, openat, statfs } from "@msb
 import { linkSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import type { PassthroughFs } from "./index.js";
+import { PassthroughFs } from "./index.js";
 import { ROOT, n, openFds, readFile, useBackends, useScratch, writeFile } from "./scratch.fixture.js";
 
 const EXT4_SUPER_MAGIC = 0xef53;
 const scratch = useScratch();
+/** tmpfs, for the tests that make tens of thousands of files (a disk's journal makes that slow). */
+const tmpfsScratch = useScratch("/dev/shm");
 const backend = useBackends();
 
 function listAll(fs: PassthroughFs, ino: number, size: number): { name: string; ino: number; offset: number }[] {
@@ -102,6 +104,44 @@ describe("PassthroughFs host fds", () => {
     expect(openFds()).toBe(base + 50);
     fs.batchForget(ROOT, entries.map((e) => [e.ino, 1] as const));
     expect(openFds()).toBe(base);
+  });
+
+  it("keeps numbers, fds and ENOENT for forgotten inodes right through thousands of lookups and forgets", async () => {
+    const dir = tmpfsScratch();
+    const count = 1500;
+    for (let i = 0; i < count; i++) writeFileSync(join(dir, `f${i}`), "");
+    const fs = backend({ rootDir: dir });
+    const held = fs.lookup(ROOT, ROOT_INO, n("f0"));
+    const base = openFds();
+    const numbers: number[] = [];
+    // Forgetting this many lets the inode table drop what it kept of them.
+    for (let i = 1; i < count; i++) {
+      const entry = fs.lookup(ROOT, ROOT_INO, n(`f${i}`));
+      numbers.push(entry.ino);
+      fs.forget(ROOT, entry.ino, 1);
+    }
+    expect(openFds()).toBe(base);
+    await expectErrno(() => fs.getattr(ROOT, numbers[0]!), "ENOENT");
+    expect(fs.getattr(ROOT, held.ino).ino).toBe(held.ino);
+    for (let i = 1; i < count; i++) expect(fs.lookup(ROOT, ROOT_INO, n(`f${i}`)).ino).toBe(numbers[i - 1]);
+    expect(openFds()).toBe(base + count - 1);
+    expect(fs.lookup(ROOT, ROOT_INO, n("f0")).ino).toBe(held.ino);
+  });
+
+  it("keeps at most MAX_RESERVED numbers of inodes not known, letting the oldest sixteenth go at once", { timeout: 60_000 }, () => {
+    const dir = tmpfsScratch();
+    const max = PassthroughFs.MAX_RESERVED;
+    for (let i = 0; i <= max; i++) writeFileSync(join(dir, `f${i}`), "");
+    const fs = backend({ rootDir: dir });
+    // Listing reserves a number for each name in the order listed; one past the limit evicts the oldest sixteenth.
+    const listed = listAll(fs, ROOT_INO, 1 << 20).filter((e) => !isDotOrDotDot(n(e.name)));
+    expect(listed).toHaveLength(max + 1);
+    const evicted = listed[max / 16 - 1]!;
+    const kept = listed[max / 16]!;
+    expect(fs.lookup(ROOT, ROOT_INO, n(kept.name)).ino).toBe(kept.ino);
+    const again = fs.lookup(ROOT, ROOT_INO, n(evicted.name)).ino;
+    expect(again).not.toBe(evicted.ino);
+    expect(again).toBeGreaterThan(Math.max(...listed.map((e) => e.ino)));
   });
 
   it("keeps an inode's fd while a handle is open, even after forget, and answers through it after unlink", async () => {
