@@ -6,5 +6,7 @@ export default defineProject({
     include: ["src/**/*.test.ts"],
     environment: "node",
     benchmark: { include: ["bench/**/*.bench.ts"] },
+    // The bench loads PassthroughFs's build as Node loads node:fs, its reference: not through vitest's transform.
+    server: { deps: { external: [/\/packages\/fs-passthrough\/dist\//] } },
   },
 });
