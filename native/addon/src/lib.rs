@@ -11,7 +11,7 @@
 //! * `backing`: FUSE passthrough's backing files.
 //! * `poll`: readiness of a descriptor on Node's event loop, non-blocking reads.
 //! * `zstd`: streaming decompression through the system libzstd.
-//! * `layer`: an image layer's entries written on the threadpool, batch by batch.
+//! * `layer`: an image layer's tar unpacked on a thread of its own; `tar`: libarchive's tar reader.
 
 mod at;
 mod backing;
@@ -27,6 +27,7 @@ mod open;
 mod poll;
 mod stat;
 mod sys;
+mod tar;
 mod value;
 mod work;
 mod xattr;
@@ -177,8 +178,8 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
     export_fn(
         env,
         exports,
-        "layerWriter",
-        Some(layer::js_writer),
+        "layerUnpacker",
+        Some(layer::js_unpacker),
         ptr::null_mut(),
     );
     export_fn(
@@ -191,8 +192,8 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
     export_fn(
         env,
         exports,
-        "layerWriterApply",
-        Some(layer::js_apply),
+        "layerUnpackerWrite",
+        Some(layer::js_write),
         ptr::null_mut(),
     );
     export_fn(
@@ -205,8 +206,8 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
     export_fn(
         env,
         exports,
-        "layerWriterClose",
-        Some(layer::js_close),
+        "layerUnpackerEnd",
+        Some(layer::js_end),
         ptr::null_mut(),
     );
     env.set(exports, c"constants", constants::build(env));
