@@ -480,9 +480,9 @@ export interface LayerUnpacker {
 export declare function layerUnpacker(rootFd: number, overrideXattr: PathLike): LayerUnpacker;
 
 /**
- * Queues a copy of the next tar bytes for the unpacker (copied on the
- * threadpool: do not change `chunk` until the promise settles), once fewer
- * than 8 MiB wait. Resolves `false` when the unpacker takes no more: its
+ * Queues the next tar bytes for the unpacker, once fewer than 8 MiB wait.
+ * They are read in place: do not change `chunk` until
+ * {@link layerUnpackerEnd} settles. Resolves `false` when the unpacker takes no more: its
  * archive ended (the end-of-archive blocks) or failed. Await each call before
  * the next, to keep the bytes in order.
  */

@@ -27,10 +27,11 @@
 //! * `layerUnpacker(rootFd, overrideXattr)` → handle: gives the root tar's
 //!   default metadata and starts the reading thread. `rootFd` stays the
 //!   caller's: close it after `layerUnpackerEnd` settles.
-//! * `layerUnpackerWrite(handle, chunk)` → `Promise<boolean>`: queues a copy
-//!   of the tar bytes (copied on the threadpool, so `chunk` must not change
-//!   until the promise settles), once fewer than 8 MiB are queued. `false`:
-//!   the reader has stopped (the archive ended or failed) and took nothing.
+//! * `layerUnpackerWrite(handle, chunk)` → `Promise<boolean>`: queues the tar
+//!   bytes once fewer than 8 MiB are queued. They are read in place, by
+//!   reference, so `chunk` must not change until `layerUnpackerEnd` settles.
+//!   `false`: the reader has stopped (the archive ended or failed) and took
+//!   nothing.
 //! * `layerUnpackerEnd(handle, abort)` → `Promise<void>`: no more bytes
 //!   (`abort`: stop at once); waits for the thread, so nothing is written
 //!   after it settles. Rejects with the failure: `ERR_MSB_LAYER_UNSAFE`,
@@ -573,11 +574,23 @@ impl Drop for Writer {
     }
 }
 
+/// A JS chunk of tar bytes, read in place and referenced until the reader is done with it.
+struct Chunk {
+    bytes: *const u8,
+    len: usize,
+    reference: napi_ref,
+}
+
+// SAFETY: the bytes are only read, and the reference is only deleted on the JS thread.
+unsafe impl Send for Chunk {}
+
 /// Tar bytes on their way from JS to the reading thread.
 #[derive(Default)]
 struct Feed {
-    chunks: VecDeque<Vec<u8>>,
+    chunks: VecDeque<Chunk>,
     bytes: usize,
+    /// Chunks the reader is done with, to release on the JS thread.
+    released: Vec<Chunk>,
     /// No more bytes will come.
     ended: bool,
     /// The reader must stop at once.
@@ -601,25 +614,40 @@ fn lock(pipe: &Pipe) -> MutexGuard<'_, Feed> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The archive's side of the pipe: the chunk it reads from now.
+impl Pipe {
+    /// Deletes the references of the chunks the reader is done with (on the JS thread).
+    fn release(&self, env: Env) {
+        let released = std::mem::take(&mut lock(self).released);
+        let references: Vec<napi_ref> = released.iter().map(|c| c.reference).collect();
+        env.delete_references(&references);
+    }
+}
+
+/// The archive's side of the pipe: the chunk it reads from now (libarchive
+/// may point into it until it asks for the next).
 struct PipeSource {
     pipe: Arc<Pipe>,
-    current: Vec<u8>,
+    current: Option<Chunk>,
 }
 
 impl tar::Source for PipeSource {
     fn next(&mut self) -> Result<&[u8], &'static CStr> {
         let mut feed = lock(&self.pipe);
+        if let Some(done) = self.current.take() {
+            feed.released.push(done);
+        }
         loop {
             if feed.aborted {
                 return Err(c"unpacking was aborted");
             }
             if let Some(chunk) = feed.chunks.pop_front() {
-                feed.bytes -= chunk.len();
+                feed.bytes -= chunk.len;
                 drop(feed);
                 self.pipe.writable.notify_all();
-                self.current = chunk;
-                return Ok(&self.current);
+                // SAFETY: the chunk's reference keeps its bytes alive and unchanged until released.
+                let bytes = unsafe { std::slice::from_raw_parts(chunk.bytes, chunk.len) };
+                self.current = Some(chunk);
+                return Ok(bytes);
             }
             if feed.ended {
                 return Ok(&[]);
@@ -633,26 +661,37 @@ impl tar::Source for PipeSource {
     }
 }
 
-/// The reading thread: unpacks what comes through `pipe`, then marks it stopped.
+/// The reading thread: unpacks what comes through `pipe`, then marks it
+/// stopped and releases every chunk.
 fn read_layer(mut writer: Writer, pipe: Arc<Pipe>) -> Result<(), Failure> {
     let layer_fail = |fail| Failure {
         entry: Vec::new(),
         fail,
     };
+    let mut source = PipeSource {
+        pipe: pipe.clone(),
+        current: None,
+    };
     let result = (|| {
         let _utf8 = Utf8Locale::enter()
             .ok_or_else(|| layer_fail(Fail::Tar("the C library has no C.UTF-8 locale".into())))?;
-        let mut source = PipeSource {
-            pipe: pipe.clone(),
-            current: Vec::new(),
-        };
         let mut archive = Archive::open(&mut source).map_err(|why| layer_fail(Fail::Tar(why)))?;
         writer.unpack(&mut archive)
     })();
     writer.close_all();
     let mut feed = lock(&pipe);
+    // libarchive may take a read error while it probes the format for an empty archive.
+    let result = result.and_then(|()| {
+        if feed.aborted {
+            Err(layer_fail(Fail::Tar("unpacking was aborted".into())))
+        } else {
+            Ok(())
+        }
+    });
     feed.stopped = true;
-    feed.chunks.clear();
+    let queued: Vec<Chunk> = feed.chunks.drain(..).collect();
+    feed.released
+        .extend(source.current.take().into_iter().chain(queued));
     feed.bytes = 0;
     drop(feed);
     pipe.writable.notify_all();
@@ -688,9 +727,8 @@ impl Unpacker {
         }))
     }
 
-    /// Queues `bytes` once there is room; false when the reader takes no more.
-    fn write(&self, bytes: &[u8]) -> bool {
-        let chunk = bytes.to_vec();
+    /// Queues `chunk` once there is room; gives it back when the reader takes no more.
+    fn write(&self, chunk: Chunk) -> Result<(), Chunk> {
         let mut feed = lock(&self.pipe);
         while feed.bytes >= QUEUED_MAX && !feed.stopped && !feed.aborted {
             feed = self
@@ -700,22 +738,23 @@ impl Unpacker {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
         }
         if feed.stopped || feed.aborted || feed.ended {
-            return false;
+            return Err(chunk);
         }
-        feed.bytes += chunk.len();
+        feed.bytes += chunk.len;
         feed.chunks.push_back(chunk);
         drop(feed);
         self.pipe.readable.notify_all();
-        true
+        Ok(())
     }
 }
 
 type Shared = Arc<Unpacker>;
 
-unsafe extern "C" fn finalize(_env: napi_env, data: *mut c_void, _hint: *mut c_void) {
+unsafe extern "C" fn finalize(env: napi_env, data: *mut c_void, _hint: *mut c_void) {
     let unpacker = unsafe { Box::from_raw(data as *mut Shared) };
     // A handle dropped without `layerUnpackerEnd`: stop the thread before the caller's root fd goes.
     unpacker.end(true);
+    unpacker.pipe.release(Env(env));
 }
 
 /// Marks this module's externals, so another external (a zstd handle) is never taken for an unpacker.
@@ -807,8 +846,8 @@ pub unsafe extern "C" fn js_unpacker(env: napi_env, info: napi_callback_info) ->
 
 /// What one async call of a handle does on the threadpool.
 enum Job {
-    /// Queue a copy of the chunk at (pointer, length), kept alive by `chunk`.
-    Write((*const u8, usize)),
+    /// Queue the chunk; it stays here when the reader takes no more.
+    Write(Option<Chunk>),
     End {
         abort: bool,
     },
@@ -823,8 +862,6 @@ enum Done {
 struct Call {
     unpacker: Shared,
     job: Job,
-    /// The written chunk, referenced until the copy is made.
-    chunk: napi_ref,
     done: Option<Done>,
     deferred: napi_deferred,
     work: napi_async_work,
@@ -835,7 +872,7 @@ fn queue(
     env: Env,
     args: &Args,
     name: &str,
-    job: impl FnOnce(Env) -> Result<(Job, napi_ref), napi_value>,
+    job: impl FnOnce(Env) -> Result<Job, napi_value>,
 ) -> napi_value {
     let Some(promised) = Promised::new(env) else {
         return ptr::null_mut();
@@ -847,14 +884,13 @@ fn queue(
             env.arg_error(env.type_err(args.get(0), "handle", HANDLE)),
         );
     };
-    let (job, chunk) = match job(env) {
-        Ok(v) => v,
+    let job = match job(env) {
+        Ok(job) => job,
         Err(error) => return promised.reject(env, error),
     };
     let call = Box::into_raw(Box::new(Call {
         unpacker,
         job,
-        chunk,
         done: None,
         deferred,
         work: ptr::null_mut(),
@@ -868,10 +904,17 @@ fn queue(
         |work| unsafe { (*call).work = work },
     ) {
         let call = unsafe { Box::from_raw(call) };
-        env.delete_references(&[call.chunk]);
+        release_unqueued(env, call.job);
         return promised.reject(env, error);
     }
     promise
+}
+
+/// Deletes the reference of a chunk that was never queued.
+fn release_unqueued(env: Env, job: Job) {
+    if let Job::Write(Some(chunk)) = job {
+        env.delete_references(&[chunk.reference]);
+    }
 }
 
 /// `layerUnpackerWrite(handle, chunk)` → `Promise<boolean>`.
@@ -882,10 +925,16 @@ pub unsafe extern "C" fn js_write(env: napi_env, info: napi_callback_info) -> na
         let item = args.get(1);
         let mut reference = ptr::null_mut();
         match env.uint8_view(item) {
-            Some(view)
+            // An empty chunk would read as the end of the archive: there is nothing to queue.
+            Some((_, 0)) => Ok(Job::Write(None)),
+            Some((bytes, len))
                 if unsafe { napi_create_reference(env.0, item, 1, &mut reference) } == NAPI_OK =>
             {
-                Ok((Job::Write(view), reference))
+                Ok(Job::Write(Some(Chunk {
+                    bytes,
+                    len,
+                    reference,
+                })))
             }
             _ => Err(env.arg_error(env.type_err(item, "chunk", "an instance of Uint8Array"))),
         }
@@ -901,7 +950,7 @@ pub unsafe extern "C" fn js_end(env: napi_env, info: napi_callback_info) -> napi
         if unsafe { napi_get_value_bool(env.0, args.get(1), &mut abort) } != NAPI_OK {
             return Err(env.arg_error(env.type_err(args.get(1), "abort", "of type boolean")));
         }
-        Ok((Job::End { abort }, ptr::null_mut()))
+        Ok(Job::End { abort })
     })
 }
 
@@ -909,18 +958,16 @@ pub unsafe extern "C" fn js_end(env: napi_env, info: napi_callback_info) -> napi
 unsafe extern "C" fn execute(_env: napi_env, data: *mut c_void) {
     // SAFETY: `data` is the `Call` of `queue`; only this callback uses it until `complete`.
     let call = unsafe { &mut *(data as *mut Call) };
-    call.done = Some(match call.job {
-        Job::Write((bytes, len)) => {
-            // SAFETY: the chunk is referenced until `complete`, and the caller leaves it unchanged.
-            let bytes = if len == 0 {
-                &[][..]
-            } else {
-                unsafe { std::slice::from_raw_parts(bytes, len) }
-            };
-            // An empty chunk would read as the end of the archive: there is nothing to queue.
-            Done::Written(bytes.is_empty() || call.unpacker.write(bytes))
-        }
-        Job::End { abort } => Done::Ended(call.unpacker.end(abort)),
+    call.done = Some(match &mut call.job {
+        Job::Write(chunk) => Done::Written(match chunk.take() {
+            None => true,
+            Some(taken) => call
+                .unpacker
+                .write(taken)
+                .map_err(|refused| *chunk = Some(refused))
+                .is_ok(),
+        }),
+        Job::End { abort } => Done::Ended(call.unpacker.end(*abort)),
     });
 }
 
@@ -950,13 +997,18 @@ fn failure_to_js(env: Env, failure: Failure) -> napi_value {
     err
 }
 
-/// JS thread side: releases the chunk and settles the promise.
+/// JS thread side: releases the chunks the reader is done with (and one it
+/// refused) and settles the promise.
 unsafe extern "C" fn complete(env: napi_env, status: napi_status, data: *mut c_void) {
     let env = Env(env);
     // SAFETY: reclaims the box leaked in `queue`; called exactly once.
-    let call = unsafe { Box::from_raw(data as *mut Call) };
+    let mut call = unsafe { Box::from_raw(data as *mut Call) };
     unsafe { napi_delete_async_work(env.0, call.work) };
-    env.delete_references(&[call.chunk]);
+    call.unpacker.pipe.release(env);
+    release_unqueued(
+        env,
+        std::mem::replace(&mut call.job, Job::End { abort: false }),
+    );
     let outcome = match call.done {
         Some(Done::Written(taken)) => Ok(env.boolean(taken)),
         Some(Done::Ended(None | Some(Ok(())))) => Ok(env.undefined()),
