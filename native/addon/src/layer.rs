@@ -427,12 +427,15 @@ impl Writer {
         );
         let owner = if kind == tar::AE_IFDIR { 0o700 } else { 0o600 };
         Self::metadata(fd, (perm & 0o777) | owner, &xattrs, mtime)
-            .map_err(|e| sys_fail(e, entry.path()))
+            .map_err(|e| sys_fail(e, entry.path().unwrap_or_default()))
     }
 
     /// Makes one entry; a regular file's data is read from `archive`.
     fn entry(&mut self, archive: &mut Archive, entry: &Entry) -> OpResult<()> {
-        let parts = components(entry.path())?;
+        let path = entry
+            .path()
+            .ok_or_else(|| Fail::Invalid("an entry has no name libarchive can read".into()))?;
+        let parts = components(path)?;
         if let Some(target) = entry.hardlink() {
             return self.hardlink(&parts, target);
         }
@@ -560,7 +563,7 @@ impl Writer {
             fail: Fail::Tar(why),
         })? {
             self.entry(archive, &entry).map_err(|fail| Failure {
-                entry: entry.path().to_vec(),
+                entry: entry.path().unwrap_or_default().to_vec(),
                 fail,
             })?;
         }

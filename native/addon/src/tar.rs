@@ -161,8 +161,9 @@ fn c_bytes<'a>(p: *const c_char) -> Option<&'a [u8]> {
 }
 
 impl Entry {
-    pub fn path(&self) -> &[u8] {
-        c_bytes(unsafe { archive_entry_pathname(self.raw) }).unwrap_or_default()
+    /// The name; `None` when libarchive has none to give.
+    pub fn path(&self) -> Option<&[u8]> {
+        c_bytes(unsafe { archive_entry_pathname(self.raw) })
     }
     /// The target of a hard link entry.
     pub fn hardlink(&self) -> Option<&[u8]> {

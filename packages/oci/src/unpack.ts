@@ -115,8 +115,9 @@ export async function unpackLayer(source: AsyncIterable<Buffer>, compression: Co
   const layer = options.name ?? dir;
   const root = openat(c.AT_FDCWD, dir, c.O_RDONLY | c.O_DIRECTORY | c.O_NOFOLLOW);
   try {
-    const unpacker = layerUnpacker(root, OVERRIDE_STAT_XATTR);
+    // Made first: once the unpacker's thread runs, nothing may throw before the try that ends it.
     const data = decompressed(source, compression)[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+    const unpacker = layerUnpacker(root, OVERRIDE_STAT_XATTR);
     let ended = false;
     try {
       let next = await data.next();
@@ -128,9 +129,9 @@ export async function unpackLayer(source: AsyncIterable<Buffer>, compression: Co
       // The tar has ended: the rest is read only for the source's own checks at its end.
       while (next.done !== true) next = await data.next();
     } catch (error) {
-      await data.return?.();
       // Aborted: the unpacker's own failure says only that it was stopped.
       if (!ended) await layerUnpackerEnd(unpacker, true).catch(() => undefined);
+      await data.return?.();
       if (OciError.is(error)) throw error;
       throw new OciError("ERR_OCI_LAYER", layer, `cannot unpack layer: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
     }
