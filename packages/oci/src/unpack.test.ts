@@ -200,6 +200,23 @@ describe("unpackLayer", () => {
     await expectUnsafe([{ header: { name: "a/../../sentinel/x" }, data: "x" }]);
   });
 
+  it("refuses ../ and absolute names that come from PAX and GNU long-name headers", async () => {
+    for (const tar of [
+      paxFileTar("harmless", "x", [paxRecord("path", Buffer.from("../sentinel/pax"))]),
+      paxFileTar("harmless", "x", [paxRecord("path", Buffer.from(`${sentinel}/pax`))]),
+      gnuLongNamesTar(`a/../../sentinel/${"g".repeat(120)}`, "x", "l", "t"),
+    ]) {
+      const error = await unpack(tar).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(error).toMatchObject({ code: "ERR_OCI_UNSAFE_ENTRY" });
+      rmSync(layer, { recursive: true });
+      mkdirSync(layer);
+    }
+    expect(readdirSync(sentinel)).toEqual(["secret"]);
+  });
+
   it("refuses absolute names", async () => {
     await expectUnsafe([{ header: { name: `${sentinel}/abs` }, data: "x" }]);
     await expectUnsafe([{ header: { name: "/etc/msb-oci-test-must-not-exist" }, data: "x" }]);
