@@ -163,6 +163,26 @@ fn host_xattr(name: &CStr) -> Option<CString> {
     }
 }
 
+/// The host mode of an entry of type `kind`: its permission bits plus owner
+/// read/write (owner rwx for a directory), never set-id or sticky.
+fn host_mode(entry: &Entry, kind: u32) -> u32 {
+    let owner = if kind == tar::AE_IFDIR { 0o700 } else { 0o600 };
+    (entry.perm() & 0o777) | owner
+}
+
+/// The process umask as `/proc/self/status` says it (reading it with
+/// umask(2) would change it for a moment under other threads); all bits when
+/// it cannot be read, so every mode is set explicitly.
+fn process_umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("Umask:"))?;
+            u32::from_str_radix(line["Umask:".len()..].trim(), 8).ok()
+        })
+        .unwrap_or(0o777)
+}
+
 fn id(value: i64, what: &str) -> OpResult<u32> {
     u32::try_from(value).map_err(|_| Fail::Invalid(format!("{what} {value} is not a u32")))
 }
@@ -254,6 +274,8 @@ struct Writer {
     /// Open directory fds by path below the root, with the tick of their last use.
     dirs: HashMap<Vec<u8>, (c_int, u64)>,
     tick: u64,
+    /// The process umask (all bits when unknown), which a new file's mode goes through.
+    umask: u32,
 }
 
 impl Writer {
@@ -364,13 +386,16 @@ impl Writer {
         make(&name).map(Some).map_err(|e| sys_fail(e, base))
     }
 
+    /// Sets `mode` (unless `None`: the fd has it), the xattrs and the mtime.
     fn metadata(
         fd: c_int,
-        mode: u32,
+        mode: Option<u32>,
         xattrs: &[(CString, &[u8])],
         mtime: Option<(i64, i64)>,
     ) -> SysResult<()> {
-        check(unsafe { fchmod(fd, mode) }, "fchmod")?;
+        if let Some(mode) = mode {
+            check(unsafe { fchmod(fd, mode) }, "fchmod")?;
+        }
         for (name, value) in xattrs {
             let rc = unsafe {
                 sys::fsetxattr(
@@ -401,14 +426,15 @@ impl Writer {
         Ok(())
     }
 
-    /// Sets an entry's host mode, its override (type `kind`, device `rdev`),
-    /// its image xattrs and (when given) its mtime on `fd`.
+    /// Sets an entry's host `mode` (unless `None`), its override (type
+    /// `kind`, device `rdev`), its image xattrs and (when given) its mtime on `fd`.
     fn entry_metadata(
         &self,
         fd: c_int,
         entry: &Entry,
         kind: u32,
         rdev: u32,
+        mode: Option<u32>,
         mtime: Option<(i64, i64)>,
     ) -> OpResult<()> {
         let perm = entry.perm();
@@ -425,8 +451,7 @@ impl Writer {
                 .into_iter()
                 .filter_map(|(name, value)| Some((host_xattr(name)?, value))),
         );
-        let owner = if kind == tar::AE_IFDIR { 0o700 } else { 0o600 };
-        Self::metadata(fd, (perm & 0o777) | owner, &xattrs, mtime)
+        Self::metadata(fd, mode, &xattrs, mtime)
             .map_err(|e| sys_fail(e, entry.path().unwrap_or_default()))
     }
 
@@ -459,12 +484,13 @@ impl Writer {
         kind: u32,
     ) -> OpResult<()> {
         let (parent, base) = self.parent(parts, "a file")?;
+        let mode = host_mode(entry, kind);
         let created = self.create(parent, base, false, |name| {
             openat2(
                 parent,
                 name,
                 O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW,
-                0o600,
+                mode as u64,
             )
         })?;
         let file = File(created.ok_or(Fail::ReplacesDir)?);
@@ -486,7 +512,9 @@ impl Writer {
                     .map_err(|e| sys_fail(e, base))?;
             }
         }
-        self.entry_metadata(file.0, entry, kind, rdev, entry.mtime())?;
+        // Created with its mode: only bits the umask took need an fchmod.
+        let masked = (mode & self.umask != 0).then_some(mode);
+        self.entry_metadata(file.0, entry, kind, rdev, masked, entry.mtime())?;
         file.close().map_err(|e| sys_fail(e, base))
     }
 
@@ -502,7 +530,8 @@ impl Writer {
         }
         let fd = self.dir_fd(parts, false, "goes through a symlink")?;
         // No mtime: the entries after it in the layer change it anyway.
-        self.entry_metadata(fd, entry, tar::AE_IFDIR, 0, None)
+        let mode = host_mode(entry, tar::AE_IFDIR);
+        self.entry_metadata(fd, entry, tar::AE_IFDIR, 0, Some(mode), None)
     }
 
     fn symlink(&mut self, parts: &[&[u8]], target: &[u8]) -> OpResult<()> {
@@ -805,12 +834,13 @@ pub unsafe extern "C" fn js_unpacker(env: napi_env, info: napi_callback_info) ->
         implicit_value: override_stat(0, 0, tar::AE_IFDIR | 0o755, 0),
         dirs: HashMap::new(),
         tick: 0,
+        umask: process_umask(),
     };
     // The layer root as tar makes it when the archive has no "./" entry to say otherwise.
     let root_value: &[u8] = &writer.implicit_value;
     if let Err(e) = Writer::metadata(
         root,
-        0o755,
+        Some(0o755),
         &[(writer.override_name.clone(), root_value)],
         None,
     ) {

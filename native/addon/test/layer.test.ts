@@ -78,6 +78,7 @@ describe("layerUnpacker", () => {
   }
 
   it("makes files, directories, symlinks, hard links and devices with their metadata, unprivileged", async () => {
+    const umask = process.umask(0o022);
     await unpack(
       ustar([
         { name: "etc/", type: "5", mode: 0o750, uid: 7, gid: 8 },
@@ -86,11 +87,12 @@ describe("layerUnpacker", () => {
         { name: "etc/link", type: "2", linkname: "../nowhere" },
         { name: "etc/hard", type: "1", linkname: "etc/big" },
         { name: "dev/null", type: "3", mode: 0o666, devmajor: 1, devminor: 3 },
+        { name: "etc/shared", data: "rw for all", mode: 0o666 },
         { name: "etc/replaced", data: "old" },
         { name: "etc/replaced", data: "new" },
         { name: "./etc//", type: "5", mode: 0o700 },
       ]),
-    );
+    ).finally(() => process.umask(umask));
     const layer = tmp.join("layer");
     expect(fs.readFileSync(`${layer}/etc/hard`, "utf8")).toBe("hello world".repeat(100));
     expect(fs.statSync(`${layer}/etc/hard`).ino).toBe(fs.statSync(`${layer}/etc/big`).ino);
@@ -100,6 +102,8 @@ describe("layerUnpacker", () => {
     expect(big.mtimeMs).toBe(1_234_000);
     expect(lgetxattr(`${layer}/etc/big`, OVERRIDE)).toEqual(override(1000, 1000, 0o104755));
     expect(fs.readFileSync(`${layer}/etc/replaced`, "utf8")).toBe("new");
+    // Bits the umask (022 here) takes from a new file are set back.
+    expect(fs.statSync(`${layer}/etc/shared`).mode & 0o777).toBe(0o666);
     // A directory entry over a directory keeps it and sets its metadata.
     expect(fs.statSync(`${layer}/etc`).mode & 0o7777).toBe(0o700);
     expect(lgetxattr(`${layer}/etc`, OVERRIDE)).toEqual(override(0, 0, 0o40700));
