@@ -507,66 +507,58 @@ export declare function zstdDecompress(handle: ZstdDecompressor, input: Uint8Arr
  */
 export declare function zstdDecompressAsync(handle: ZstdDecompressor, input: Uint8Array, maxOutput?: number): Promise<ZstdChunk>;
 
-// ------------------------------------------------------------- layer writer --
+// ----------------------------------------------------------- layer unpacker --
 
-/** An opaque layer writer (see {@link layerWriter}), freed by the garbage collector. */
-export interface LayerWriter {
-  readonly __layerWriter: unique symbol;
+/** An opaque layer unpacker (see {@link layerUnpacker}), freed by the garbage collector. */
+export interface LayerUnpacker {
+  readonly __layerUnpacker: unique symbol;
 }
 
-/** Op codes of {@link layerWriterApply}'s `ops`. */
-export declare const LAYER_OPS: Readonly<{
-  /** `path`: create a regular file (`0600`, `O_EXCL | O_NOFOLLOW`) and keep it open. */
-  OPEN_FILE: 1;
-  /** `u32 count`: append the next `count` chunks to the open file. */
-  WRITE: 2;
-  /** `u32 mode, i64 mtime, xattrs`: `fchmod`, the xattrs, the mtime (seconds; `-(2**63)` for none), close. */
-  CLOSE_FILE: 3;
-  /** `path, u32 mode, xattrs`: make the directory (one already there stays), set `mode` and the xattrs; the empty path is the root. */
-  DIRECTORY: 4;
-  /** `path, bytes target`: a symlink (the target is never followed). */
-  SYMLINK: 5;
-  /** `path, path target`: a hard link to an earlier entry (a link to a symlink links the symlink). */
-  LINK: 6;
-}>;
-
 /**
- * Creates a writer of an image layer's entries below the directory `rootFd`
- * (which stays the caller's: close it after {@link layerWriterClose}).
- * Directories the entries imply without listing them are made `0700` and
- * get the xattr `implicitDirXattr` = `implicitDirValue`.
+ * Starts unpacking an image layer's tar below the directory `rootFd` (which
+ * stays the caller's: close it once {@link layerUnpackerEnd} settles) on a
+ * thread of its own; the tar bytes come through {@link layerUnpackerWrite}.
+ * libarchive parses the tar (ustar, PAX, GNU long names and sparse files);
+ * the layer is written unprivileged, in the form OverlayFs lowers read:
+ * owner, mode and device number of each entry in the xattr `overrideXattr`
+ * (`@msb/fs`'s override-stat value), device nodes and FIFOs as empty files,
+ * host modes with owner read/write and no set-id bits, PAX xattrs `user.*`
+ * kept, `trusted.*` / `security.*` under `user.msb.`, the rest dropped,
+ * whiteouts kept as the `.wh.*` files they are. The root (and every
+ * directory the entries imply without listing) gets tar's default:
+ * root-owned `0755`.
  *
- * Every directory is opened from `rootFd` with `openat2(RESOLVE_BENEATH |
+ * A name that is absolute or has a `..` component fails the layer; every
+ * directory is opened from `rootFd` with `openat2(RESOLVE_BENEATH |
  * RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)` and every final component is
- * made without following it, so nothing is written outside `rootFd`.
+ * made without following it, so nothing is written outside `rootFd`. A name
+ * that exists is replaced as tar does; a directory only by a directory.
+ *
+ * Throws a system error when the root's metadata cannot be set.
  */
-export declare function layerWriter(rootFd: number, implicitDirXattr: PathLike, implicitDirValue: Uint8Array): LayerWriter;
+export declare function layerUnpacker(rootFd: number, overrideXattr: PathLike): LayerUnpacker;
 
 /**
- * Runs the encoded `ops` in order on the libuv threadpool. Little endian;
- * `bytes` is a u32 length and the bytes, a path is the `bytes` of its
- * components joined by `/` (no empty, `.` or `..` component, no NUL), and
- * `xattrs` a u32 count of (`bytes` name, `bytes` value); each op is a u8
- * code of {@link LAYER_OPS} and its fields. A name that exists is replaced
- * as tar does: a non-directory is unlinked first, a directory stays for
- * `DIRECTORY` and is an error for anything else.
- *
- * `chunks` are the file data the `WRITE` ops consume in order, read in
- * place: do not change them until the promise settles. Batches of one
- * writer run one at a time; await each before the next to keep their order.
- *
- * Rejects with an `Error` whose `index` is the failed op's position (the ops
- * before it are applied): a Node-style system error (`code`, `errno`,
- * `syscall`, `path` = the name below its directory; `linkTarget: true` when
- * a hard link target's directory could not be opened), or `code`
- * `ERR_MSB_LAYER_UNSAFE` (a path through a symlink or out of the root; the
- * message says which), `ERR_MSB_LAYER_REPLACES_DIR`, `ERR_INVALID_ARG_VALUE`
- * (malformed ops). Bad arguments reject with `ERR_INVALID_ARG_TYPE`.
+ * Queues the next tar bytes for the unpacker, once fewer than 8 MiB wait.
+ * They are read in place: do not change `chunk` until
+ * {@link layerUnpackerEnd} settles. Resolves `false` when the unpacker takes no more: its
+ * archive ended (the end-of-archive blocks) or failed. Await each call before
+ * the next, to keep the bytes in order.
  */
-export declare function layerWriterApply(handle: LayerWriter, ops: Uint8Array, chunks: readonly Uint8Array[]): Promise<void>;
+export declare function layerUnpackerWrite(handle: LayerUnpacker, chunk: Uint8Array): Promise<boolean>;
 
-/** Closes the writer's open file and directory fds (after a running batch); later batches reject with `EBADF`. */
-export declare function layerWriterClose(handle: LayerWriter): void;
+/**
+ * Ends the bytes (`abort`: stops the unpacker at once instead of letting it
+ * read the rest) and waits for the unpacker's thread: nothing is written
+ * after this settles. Rejects with the failure, `entry` naming the entry it
+ * is about when there is one: `ERR_MSB_LAYER_UNSAFE` (an entry that would
+ * land outside the root; the message says how), `ERR_MSB_LAYER_REPLACES_DIR`,
+ * `ERR_MSB_LAYER_ENTRY` (a header that cannot be stored, e.g. an owner beyond
+ * u32), `ERR_MSB_LAYER_TAR` (a malformed or truncated tar: libarchive's
+ * message), or a Node-style system error (`linkTarget: true` when a hard
+ * link's target is not there). A later call resolves at once.
+ */
+export declare function layerUnpackerEnd(handle: LayerUnpacker, abort: boolean): Promise<void>;
 
 // ------------------------------------------------------------------- xattrs --
 

@@ -54,11 +54,10 @@ module.exports.zstdDecompressor = binding.zstdDecompressor;
 module.exports.zstdDecompress = binding.zstdDecompress;
 module.exports.zstdDecompressAsync = binding.zstdDecompressAsync;
 
-// image layer entries written on the threadpool
-module.exports.layerWriter = binding.layerWriter;
-module.exports.layerWriterApply = binding.layerWriterApply;
-module.exports.layerWriterClose = binding.layerWriterClose;
-module.exports.LAYER_OPS = Object.freeze({ OPEN_FILE: 1, WRITE: 2, CLOSE_FILE: 3, DIRECTORY: 4, SYMLINK: 5, LINK: 6 });
+// image layer tars unpacked on a thread of their own (libarchive)
+module.exports.layerUnpacker = binding.layerUnpacker;
+module.exports.layerUnpackerWrite = binding.layerUnpackerWrite;
+module.exports.layerUnpackerEnd = binding.layerUnpackerEnd;
 
 // extended attributes
 module.exports.getxattr = binding.getxattr;

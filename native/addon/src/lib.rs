@@ -11,8 +11,9 @@
 //! * `backing`: FUSE passthrough's backing files.
 //! * `poll`: readiness of a descriptor on Node's event loop, non-blocking reads.
 //! * `zstd`: streaming decompression through the system libzstd.
-//! * `layer`: an image layer's entries written on the threadpool, batch by batch.
+//! * `layer`: an image layer's tar unpacked on a thread of its own; `tar`: libarchive's tar reader.
 //! * `pin`: a passthrough server's lookup, forget and create, one call each.
+//! * `tsc`: the host's TSC rate, for guests that read it under TCG.
 
 mod at;
 mod backing;
@@ -29,6 +30,7 @@ mod pin;
 mod poll;
 mod stat;
 mod sys;
+mod tar;
 mod tsc;
 mod value;
 mod work;
@@ -181,8 +183,8 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
     export_fn(
         env,
         exports,
-        "layerWriter",
-        Some(layer::js_writer),
+        "layerUnpacker",
+        Some(layer::js_unpacker),
         ptr::null_mut(),
     );
     export_fn(
@@ -195,8 +197,8 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
     export_fn(
         env,
         exports,
-        "layerWriterApply",
-        Some(layer::js_apply),
+        "layerUnpackerWrite",
+        Some(layer::js_write),
         ptr::null_mut(),
     );
     export_fn(
@@ -209,8 +211,8 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
     export_fn(
         env,
         exports,
-        "layerWriterClose",
-        Some(layer::js_close),
+        "layerUnpackerEnd",
+        Some(layer::js_end),
         ptr::null_mut(),
     );
     export_fn(env, exports, "pinAt", Some(pin::js_pin_at), ptr::null_mut());

@@ -275,13 +275,5 @@ unsafe extern "C" {
         result: *mut napi_ref,
     ) -> napi_status;
     pub fn napi_delete_reference(env: napi_env, reference: napi_ref) -> napi_status;
-    pub fn napi_is_array(env: napi_env, value: napi_value, result: *mut bool) -> napi_status;
-    pub fn napi_get_array_length(env: napi_env, value: napi_value, result: *mut u32)
-    -> napi_status;
-    pub fn napi_get_element(
-        env: napi_env,
-        object: napi_value,
-        index: u32,
-        result: *mut napi_value,
-    ) -> napi_status;
+    pub fn napi_get_value_bool(env: napi_env, value: napi_value, result: *mut bool) -> napi_status;
 }
