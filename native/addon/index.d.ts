@@ -374,11 +374,14 @@ export declare function version(): string;
 export declare function makedev(major: number, minor: number): bigint;
 /**
  * The host's TSC rate in kHz, measured against the monotonic clock (three
- * 30 ms windows, so about 0.1 s; measure once and keep it). A guest under
+ * 30 ms windows, so about 0.1 s of sleeping; measure once and keep it, with
+ * {@link tscKhzAsync} where the event loop must not stop). A guest under
  * QEMU's TCG reads the host's TSC as its own and needs this rate on its
  * kernel command line.
  */
 export declare function tscKhz(): number;
+/** Async {@link tscKhz}: measures on the threadpool, so the event loop runs on meanwhile. */
+export declare function tscKhzAsync(): Promise<number>;
 /** The major number of a device number (glibc `major(3)`). */
 export declare function major(dev: number | bigint): number;
 /** The minor number of a device number (glibc `minor(3)`). */

@@ -34,6 +34,7 @@ module.exports.UTIME_NOW = binding.UTIME_NOW;
 module.exports.UTIME_OMIT = binding.UTIME_OMIT;
 module.exports.makedev = binding.makedev;
 module.exports.tscKhz = binding.tscKhz;
+module.exports.tscKhzAsync = binding.tscKhzAsync;
 module.exports.major = binding.major;
 module.exports.minor = binding.minor;
 module.exports.statxInto = binding.statxInto;

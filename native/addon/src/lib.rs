@@ -55,6 +55,7 @@ const FAMILIES: &[&[Spec]] = &[
     file::SPECS,
     mount::SPECS,
     backing::SPECS,
+    tsc::SPECS,
 ];
 
 fn export_fn(env: Env, exports: napi_value, name: &str, cb: napi_callback, data: *mut c_void) {
@@ -137,7 +138,6 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
     export_fn(env, exports, "makedev", Some(js_makedev), ptr::null_mut());
     export_fn(env, exports, "major", Some(js_major), ptr::null_mut());
     export_fn(env, exports, "minor", Some(js_minor), ptr::null_mut());
-    export_fn(env, exports, "tscKhz", Some(tsc::js_tsc_khz), ptr::null_mut());
     export_fn(
         env,
         exports,

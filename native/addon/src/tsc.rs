@@ -5,8 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::napi::{napi_callback_info, napi_env, napi_value};
-use crate::value::Env;
+use crate::error::ArgErr;
+use crate::value::{Args, Env};
+use crate::work::{Call, Out, Spec};
 
 /// Length of one measuring window: long enough that reading the two clocks
 /// (well under a microsecond) errs by a few parts per million.
@@ -22,7 +23,7 @@ fn paired_reading() -> (u64, Instant) {
 }
 
 /// TSC ticks per millisecond of the monotonic clock: the median of three windows.
-pub fn tsc_khz() -> u64 {
+fn tsc_khz() -> u64 {
     let mut rates: Vec<u64> = (0..3)
         .map(|_| {
             let (tsc0, t0) = paired_reading();
@@ -37,6 +38,12 @@ pub fn tsc_khz() -> u64 {
 }
 
 /// `tscKhz()` → number: the host's TSC rate in kHz, measured (about 0.1 s).
-pub unsafe extern "C" fn js_tsc_khz(env: napi_env, _info: napi_callback_info) -> napi_value {
-    Env(env).double(tsc_khz() as f64)
+fn parse_tsc_khz(_env: Env, _args: &Args) -> Result<Call, ArgErr> {
+    Ok(Call::new(|| Ok(Out::Num(tsc_khz() as f64))))
 }
+
+/// `tscKhz` and, on the threadpool (the measuring sleeps), `tscKhzAsync`.
+pub const SPECS: &[Spec] = &[Spec {
+    name: "tscKhz",
+    parse: parse_tsc_khz,
+}];

@@ -6,7 +6,7 @@ import { mkdir, open, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { DynFileSystem } from "@msb/fs";
 import { serveStream, type FuseLogger, type FuseStream } from "@msb/fuse";
-import { tscKhz } from "@msb/native";
+import { tscKhzAsync } from "@msb/native";
 import { detectAccelerator, type Accelerator } from "./accel.js";
 import { AgentClient } from "./agent.js";
 import { findGuestAssets, type GuestAssets } from "./assets.js";
@@ -99,7 +99,7 @@ async function ensureSavedState(machine: Omit<QemuConfig, "extraArgs" | "console
   if (saving === undefined) {
     saving = (async () => {
       try {
-        await saveVmState(booting(machine), fsPorts, state);
+        await saveVmState(await booting(machine), fsPorts, state);
         await pruneSavedStates(stateDir, assetsVersion);
         return state;
       } catch (error) {
@@ -114,8 +114,8 @@ async function ensureSavedState(machine: Omit<QemuConfig, "extraArgs" | "console
   return saving;
 }
 
-/** The host's TSC rate in kHz: measured (0.1 s) by the first VM of this process that boots its kernel. */
-let hostTscKhz: number | undefined;
+/** The host's TSC rate in kHz: measured (0.1 s, on the threadpool) for the first VM of this process that boots its kernel. */
+let hostTscKhz: Promise<number> | undefined;
 
 /**
  * `machine` set up to boot its kernel: the command line gains the host's
@@ -124,9 +124,9 @@ let hostTscKhz: number | undefined;
  * by the error (0.15%, two minutes a day, on this machine). A VM restored
  * from a saved state keeps the rate of the boot that saved it.
  */
-function booting<T extends { readonly cmdline: string }>(machine: T): T {
-  hostTscKhz ??= tscKhz();
-  return { ...machine, cmdline: `${machine.cmdline} tsc_early_khz=${String(hostTscKhz)}` };
+async function booting<T extends { readonly cmdline: string }>(machine: T): Promise<T> {
+  const khz = await (hostTscKhz ??= tscKhzAsync());
+  return { ...machine, cmdline: `${machine.cmdline} tsc_early_khz=${String(khz)}` };
 }
 
 /** Saves under way in this process, by device-state path. */
@@ -243,10 +243,11 @@ export class MicroVm implements AsyncDisposable {
     const servers: FuseStream[] = [];
     try {
       const qmpPath = join(runDir, "qmp.sock");
+      const qemuMachine = savedState === undefined ? await booting(machine) : machine;
       const devices = savedState === undefined ? undefined : await open(savedState.devices, "r");
       try {
         qemu = startQemu({
-          ...(savedState === undefined ? booting(machine) : machine),
+          ...qemuMachine,
           consoleLog: join(runDir, "console.log"),
           ports,
           disks,
