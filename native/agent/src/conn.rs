@@ -163,6 +163,17 @@ impl Conn {
         }
     }
 
+    /// Waits up to a second for the port to be readable; returns poll's revents.
+    fn wait_readable(&self) -> i16 {
+        let mut p = sys::pollfd {
+            fd: self.fd,
+            events: sys::POLLIN,
+            revents: 0,
+        };
+        unsafe { sys::poll(&mut p, 1, 1000) };
+        p.revents
+    }
+
     /// The reader loop: runs forever.
     pub fn run(&'static self) -> ! {
         let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
@@ -176,24 +187,14 @@ impl Conn {
         loop {
             if wait_first {
                 wait_first = false;
-                let mut p = sys::pollfd {
-                    fd: self.fd,
-                    events: sys::POLLIN,
-                    revents: 0,
-                };
-                unsafe { sys::poll(&mut p, 1, 1000) };
+                self.wait_readable();
             }
             let n = match crate::read_port(self.fd, &mut chunk) {
                 Ok(n) => n,
                 Err(e) if e == sys::EINTR => continue,
                 Err(e) if e == sys::EAGAIN => {
-                    let mut p = sys::pollfd {
-                        fd: self.fd,
-                        events: sys::POLLIN,
-                        revents: 0,
-                    };
-                    unsafe { sys::poll(&mut p, 1, 1000) };
-                    if p.revents & sys::POLLHUP != 0 && p.revents & sys::POLLIN == 0 {
+                    let revents = self.wait_readable();
+                    if revents & sys::POLLHUP != 0 && revents & sys::POLLIN == 0 {
                         std::thread::sleep(Duration::from_millis(5));
                     }
                     continue;

@@ -202,12 +202,17 @@ impl Exec {
         if st.output_done && !st.cancelled {
             let lifetime = st.lifetime;
             drop(st);
-            conn().send(self.id, FLAG_END, &exited(status, lifetime));
-            pipe_pool::refill();
+            self.send_exited(status, lifetime);
         } else {
             drop(st);
             self.wake();
         }
+    }
+
+    /// Ends the stream with `exited`; then, the reply gone, tops the pipe pool up.
+    fn send_exited(&self, status: c_int, lifetime: Option<Duration>) {
+        conn().send(self.id, FLAG_END, &exited(status, lifetime));
+        pipe_pool::refill();
     }
 
     fn kill_all(&self) {
@@ -675,24 +680,35 @@ fn make_stdio(p: &Plan) -> Result<Stdio, i32> {
             master,
         });
     }
-    let (out_r, out_w) = pipe_pool::take()?;
+    let (child_in, parent_in, shared_in) = if p.stdin_pipe {
+        let (r, w) = sys::pipe_cloexec()?;
+        (r, w, false)
+    } else if let Some(null) = dev_null() {
+        (null, -1, true)
+    } else {
+        // No /dev/null: a pipe whose write end is closed reads as end of file.
+        let (r, w) = sys::pipe_cloexec()?;
+        unsafe { sys::close(w) };
+        (r, -1, false)
+    };
+    // On a failure below, nothing made above is left open.
+    let close_in = || unsafe {
+        if !shared_in {
+            sys::close(child_in);
+        }
+        if parent_in >= 0 {
+            sys::close(parent_in);
+        }
+    };
+    let (out_r, out_w) = pipe_pool::take().inspect_err(|_| close_in())?;
     let (err_r, err_w) = pipe_pool::take().inspect_err(|_| unsafe {
+        close_in();
         sys::close(out_r);
         sys::close(out_w);
     })?;
-    let null = if p.stdin_pipe { None } else { dev_null() };
-    let (child_in, parent_in) = if p.stdin_pipe {
-        sys::pipe_cloexec()?
-    } else if let Some(null) = null {
-        (null, -1)
-    } else {
-        let (r, w) = sys::pipe_cloexec()?;
-        unsafe { sys::close(w) };
-        (r, -1)
-    };
     Ok(Stdio {
         child_in,
-        shared_in: null.is_some(),
+        shared_in,
         child_out: out_w,
         child_err: err_w,
         parent_in,
@@ -1045,8 +1061,7 @@ fn pump_with(c: &Conn, s: &Exec, out: c_int, err: c_int, tty: bool, buf: &mut [u
         };
         if !out_open && !err_open {
             if let Some(status) = status {
-                c.send(id, FLAG_END, &exited(status, lifetime));
-                pipe_pool::refill();
+                s.send_exited(status, lifetime);
                 return;
             }
             // The output ended before the reaper saw the exit: it sends `exited`
