@@ -120,6 +120,15 @@ describe("MicroVm on a PassthroughFs root", () => {
     expect(await proc.exit).toMatchObject({ code: 143, signal: 15 });
   });
 
+  it("reaps every process: its own, and the orphans they leave, ended or still running", async () => {
+    // Orphans become PID 1's: one ends at once, one while nothing of its session is left.
+    const out = await run("(true >/dev/null 2>&1 &); sleep 0.3 >/dev/null 2>&1 & echo $!");
+    expect(out.code).toBe(0);
+    const orphan = text(out.stdout).trim();
+    const zombiesOrOrphan = async () => text((await run(`for s in /proc/[0-9]*/stat; do read -r pid comm state rest < $s 2>/dev/null && { [ "$state" = Z ] || [ "$pid" = ${orphan} ]; } && echo "$pid $comm $state"; done`)).stdout);
+    await expect.poll(zombiesOrOrphan, { timeout: 10_000, interval: 200 }).toBe("");
+  });
+
   it("applies env, cwd and user", async () => {
     const out = await run('echo "$FOO"; pwd; id -u; id -g; id -G; echo "$HOME"', { env: [PATH, "FOO=bar baz"], cwd: "/tmp", user: "alice" });
     expect(text(out.stdout).split("\n")).toEqual(["bar baz", "/tmp", "1000", "1000", "1000 50", "/home/alice", ""]);

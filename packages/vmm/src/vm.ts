@@ -124,7 +124,7 @@ let hostTscKhz: Promise<number> | undefined;
  * by the error (0.15%, two minutes a day, on this machine). A VM restored
  * from a saved state keeps the rate of the boot that saved it.
  */
-async function booting<T extends { readonly cmdline: string }>(machine: T): Promise<T> {
+export async function booting<T extends { readonly cmdline: string }>(machine: T): Promise<T> {
   const khz = await (hostTscKhz ??= tscKhzAsync());
   return { ...machine, cmdline: `${machine.cmdline} tsc_early_khz=${String(khz)}` };
 }
