@@ -98,6 +98,27 @@ describe("FuseServer's passthrough bookkeeping", () => {
     expect(h.logs.filter((l) => l.level !== "debug")).toEqual([]);
   });
 
+  it("opens a write-only handle with FOPEN_DIRECT_IO and no backing file, unless the inode is open with passthrough already", () => {
+    const registry = new BackingRegistry();
+    const h = serve(hostFs(), registry);
+    const created = create(h, "f", O.WRONLY);
+    const ino = Number(created.view.getBigUint64(0, true));
+    const writer = openOut(created, 128);
+    expect(writer).toMatchObject({ flags: FOPEN.DIRECT_IO, backingId: 0 });
+    expect(registry.next).toBe(1);
+    // The write-only handle takes no inode I/O mode: a reader still gets passthrough,
+    const reader = openOut(open(h, ino, O.RDONLY));
+    expect(reader).toMatchObject({ flags: FOPEN_PASSTHROUGH, backingId: 1 });
+    // and with that open, every later open must name the same backing file, writers too.
+    const second = openOut(open(h, ino, O.WRONLY));
+    expect(second).toMatchObject({ flags: FOPEN_PASSTHROUGH | FOPEN.DIRECT_IO, backingId: 1 });
+    for (const fh of [writer.fh, reader.fh]) expect(release(h, ino, fh).error).toBe(0);
+    expect(registry.registered.size).toBe(1);
+    expect(release(h, ino, second.fh).error).toBe(0);
+    expect(registry.registered.size).toBe(0);
+    expect(h.logs.filter((l) => l.level !== "debug")).toEqual([]);
+  });
+
   it("keeps an inode opened without passthrough so until its last release", () => {
     const registry = new BackingRegistry();
     let named = false;

@@ -738,7 +738,9 @@ export class FuseServer {
    * The FOPEN flags and backing id of the reply opening handle `fh` of
    * `ino` with `openFlags`: passthrough when the connection has it, the
    * backend names the handle's host file, and no other kind of open of the
-   * inode is there; else `flags` as they are. The first passthrough open of
+   * inode is there; else `flags` as they are (a write-only handle of a
+   * named host file gets FOPEN_DIRECT_IO and no backing file, unless the
+   * inode is open with passthrough already). The first passthrough open of
    * an inode registers the host file; the others name the same backing id,
    * as the kernel requires. A handle open for writing or with O_DIRECT also
    * gets FOPEN_DIRECT_IO, which the kernel puts before passthrough for read
@@ -750,16 +752,21 @@ export class FuseServer {
   #openMode(ino: number, fh: number, openFlags: number, flags: number): [flags: number, backingId: number] {
     const backing = this.#backing;
     if (backing === undefined) return [flags, 0];
-    let files = this.#openFiles.get(ino);
-    if (files === undefined) {
-      files = { backingId: undefined, handles: new Map() };
-      this.#openFiles.set(ino, files);
-    }
     let fd: number | undefined;
     try {
       fd = this.#fs.passthroughFd?.(ino, fh);
     } catch (error) {
       this.#failureLog.log(`passthroughFd (inode ${ino}) failed, serving the file through the backend: ${describeError(error)}`);
+    }
+    let files = this.#openFiles.get(ino);
+    // A write-only handle gains nothing from a backing file: its writes come to the backend
+    // (FOPEN_DIRECT_IO) and it cannot be mmapped. Plain FOPEN_DIRECT_IO takes no inode I/O mode,
+    // so later passthrough opens are not held up; only an inode open with passthrough already
+    // needs every open to name its backing file.
+    if (fd !== undefined && (openFlags & O.ACCMODE) === O.WRONLY && files?.backingId === undefined) return [FOPEN.DIRECT_IO | (flags & FOPEN.NOFLUSH), 0];
+    if (files === undefined) {
+      files = { backingId: undefined, handles: new Map() };
+      this.#openFiles.set(ino, files);
     }
     if (fd !== undefined && files.backingId === undefined && files.handles.size === 0) {
       try {
