@@ -217,11 +217,27 @@ describe.skipIf(skip !== undefined)("mountFuse reading several cloned descriptor
     expect(logs.filter((l) => l.level !== "debug")).toEqual([]);
   });
 
-  it("refuses a reader count out of range before mounting", async () => {
+  it("serves the same with polling after a batch off and at its longest", async () => {
+    for (const spinMicros of [0, 1000]) {
+      const { base, mnt } = scratch();
+      const m = await mountFuse(new MemFs({ rootMode: 0o755 }), mnt, { spinMicros });
+      try {
+        expect(await ok(`for i in 1 2 3 4 5 6 7 8; do echo $i > ${mnt}/f$i; done; cat ${mnt}/f*; ls ${mnt} | wc -l`)).toBe("1\n2\n3\n4\n5\n6\n7\n8\n8\n");
+      } finally {
+        await m.unmount();
+        rmSync(base, { recursive: true, force: true });
+      }
+    }
+  });
+
+  it("refuses a reader count or spin time out of range before mounting", async () => {
     const { base, mnt } = scratch();
     try {
       for (const readers of [0, 17, 1.5]) {
         await expect(mountFuse(new MemFs(), mnt, { readers })).rejects.toThrow(`option readers must be an integer from 1 to 16, got ${readers}`);
+      }
+      for (const spinMicros of [-1, 1001, 2.5]) {
+        await expect(mountFuse(new MemFs(), mnt, { spinMicros })).rejects.toThrow(`option spinMicros must be an integer from 0 to 1000, got ${spinMicros}`);
       }
       expect(mounted(mnt)).toBe(0);
     } finally {

@@ -45,6 +45,14 @@ export interface FuseMountOptions extends FuseServerOptions {
    * Default 1; see the README.
    */
   readonly readers?: number;
+  /**
+   * After answering every queued request, keep polling /dev/fuse this many
+   * microseconds for the next one (while no backend call is pending) before
+   * going back to the event loop: it saves a thread wake-up per request on a
+   * busy mount, at the cost of up to this much CPU each time the mount goes
+   * quiet. 0 to 1000; default 50; 0 turns it off. See the README.
+   */
+  readonly spinMicros?: number;
 }
 
 /** Options of {@link FuseMount.unmount}. */
@@ -69,6 +77,9 @@ export interface FuseMount extends AsyncDisposable {
 }
 
 const FUSECTL = "/sys/fs/fuse/connections";
+
+/** See {@link FuseMountOptions.spinMicros}: about the gap between a reply and the same caller's next request here. */
+const DEFAULT_SPIN_MICROS = 50;
 
 // One exit hook for every mount of this process: a process that exits
 // without unmounting would otherwise leave dead mounts behind.
@@ -160,6 +171,10 @@ async function abortConnection(minor: number): Promise<void> {
 export async function mountFuse(fs: DynFileSystem, mountpoint: string, options: FuseMountOptions = {}): Promise<FuseMount> {
   if (typeof mountpoint !== "string" || mountpoint === "") throw new TypeError(`mountFuse: mountpoint must be a non-empty path, got ${String(mountpoint)}`);
   const log = options.logger ?? consoleLogger(options.debug === true);
+  const spinMicros = options.spinMicros ?? DEFAULT_SPIN_MICROS;
+  if (!Number.isInteger(spinMicros) || spinMicros < 0 || spinMicros > 1000) {
+    throw new TypeError(`mountFuse: option spinMicros must be an integer from 0 to 1000, got ${String(spinMicros)}`);
+  }
   const readerCount = options.readers ?? 1;
   if (!Number.isInteger(readerCount) || readerCount < 1 || readerCount > 16) {
     throw new TypeError(`mountFuse: option readers must be an integer from 1 to 16, got ${String(readerCount)}`);
@@ -261,6 +276,7 @@ export async function mountFuse(fs: DynFileSystem, mountpoint: string, options: 
         };
   // Messages are lent to the server, which copies what it keeps: one read buffer serves every descriptor.
   const readBuffer = new Uint8Array(maxRequestSize(server.maxWrite));
+  const spin = { micros: spinMicros, idle: () => server.inflight === 0 };
   // The connection ends for every reader at once (ENODEV); the first to see it ends the mount.
   const readers: Reader[] = fds.map((readFd) =>
     startReader(readFd, readBuffer, onMessage, (why) => {
@@ -274,7 +290,7 @@ export async function mountFuse(fs: DynFileSystem, mountpoint: string, options: 
         closeFds();
         resolveClosed();
       });
-    }),
+    }, spin),
   );
 
   const minor = (await mountsAt(target)).filter((m) => m.fstype === "fuse.msb").at(-1)?.minor;
