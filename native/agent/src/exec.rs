@@ -1,22 +1,17 @@
 //! `exec` streams and the zombie reaper.
 //!
-//! PID 1 reaps everything. An exec's process is cloned with a pidfd, which
-//! its session's pump thread polls beside the output pipes: when it turns
-//! readable the pump reaps the process itself, so a process ending wakes one
-//! agent thread (a reaper blocked in waitpid(-1) woke for every exit too).
-//! A reaper thread sweeps once a second with waitpid(-1, WNOHANG) for the
-//! processes orphaned onto PID 1, handing the status of any session's
-//! process it happens to reap to that session. A session is registered
-//! under the CHILDREN lock across the spawn, so the reaper cannot see a pid
-//! before its session exists. Between clone and execve the child only makes
-//! async-signal-safe calls on data prepared before the clone (no
-//! allocation, no locks).
+//! PID 1 reaps everything: one reaper thread runs waitpid(-1) and hands each
+//! status to the exec session owning the pid (orphans are reaped silently).
+//! A session is registered under the CHILDREN lock across the spawn, so the
+//! reaper cannot see a pid before its session exists. Between clone and
+//! execve the child only makes async-signal-safe calls on data prepared
+//! before the clone (no allocation, no locks).
 
 use std::collections::HashMap;
 use std::ffi::{CString, c_char, c_int, c_void};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::cbor::{self, Value};
@@ -42,21 +37,36 @@ fn children() -> &'static Mutex<HashMap<c_int, Arc<Exec>>> {
     C.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-/// How often the reaper sweeps for ended orphans.
-const ORPHAN_SWEEP: Duration = Duration::from_secs(1);
+static SPAWN_GEN: Mutex<u64> = Mutex::new(0);
+static SPAWNED: Condvar = Condvar::new();
+
+fn notify_spawned() {
+    *lock(&SPAWN_GEN) += 1;
+    SPAWNED.notify_all();
+}
 
 pub fn start_reaper() {
     let r = std::thread::Builder::new().name("reaper".into()).spawn(|| {
         loop {
+            let generation = *lock(&SPAWN_GEN);
             let mut status: c_int = 0;
-            let pid = unsafe { sys::waitpid(-1, &mut status, sys::WNOHANG) };
+            let pid = unsafe { sys::waitpid(-1, &mut status, 0) };
             if pid > 0 {
                 let session = lock(children()).remove(&pid);
                 if let Some(s) = session {
-                    s.exited_with(status);
+                    s.on_exit(status);
                 }
-            } else if pid == 0 || sys::errno() != sys::EINTR {
-                std::thread::sleep(ORPHAN_SWEEP);
+                continue;
+            }
+            let e = sys::errno();
+            if e == sys::EINTR {
+                continue;
+            }
+            // ECHILD: nothing to wait for until the next fork (orphans reparented
+            // to us arrive with a fork somewhere too, but also re-check every second).
+            let g = lock(&SPAWN_GEN);
+            if *g == generation {
+                let _ = SPAWNED.wait_timeout(g, Duration::from_secs(1));
             }
         }
     });
@@ -149,14 +159,13 @@ struct State {
     lifetime: Option<Duration>,
     cancelled: bool,
     started: bool,
+    /// stdout and stderr have ended and the pump loop is gone: the reaper sends `exited`.
+    output_done: bool,
 }
 
 pub struct Exec {
     id: u32,
     pid: AtomicI32,
-    /// The process's pidfd (-1 before the clone), closed with the session:
-    /// signals go through it, so they never reach a recycled pid.
-    pidfd: AtomicI32,
     tty: bool,
     stdin_pipe: bool,
     /// pty master (-1 without tty); closed when the session is dropped
@@ -172,13 +181,9 @@ impl Drop for Exec {
     fn drop(&mut self) {
         wake_pool::give(self.wake);
         unsafe {
-            for fd in [
-                self.master.load(Ordering::SeqCst),
-                self.pidfd.load(Ordering::SeqCst),
-            ] {
-                if fd >= 0 {
-                    sys::close(fd);
-                }
+            let m = self.master.load(Ordering::SeqCst);
+            if m >= 0 {
+                sys::close(m);
             }
         }
     }
@@ -190,58 +195,17 @@ impl Exec {
         unsafe { sys::write(self.wake, one.as_ptr() as *const _, one.len()) };
     }
 
-    /// Records the status of the reaped process.
-    fn record_exit(&self, status: c_int) {
+    fn on_exit(&self, status: c_int) {
         let mut st = lock(&self.state);
         st.status = Some(status);
         st.lifetime = st.forked_at.map(|t| t.elapsed());
-    }
-
-    /// The reaper's hand-over: records the status and wakes the pump loop.
-    fn exited_with(&self, status: c_int) {
-        self.record_exit(status);
-        self.wake();
-    }
-
-    /// Reaps the process if it has ended (`options`: WNOHANG) or once it
-    /// does (0). False when there is nothing (left) to wait for here: it was
-    /// reaped, or the reaper took it and hands its status over.
-    fn reap(self: &Arc<Self>, options: c_int) -> bool {
-        let pid = self.pid.load(Ordering::SeqCst);
-        let mut status: c_int = 0;
-        let r = loop {
-            let r = unsafe { sys::waitpid(pid, &mut status, options) };
-            if r >= 0 || sys::errno() != sys::EINTR {
-                break r;
-            }
-        };
-        if r == 0 {
-            return true;
-        }
-        if r == pid {
-            let mut reg = lock(children());
-            if reg.get(&pid).is_some_and(|s| Arc::ptr_eq(s, self)) {
-                reg.remove(&pid);
-            }
-            drop(reg);
-            self.record_exit(status);
-        }
-        false
-    }
-
-    /// Sends `signo` to the process itself, through its pidfd.
-    fn signal_process(&self, signo: c_int) {
-        let pidfd = self.pidfd.load(Ordering::SeqCst);
-        if pidfd >= 0 {
-            unsafe {
-                sys::syscall(
-                    sys::SYS_PIDFD_SEND_SIGNAL,
-                    pidfd as std::ffi::c_long,
-                    signo as std::ffi::c_long,
-                    0 as std::ffi::c_long,
-                    0 as std::ffi::c_long,
-                )
-            };
+        if st.output_done && !st.cancelled {
+            let lifetime = st.lifetime;
+            drop(st);
+            self.send_exited(status, lifetime);
+        } else {
+            drop(st);
+            self.wake();
         }
     }
 
@@ -253,10 +217,12 @@ impl Exec {
 
     fn kill_all(&self) {
         let pid = self.pid.load(Ordering::SeqCst);
-        if pid > 0 && lock(&self.state).status.is_none() {
-            unsafe { sys::kill(-pid, sys::SIGKILL) };
+        if pid > 0 {
+            unsafe {
+                sys::kill(-pid, sys::SIGKILL);
+                sys::kill(pid, sys::SIGKILL);
+            }
         }
-        self.signal_process(sys::SIGKILL);
     }
 
     fn foreground_group(&self) -> Option<c_int> {
@@ -305,12 +271,12 @@ impl Stream for Exec {
                 let pid = self.pid.load(Ordering::SeqCst);
                 if (1..=64).contains(&signo) && pid > 0 && lock(&self.state).status.is_none() {
                     // With a tty: the terminal's foreground process group, as a typed ^C would.
-                    if self.tty {
-                        let group = self.foreground_group().unwrap_or(pid);
-                        unsafe { sys::kill(-group, signo as c_int) };
+                    let target = if self.tty {
+                        -self.foreground_group().unwrap_or(pid)
                     } else {
-                        self.signal_process(signo as c_int);
-                    }
+                        pid
+                    };
+                    unsafe { sys::kill(target, signo as c_int) };
                 }
             }
             Some("resize") => {
@@ -611,7 +577,6 @@ pub fn request(c: &'static Conn, id: u32, flags: u8, body: Value) {
     let session = Arc::new(Exec {
         id,
         pid: AtomicI32::new(0),
-        pidfd: AtomicI32::new(-1),
         tty,
         stdin_pipe,
         master: AtomicI32::new(-1),
@@ -799,27 +764,24 @@ struct ChildPlan<'a> {
 /// execve (or failed); the agent's other threads run on. All signals stay
 /// blocked in the child until just before its execve, so no handler of the
 /// agent ever runs on the shared memory.
-/// Returns the pid and a pidfd.
-fn spawn(plan: &ChildPlan) -> Result<(c_int, c_int), i32> {
+fn spawn(plan: &ChildPlan) -> Result<c_int, i32> {
     // Uninitialised (zeroing 64 KiB costs more than the rest of a spawn under
     // TCG); the stack grows down from a 16-byte aligned top.
     let mut stack: Vec<u8> = Vec::with_capacity(CHILD_STACK);
     let top = unsafe { stack.as_mut_ptr().add(CHILD_STACK) } as usize & !15;
     let all = sys::sigset_t::full();
     let mut old = sys::sigset_t::empty();
-    let mut pidfd: c_int = -1;
     unsafe {
         sys::pthread_sigmask(sys::SIG_SETMASK, &all, &mut old);
         let pid = sys::clone(
             child_main,
             top as *mut c_void,
-            sys::CLONE_VM | sys::CLONE_VFORK | sys::CLONE_PIDFD | sys::SIGCHLD,
+            sys::CLONE_VM | sys::CLONE_VFORK | sys::SIGCHLD,
             plan as *const ChildPlan as *mut c_void,
-            &mut pidfd as *mut c_int,
         );
         let e = sys::errno();
         sys::pthread_sigmask(sys::SIG_SETMASK, &old, std::ptr::null_mut());
-        if pid < 0 { Err(e) } else { Ok((pid, pidfd)) }
+        if pid < 0 { Err(e) } else { Ok(pid) }
     }
 }
 
@@ -939,14 +901,14 @@ fn run(c: &'static Conn, s: Arc<Exec>, body: Value, stdin_rx: mpsc::Receiver<Std
         } else {
             lock(&s.state).forked_at = Some(Instant::now());
             let spawned = spawn(&child_plan);
-            if let Ok((pid, pidfd)) = spawned {
+            if let Ok(pid) = spawned {
                 s.pid.store(pid, Ordering::SeqCst);
-                s.pidfd.store(pidfd, Ordering::SeqCst);
                 reg.insert(pid, s.clone());
             }
-            Some(spawned.map(|(pid, _)| pid))
+            Some(spawned)
         }
     };
+    notify_spawned();
     // Parent: close the child's ends.
     unsafe {
         for fd in [io.child_in, io.child_out, io.child_err] {
@@ -1000,7 +962,6 @@ fn run(c: &'static Conn, s: Arc<Exec>, body: Value, stdin_rx: mpsc::Receiver<Std
             ),
         };
         close_parent();
-        s.reap(0); // it has _exited already
         fail(c, id, os_failure(e, &what, kind));
         return;
     }
@@ -1022,9 +983,6 @@ fn run(c: &'static Conn, s: Arc<Exec>, body: Value, stdin_rx: mpsc::Receiver<Std
         drop(stdin_rx);
     }
     pump(c, &s, io.parent_out, io.parent_err, p.tty.is_some());
-    if lock(&s.state).status.is_none() {
-        s.reap(0); // cancelled: the process has been sent SIGKILL
-    }
     // The stream is over: release the stdin writer (it holds the session).
     s.close_stdin();
     for fd in [io.parent_out, io.parent_err] {
@@ -1074,10 +1032,10 @@ fn exited(status: c_int, lifetime: Option<Duration>) -> Value {
     ])
 }
 
-/// Streams stdout/stderr within the window, reaps the process when its
-/// pidfd turns readable, and sends `exited` once both outputs have hit EOF
-/// and the process has been reaped.
-fn pump(c: &Conn, s: &Arc<Exec>, out: c_int, err: c_int, tty: bool) {
+/// Streams stdout/stderr within the window, then `exited` once both hit EOF
+/// and the process has been reaped (sent by whichever of this loop and the
+/// reaper sees the second of those).
+fn pump(c: &Conn, s: &Exec, out: c_int, err: c_int, tty: bool) {
     // One output buffer per worker thread, zeroed once, not once per exec.
     thread_local! {
         static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; CHUNK]);
@@ -1085,13 +1043,10 @@ fn pump(c: &Conn, s: &Arc<Exec>, out: c_int, err: c_int, tty: bool) {
     BUF.with_borrow_mut(|buf| pump_with(c, s, out, err, tty, buf))
 }
 
-fn pump_with(c: &Conn, s: &Arc<Exec>, out: c_int, err: c_int, tty: bool, buf: &mut [u8]) {
+fn pump_with(c: &Conn, s: &Exec, out: c_int, err: c_int, tty: bool, buf: &mut [u8]) {
     let id = s.id;
     let mut out_open = out >= 0;
     let mut err_open = err >= 0;
-    let pidfd = s.pidfd.load(Ordering::SeqCst);
-    // Until the process is reaped here, or found reaped by the reaper.
-    let mut watch_pidfd = true;
     loop {
         let (room, status, lifetime) = {
             let st = lock(&s.state);
@@ -1104,26 +1059,25 @@ fn pump_with(c: &Conn, s: &Arc<Exec>, out: c_int, err: c_int, tty: bool, buf: &m
                 st.lifetime,
             )
         };
-        if !out_open
-            && !err_open
-            && let Some(status) = status
-        {
-            s.send_exited(status, lifetime);
-            return;
+        if !out_open && !err_open {
+            if let Some(status) = status {
+                s.send_exited(status, lifetime);
+                return;
+            }
+            // The output ended before the reaper saw the exit: it sends `exited`
+            // itself, one thread hand-off fewer than waking this loop for it.
+            let mut st = lock(&s.state);
+            if st.status.is_none() {
+                st.output_done = true;
+                return;
+            }
+            continue;
         }
         let mut fds = vec![sys::pollfd {
             fd: s.wake,
             events: sys::POLLIN,
             revents: 0,
         }];
-        if status.is_none() && watch_pidfd {
-            fds.push(sys::pollfd {
-                fd: pidfd,
-                events: sys::POLLIN,
-                revents: 0,
-            });
-        }
-        let first_output = fds.len();
         let mut which = Vec::new();
         if room > 0 {
             if out_open {
@@ -1151,11 +1105,8 @@ fn pump_with(c: &Conn, s: &Arc<Exec>, out: c_int, err: c_int, tty: bool, buf: &m
             let mut b = [0u8; 64];
             let _ = sys::read_some(s.wake, &mut b);
         }
-        if first_output > 1 && fds[1].revents != 0 {
-            watch_pidfd = s.reap(sys::WNOHANG);
-        }
         for (i, (name, fd)) in which.iter().enumerate() {
-            if fds[first_output + i].revents == 0 {
+            if fds[i + 1].revents == 0 {
                 continue;
             }
             let want = CHUNK.min(room as usize);

@@ -127,9 +127,6 @@ pub const SIG_SETMASK: c_int = 2;
 
 pub const CLONE_VM: c_int = 0x100;
 pub const CLONE_VFORK: c_int = 0x4000;
-/// The parent gets a pidfd for the child (stored through `parent_tid`).
-pub const CLONE_PIDFD: c_int = 0x1000;
-pub const WNOHANG: c_int = 1;
 
 pub const MS_RDONLY: c_ulong = 1;
 pub const MS_NOSUID: c_ulong = 2;
@@ -156,7 +153,6 @@ pub const SYS_FINIT_MODULE: c_long = 313;
 pub const SYS_SETGROUPS: c_long = 116;
 pub const SYS_SETRESUID: c_long = 117;
 pub const SYS_SETRESGID: c_long = 119;
-pub const SYS_PIDFD_SEND_SIGNAL: c_long = 424;
 
 pub const ECHILD: i32 = 10;
 pub const EINTR: i32 = 4;
