@@ -50,7 +50,8 @@ export interface FuseMountOptions extends FuseServerOptions {
    * microseconds for the next one (while no backend call is pending) before
    * going back to the event loop: it saves a thread wake-up per request on a
    * busy mount, at the cost of up to this much CPU each time the mount goes
-   * quiet. 0 to 1000; default 50; 0 turns it off. See the README.
+   * quiet. 0 to 1000; default 50; 0 turns it off. Not used with several
+   * `readers`. See the README.
    */
   readonly spinMicros?: number;
 }
@@ -276,7 +277,8 @@ export async function mountFuse(fs: DynFileSystem, mountpoint: string, options: 
         };
   // Messages are lent to the server, which copies what it keeps: one read buffer serves every descriptor.
   const readBuffer = new Uint8Array(maxRequestSize(server.maxWrite));
-  const spin = { micros: spinMicros, idle: () => server.inflight === 0 };
+  // Polling one descriptor would hold up requests queued on the others: several readers never poll.
+  const spin = { micros: fds.length === 1 ? spinMicros : 0, idle: () => server.inflight === 0 };
   // The connection ends for every reader at once (ENODEV); the first to see it ends the mount.
   const readers: Reader[] = fds.map((readFd) =>
     startReader(readFd, readBuffer, onMessage, (why) => {

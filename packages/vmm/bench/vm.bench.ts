@@ -23,9 +23,9 @@ import { BUSYBOX, buildBusyboxRoot } from "../src/vm-root.fixture.js";
 const RUNS = Number(process.env.MSB_BENCH_RUNS ?? 20);
 const FILE_MIB = Number(process.env.MSB_BENCH_FILE_MIB ?? 1024);
 // MSB_BENCH_ONLY=io runs only the guest I/O sections (file read/write, stat rate).
+const ONLY_IO = process.env.MSB_BENCH_ONLY === "io";
 /** A bare boot takes about a second under TCG; one that has not powered off after this hangs. */
 const BARE_BOOT_TIMEOUT_MS = 60_000;
-const ONLY_IO = process.env.MSB_BENCH_ONLY === "io";
 const PATH = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
 
 const quantile = (values: readonly number[], q: number): number => {
